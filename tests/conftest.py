@@ -1,0 +1,127 @@
+"""Tiny real models and data made by the tests themselves: offline, seconds not minutes."""
+
+import csv
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# Three classes, each with its own words, so a 2-layer model with hidden size 8 can learn them.
+WORDS = {
+    "fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango"],
+    "tool": ["hammer", "saw", "drill", "wrench", "chisel", "pliers"],
+    "animal": ["cat", "dog", "horse", "tiger", "whale", "zebra"],
+}
+FILLER = ["the", "a", "my", "is", "and", "with", "big", "small"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + [w for ws in WORDS.values() for w in ws]
+
+
+def make_texts(n_per_class, seed=0, max_words=12):
+    """(texts, labels): random sentences of filler plus words of the label's class."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for label, words in WORDS.items():
+        for _ in range(n_per_class):
+            n = int(rng.integers(2, max_words))
+            picked = [rng.choice(words) if rng.random() < 0.6 else rng.choice(FILLER) for _ in range(n)]
+            picked[0] = rng.choice(words)
+            texts.append(" ".join(picked))
+            labels.append(label)
+    return texts, labels
+
+
+def write_csv(path, rows, header=("text", "label")):
+    """Write rows (tuples) under a header as UTF-8 CSV; returns the path."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """A 3-class CSV with 30 texts per class."""
+    texts, labels = make_texts(30)
+    return write_csv(tmp_path / "tiny.csv", zip(texts, labels))
+
+
+def save_tiny_bert_preset(folder):
+    """A 2-layer BERT (hidden size 8) with its WordPiece tokenizer, saved as a KerasHub preset."""
+    import keras_hub
+
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=64,
+    )
+    backbone.save_to_preset(str(folder))
+    tokenizer.save_to_preset(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory):
+    """Folder of a tiny pretrained-style BERT preset (random weights), shared by the session."""
+    return save_tiny_bert_preset(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64):
+    """A tiny BERT in Hugging Face format: config.json, model.safetensors with HF's weight names,
+    vocab.txt and tokenizer_config.json, as `save_pretrained` writes them."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    w = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731
+    tensors = {
+        "embeddings.word_embeddings.weight": w(len(VOCAB), hidden),
+        "embeddings.position_embeddings.weight": w(positions, hidden),
+        "embeddings.token_type_embeddings.weight": w(2, hidden),
+        "embeddings.LayerNorm.weight": np.ones(hidden, np.float32),
+        "embeddings.LayerNorm.bias": np.zeros(hidden, np.float32),
+        "pooler.dense.weight": w(hidden, hidden),
+        "pooler.dense.bias": np.zeros(hidden, np.float32),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            tensors[p + name + ".weight"] = w(hidden, hidden)
+            tensors[p + name + ".bias"] = np.zeros(hidden, np.float32)
+        tensors[p + "intermediate.dense.weight"] = w(intermediate, hidden)
+        tensors[p + "intermediate.dense.bias"] = np.zeros(intermediate, np.float32)
+        tensors[p + "output.dense.weight"] = w(hidden, intermediate)
+        tensors[p + "output.dense.bias"] = np.zeros(hidden, np.float32)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            tensors[p + name + ".weight"] = np.ones(hidden, np.float32)
+            tensors[p + name + ".bias"] = np.zeros(hidden, np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {
+        "model_type": "bert", "vocab_size": len(VOCAB), "hidden_size": hidden, "num_hidden_layers": layers,
+        "num_attention_heads": 2, "intermediate_size": intermediate, "max_position_embeddings": positions,
+        "type_vocab_size": 2, "hidden_act": "gelu",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return folder
+
+
+@pytest.fixture
+def config_for(tmp_path, tiny_preset):
+    """Build a TrainConfig for the tiny model with fast settings, overridable per test."""
+    from bertclf.config import TrainConfig
+
+    def make(data, **overrides):
+        settings = dict(
+            data=str(data), model=str(tiny_preset), models_dir=str(tmp_path / "models"), max_seq_len=32,
+            batch_size=16, n_epochs=3, max_learn_rate=5e-3, min_learn_rate=1e-4, warmup_proportion=0.1,
+            patience=5,
+        )
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    return make
