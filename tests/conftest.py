@@ -50,12 +50,13 @@ def tiny_csv(tmp_path):
 
 
 def save_tiny_bert_preset(folder):
-    """A 2-layer BERT (hidden size 8) with its WordPiece tokenizer, saved as a KerasHub preset."""
+    """A 2-layer BERT (hidden size 16: smaller does not learn in a few steps) with its WordPiece
+    tokenizer, saved as a KerasHub preset."""
     import keras_hub
 
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True)
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
         max_sequence_length=64,
     )
     backbone.save_to_preset(str(folder))
@@ -100,7 +101,7 @@ def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"))
     config = {
-        "model_type": "bert", "vocab_size": len(VOCAB), "hidden_size": hidden, "num_hidden_layers": layers,
+        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(VOCAB), "hidden_size": hidden, "num_hidden_layers": layers,
         "num_attention_heads": 2, "intermediate_size": intermediate, "max_position_embeddings": positions,
         "type_vocab_size": 2, "hidden_act": "gelu",
     }

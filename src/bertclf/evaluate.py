@@ -8,7 +8,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and in containers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
 
 
 def compute_metrics(y_true, y_pred, classes) -> dict:
@@ -32,6 +35,21 @@ def compute_metrics(y_true, y_pred, classes) -> dict:
         "n_test": int(len(y_true)),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def baseline_metrics(train_texts, y_train, test_texts, y_test) -> dict:
+    """Accuracy and macro-F1 of TF-IDF (word 1-2 grams) + logistic regression on the same split:
+    the cheap model a fine-tuned transformer has to beat to be worth its cost."""
+    baseline = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+        LogisticRegression(max_iter=2000, C=10.0),
+    )
+    predicted = baseline.fit(train_texts, y_train).predict(test_texts)
+    return {
+        "model": "tfidf-1-2gram+logistic-regression",
+        "accuracy": float(accuracy_score(y_test, predicted)),
+        "macro_f1": float(f1_score(y_test, predicted, average="macro", zero_division=0)),
     }
 
 
@@ -63,10 +81,16 @@ def plot_confusion_matrix(matrix, classes, path, title="Confusion matrix (test s
     plt.close(fig)
 
 
-def write_evaluation(folder, y_true, y_pred, classes) -> dict:
-    """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder`."""
+def write_evaluation(folder, y_true, y_pred, classes, baseline=None) -> dict:
+    """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder`.
+
+    Args:
+        baseline: optional output of `baseline_metrics`, stored beside the model's metrics.
+    """
     folder = Path(folder)
     metrics = compute_metrics(y_true, y_pred, classes)
+    if baseline is not None:
+        metrics["baseline"] = baseline
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "classification_report.txt").write_text(text_report(y_true, y_pred, classes), encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], classes, folder / "confusion_matrix.png")

@@ -19,7 +19,7 @@ from bertclf.batches import dataset, encode, predict_logits
 from bertclf.checkpoints import resolve, sha256_of
 from bertclf.config import TrainConfig
 from bertclf.data import load_splits, save_labels
-from bertclf.evaluate import write_evaluation
+from bertclf.evaluate import baseline_metrics, write_evaluation
 from bertclf.model import build_classifier, compile_classifier
 from bertclf.registry import MODEL_CONFIG_FILE, display_name, run_folder, update_latest, write_json_atomic
 from bertclf.schedule import build_schedule
@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, pad_to_max=False):
 
         # === Evaluate ===
         logits = predict_logits(classifier, encoded["test"], cfg.batch_size)
-        metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes)
+        baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
+        metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes, baseline)
 
         # === Export ===
         classifier.preprocessor = preprocessor
@@ -178,7 +179,7 @@ def train(cfg: TrainConfig, pad_to_max=False):
                 "padding": "max_seq_len" if pad_to_max else "per batch",
                 "history": {k: [float(v) for v in values] for k, values in history.history.items()},
             },
-            "metrics": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+            "metrics": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "baseline": baseline},
             "versions": library_versions(),
         }
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)

@@ -1,0 +1,67 @@
+"""Training throughput with per-batch padding vs every batch padded to max_seq_len, in one run.
+
+    python benchmarks/train_padding.py [--data data/sample.csv] [--model MiniLM-L6-H384-uncased]
+        [--batch_size 32] [--max_seq_len 128] [--rounds 2]
+
+Both modes train the same model on the same batches of the same texts; the modes alternate
+(A B A B ...) so a noisy, shared machine slows both alike. The first pass of each mode traces the
+training step and is not timed.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from bertclf.batches import dataset, encode  # noqa: E402
+from bertclf.checkpoints import resolve  # noqa: E402
+from bertclf.config import DEFAULT_MODEL  # noqa: E402
+from bertclf.data import read_examples  # noqa: E402
+from bertclf.model import build_classifier, compile_classifier  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/sample.csv")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2, help="timed passes per mode")
+    parser.add_argument("--max_examples", type=int, default=384, help="texts per pass (a fixed workload)")
+    args = parser.parse_args()
+
+    examples = read_examples(args.data)
+    texts = examples.texts[: args.max_examples]
+    classes = sorted(set(examples.labels))
+    labels = np.array([classes.index(label) for label in examples.labels[: args.max_examples]])
+    checkpoint = resolve(args.model)
+    models = {}
+    for mode in ("per batch", "max_seq_len"):
+        classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
+        encoded = encode(classifier.preprocessor, texts)
+        classifier.preprocessor = None
+        compile_classifier(classifier, 3e-5)
+        data = dataset(encoded, labels, args.batch_size, seed=0, pad_to_max=mode == "max_seq_len")
+        classifier.fit(data, epochs=1, verbose=0, shuffle=False)  # trace once, untimed
+        models[mode] = (classifier, data)
+    print(f"{len(texts)} texts, median {int(np.median(encoded.lengths))} tokens, "
+          f"max_seq_len {args.max_seq_len}, batch {args.batch_size}, model {checkpoint.name}")
+
+    seconds = {mode: 0.0 for mode in models}
+    for _ in range(args.rounds):
+        for mode, (classifier, data) in models.items():
+            start = time.perf_counter()
+            classifier.fit(data, epochs=1, verbose=0, shuffle=False)
+            seconds[mode] += time.perf_counter() - start
+    rate = {mode: len(texts) * args.rounds / s for mode, s in seconds.items()}
+    print(f"{'padding':<14}{'examples/s':>12}")
+    for mode, value in rate.items():
+        print(f"{mode:<14}{value:>12.1f}")
+    print(f"per-batch padding is {rate['per batch'] / rate['max_seq_len']:.2f}x padding to max_seq_len")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""A short real training run on the tiny model: it learns, exports everything, and reloads."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertclf import train as train_module
+from bertclf.predictor import Predictor
+from bertclf.train import train
+from conftest import make_texts
+
+EXPORTED = {
+    "config.json", "metadata.json", "task.json", "preprocessor.json", "tokenizer.json", "model.weights.h5",
+    "task.weights.h5", "assets", "labels.json", "model_config.json", "metrics.json",
+    "classification_report.txt", "confusion_matrix.png", "logs",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_preset):
+    from bertclf.config import TrainConfig
+    from conftest import write_csv
+
+    root = tmp_path_factory.mktemp("run")
+    texts, labels = make_texts(40)
+    data = write_csv(root / "data.csv", zip(texts, labels))
+    cfg = TrainConfig(data=str(data), model=str(tiny_preset), models_dir=str(root / "models"), max_seq_len=32,
+                      batch_size=16, n_epochs=8, max_learn_rate=1e-2, min_learn_rate=1e-3, patience=8)
+    folder, model_config = train(cfg)
+    return cfg, folder, model_config
+
+
+def test_loss_goes_down_and_model_learns(trained):
+    _, _, model_config = trained
+    losses = model_config["training"]["history"]["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert model_config["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33
+
+
+def test_export_is_complete(trained):
+    cfg, folder, model_config = trained
+    assert EXPORTED <= {p.name for p in folder.iterdir()}
+    assert not any(p.name.startswith(".incomplete") for p in folder.parent.iterdir())
+    saved = json.loads((folder / "model_config.json").read_text())
+    assert saved == model_config
+    assert saved["hyperparameters"]["batch_size"] == 16 and saved["data"]["n_train"] == 96
+    assert len(saved["data"]["data"]["sha256"]) == 64
+    assert set(saved["versions"]) >= {"tensorflow", "keras", "keras_hub"}
+    assert saved["name"].startswith("BERT ") and saved["name"].endswith(saved["id"])
+    assert json.loads((folder / "labels.json").read_text()) == ["animal", "fruit", "tool"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"animal", "fruit", "tool"} and "macro_f1" in metrics
+    assert 0 <= metrics["baseline"]["accuracy"] <= 1
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((folder / "logs").rglob("events.out.tfevents.*"))
+    assert not any("optimizer" in name for name in _h5_names(folder / "task.weights.h5"))
+    latest = json.loads((folder.parent.parent / "latest_model_config.json").read_text())
+    assert latest["model_dir"] == f"trained/{folder.name}" and latest["id"] == model_config["id"]
+
+
+def _h5_names(path):
+    import h5py
+
+    names = []
+    with h5py.File(path) as f:
+        f.visit(names.append)
+    return names
+
+
+def test_reload_gives_identical_predictions(trained):
+    cfg, folder, _ = trained
+    texts, _ = make_texts(3, seed=5)
+    first = Predictor(folder)
+    again = Predictor.latest(cfg.models_dir)
+    np.testing.assert_allclose(first.predict_proba(texts), again.predict_proba(texts), atol=1e-6)
+    labels, probabilities = first.predict(texts)
+    assert set(labels) <= {"animal", "fruit", "tool"} and all(0 < p <= 1 for p in probabilities)
+    assert first.predict_proba([]).shape == (0, 3)
+
+
+def test_interrupted_run_keeps_previous_latest(trained, monkeypatch):
+    cfg, folder, _ = trained
+    latest = folder.parent.parent / "latest_model_config.json"
+    before = latest.read_text()
+    folders_before = sorted(p.name for p in folder.parent.iterdir())
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_evaluation", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert latest.read_text() == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == folders_before
