@@ -70,6 +70,28 @@ def tiny_preset(tmp_path_factory):
     return save_tiny_bert_preset(tmp_path_factory.mktemp("tiny_bert"))
 
 
+@pytest.fixture(scope="session")
+def tiny_pretrained_preset(tmp_path_factory, tiny_preset):
+    """The tiny BERT after a short training on the tiny task, saved as a backbone preset: its
+    features carry the classes, as a real pretrained model's do (random tiny ones do not)."""
+    import keras
+    import keras_hub
+
+    from bertclf.checkpoints import inspect_folder
+    from bertclf.model import build_classifier, compile_classifier
+
+    keras.utils.set_random_seed(1)
+    classifier = build_classifier(inspect_folder(tiny_preset), 3, 32, 0.0)
+    texts, labels = make_texts(30, seed=3)
+    y = np.array([sorted(WORDS).index(label) for label in labels])
+    compile_classifier(classifier, 1e-2)
+    classifier.fit(np.array(texts), y, epochs=8, batch_size=16, verbose=0)
+    folder = tmp_path_factory.mktemp("tiny_pretrained")
+    classifier.backbone.save_to_preset(str(folder))
+    keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True).save_to_preset(str(folder))
+    return folder
+
+
 def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64):
     """A tiny BERT in Hugging Face format: config.json, model.safetensors with HF's weight names,
     vocab.txt and tokenizer_config.json, as `save_pretrained` writes them."""
@@ -126,3 +148,18 @@ def config_for(tmp_path, tiny_preset):
         return TrainConfig(**settings)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory, tiny_preset):
+    """A models/ folder with one tiny trained model and latest_model_config.json pointing at it."""
+    from bertclf.config import TrainConfig
+    from bertclf.train import train
+
+    root = tmp_path_factory.mktemp("served")
+    texts, labels = make_texts(20)
+    data = write_csv(root / "data.csv", zip(texts, labels))
+    cfg = TrainConfig(data=str(data), model=str(tiny_preset), models_dir=str(root / "models"), max_seq_len=32,
+                      batch_size=16, n_epochs=2, max_learn_rate=1e-2, min_learn_rate=1e-3)
+    folder, _ = train(cfg)
+    return root / "models", folder

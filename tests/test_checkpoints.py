@@ -96,6 +96,13 @@ def test_pickle_only_hf_folder_is_refused(tmp_path):
         resolve(str(folder))
 
 
+def test_hf_folder_without_vocabulary(tmp_path):
+    folder = save_tiny_hf_bert(tmp_path / "hf")
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(CheckpointError, match="no vocab.txt: the BERT tokenizer needs it"):
+        resolve(str(folder))
+
+
 def test_unsupported_model_type(tmp_path):
     folder = save_tiny_hf_bert(tmp_path / "hf")
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))

@@ -102,7 +102,7 @@ def dataset(encoded: Encoded, labels, batch_size, seed=None, shuffle=True, pad_t
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 
-def predict_logits(model, encoded: Encoded, batch_size: int) -> np.ndarray:
+def predict_in_order(model, encoded: Encoded, batch_size: int) -> np.ndarray:
     """Model outputs for every text, run in length-sorted batches and returned in input order."""
     order = np.concatenate(sorted_order(encoded.lengths, batch_size))
     outputs = model.predict(

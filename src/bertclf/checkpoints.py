@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Hugging Face `model_type` values KerasHub can convert, mapped to our family name.
 HF_FAMILIES = {"bert": "BERT", "albert": "ALBERT", "distilbert": "DistilBERT"}
+# The tokenizer file KerasHub's converter reads for each model_type.
+HF_VOCAB_FILES = {"bert": "vocab.txt", "albert": "spiece.model", "distilbert": "vocab.txt"}
 # KerasHub backbone class names, mapped to our family name.
 KERAS_HUB_FAMILIES = {"BertBackbone": "BERT", "AlbertBackbone": "ALBERT", "DistilBertBackbone": "DistilBERT"}
 
@@ -202,6 +204,12 @@ def inspect_folder(folder: Path) -> Checkpoint:
                 if found else ""
             )
             raise CheckpointError(f"{folder} has no model.safetensors.{hint}")
+        vocab = HF_VOCAB_FILES[model_type]
+        if not (folder / vocab).is_file():
+            raise CheckpointError(f"{folder} has no {vocab}: the {family} tokenizer needs it beside config.json.")
+        if not config.get("architectures"):
+            raise CheckpointError(f'{config_path} has no "architectures" entry; save the model with transformers\' '
+                                  "save_pretrained, which writes it.")
         length = int(config.get("max_position_embeddings", 512))
     return Checkpoint(folder.name, folder.resolve(), family, length)
 

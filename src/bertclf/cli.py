@@ -9,7 +9,7 @@ import sys
 # TensorFlow prints pages of C++ start-up chatter (CUDA probing, CPU flags); keep errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bertclf.config import DEFAULT_MODEL, ConfigError, TrainConfig  # noqa: E402
+from bertclf.config import DEFAULT_MODEL, ConfigError, ServeConfig, TrainConfig  # noqa: E402
 
 log = logging.getLogger("bertclf")
 
@@ -22,11 +22,11 @@ EPILOG = """examples:
 """
 
 
-def _add_config_options(parser, config_cls):
+def _add_config_options(parser, config_cls, defaults=None):
     for f in dataclasses.fields(config_cls):
         kind = f.metadata.get("type") or type(f.default)
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        default = f.default
+        default = getattr(defaults, f.name) if defaults is not None else f.default
         parser.add_argument(
             *names, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
             metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})",
@@ -73,6 +73,30 @@ def _cmd_fetch(args):
     checkpoint = resolve(args.name, args.models_dir)
     print(f"{checkpoint.name}: {checkpoint.family}, up to {checkpoint.max_sequence_length} tokens, in {checkpoint.path}")
     return 0
+
+
+def _cmd_serve(args):
+    import tempfile
+
+    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
+    # The workers read their settings from the environment (gunicorn starts the factory by name).
+    env = dict(os.environ)
+    for f in dataclasses.fields(ServeConfig):
+        value = getattr(cfg, f.name)
+        env[f"BERTCLF_{f.name.upper()}"] = "" if value is None else str(value)
+    # A fresh folder per server for the workers' metric files (summed by /metrics); gunicorn's
+    # on_exit hook removes it.
+    env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bertclf-metrics-")
+    env["BERTCLF_REMOVE_METRICS_DIR"] = "1"
+    command = [
+        sys.executable, "-m", "gunicorn", "--config", "python:bertclf.serve.gunicorn_conf",
+        "--bind", f"{cfg.host}:{cfg.port}", "--workers", str(cfg.workers), "--threads", str(cfg.threads),
+        "--timeout", str(cfg.timeout), "--graceful-timeout", str(cfg.graceful_timeout),
+        "bertclf.serve.app:create_app()",
+    ]
+    log.info("serving on http://%s:%d with %d worker(s) x %d thread(s)", cfg.host, cfg.port, cfg.workers, cfg.threads)
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)  # gunicorn takes this process over: signals reach it directly
 
 
 STACK_OVERFLOW_URL = "https://storage.googleapis.com/tensorflow-workshop-examples/stack-overflow-data.csv"
@@ -122,6 +146,14 @@ def build_parser():
     fetch.add_argument("--models_dir", "--models-dir", default="models", help="where pretrained/ lives")
     fetch.set_defaults(run=_cmd_fetch)
 
+    serve = commands.add_parser(
+        "serve", help="serve the latest model over HTTP (gunicorn + Flask)",
+        description="Serve POST /predict {\"x\": [texts]} and GET /health, /ready, /model, /metrics. "
+        "Every option can also be set as an environment variable BERTCLF_<OPTION>.",
+    )
+    _add_config_options(serve, ServeConfig, defaults=ServeConfig.from_env())
+    serve.set_defaults(run=_cmd_serve)
+
     data = commands.add_parser(
         "data", help="download the Stack Overflow questions dataset (40,000 posts, 20 tags)",
         description="Download the seed project's Stack Overflow dataset (columns post,tags) with a "
@@ -135,7 +167,11 @@ def build_parser():
 
 def main(argv=None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as err:  # a bad BERTCLF_* environment variable
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",

@@ -44,6 +44,11 @@ class TrainConfig:
     )
     # 128 tokens covers most questions and tickets whole; longer texts are truncated, not rejected.
     max_seq_len: int = _opt(128, "longest token sequence fed to the model; longer texts are cut")
+    # A head fitted to the pretrained features first (LP-FT) needs fewer epochs than a random one.
+    head_init: str = _opt(
+        "probe", "start the output layer from a logistic-regression probe on the pretrained "
+        "features (probe) or from random weights (random)", str, ("probe", "random"),
+    )
     # BERT's own fine-tuning recipe uses dropout 0.1 in the classification head.
     dropout: float = _opt(0.1, "dropout before the classification layer")
 
@@ -85,6 +90,10 @@ class TrainConfig:
                 f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
             ),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (
+                self.head_init in ("probe", "random"),
+                f"head_init must be probe or random, got {self.head_init!r}",
+            ),
             (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
             (
                 0 <= self.validation_split < 1 and 0 <= self.test_split < 1,
@@ -111,3 +120,58 @@ class TrainConfig:
     def to_dict(self):
         """The settings as plain JSON-ready values."""
         return dataclasses.asdict(self)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of the HTTP server; each can be set as an environment variable BERTCLF_<NAME>."""
+
+    models_dir: str = _opt("models", "folder holding latest_model_config.json and trained/")
+    model_dir: str | None = _opt(
+        None, "serve this model folder (inside models_dir) instead of the one latest_model_config.json names", str
+    )
+    # Loopback by default: exposing the port is a decision (the Docker image binds 0.0.0.0).
+    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+    port: int = _opt(5000, "port to listen on")
+    # One worker per 2 cores: TensorFlow already spreads one batch over all cores, and every worker
+    # holds its own copy of the model. Threads let requests queue into shared batches.
+    workers: int = _opt(1, "gunicorn worker processes (each loads the model; one per 2 cores is plenty)")
+    threads: int = _opt(8, "request threads per worker (they share the worker's model and batches)")
+    timeout: int = _opt(120, "seconds a worker may spend on one request before gunicorn restarts it")
+    graceful_timeout: int = _opt(30, "seconds to finish in-flight requests on shutdown")
+    max_items: int = _opt(256, "most texts accepted in one request")
+    max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
+    reload_interval: float = _opt(2.0, "seconds between checks of latest_model_config.json for a new model")
+    log_file: str | None = _opt(None, "also append the JSON request log to this file", str)
+
+    def __post_init__(self):
+        checks = [
+            (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
+            (self.workers >= 1 and self.threads >= 1, "workers and threads must be at least 1"),
+            (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
+            (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
+            (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
+            (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides):
+        """Settings from BERTCLF_<NAME> environment variables (then `overrides`); bad values fail fast."""
+        import os
+
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"BERTCLF_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = f.metadata.get("type") or type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ConfigError(f"BERTCLF_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

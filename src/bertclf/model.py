@@ -2,7 +2,10 @@
 
 import keras
 import keras_hub
+import numpy as np
+from sklearn.linear_model import LogisticRegression
 
+from bertclf.batches import Encoded, predict_in_order
 from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
 
@@ -45,3 +48,32 @@ def compile_classifier(classifier, learning_rate, jit_compile=False):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
+
+
+def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, regularization=1.0):
+    """Start the output layer from a logistic regression fitted on the pretrained features.
+
+    A random head makes the first epochs push gradients through an uninformed layer; starting
+    from a fitted linear probe (LP-FT, Kumar et al. 2022) reaches a better model in fewer epochs
+    and disturbs the pretrained features less. It costs one forward pass over the training set.
+
+    Args:
+        classifier: a TextClassifier with its preprocessor detached.
+        encoded: the training texts, tokenized (batches.encode).
+        labels: int class indices of the training texts.
+        batch_size: texts per forward pass.
+        regularization: inverse L2 strength (scikit-learn's C) of the probe.
+    """
+    head = classifier.output_dense
+    features = predict_in_order(keras.Model(classifier.inputs, head.input), encoded, batch_size)
+    probe = LogisticRegression(C=regularization, max_iter=1000).fit(features, labels)
+    coef, intercept = probe.coef_, probe.intercept_
+    num_classes = head.kernel.shape[1]
+    if coef.shape[0] == 1:  # binary: scikit-learn keeps one row; softmax over two logits needs both
+        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    kernel = np.zeros((features.shape[1], num_classes), np.float32)
+    bias = np.full(num_classes, -10.0, np.float32)  # classes absent from training stay improbable
+    kernel[:, probe.classes_] = coef.T
+    bias[probe.classes_] = intercept
+    head.kernel.assign(kernel)
+    head.bias.assign(bias)

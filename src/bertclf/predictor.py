@@ -7,7 +7,7 @@ from pathlib import Path
 import keras_hub
 import numpy as np
 
-from bertclf.batches import encode, predict_logits
+from bertclf.batches import encode, predict_in_order
 from bertclf.data import load_labels
 from bertclf.registry import MODEL_CONFIG_FILE, latest_model_folder
 from bertclf.safety import check_preset_is_data
@@ -50,7 +50,7 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        return softmax(predict_logits(self.classifier, encode(self.preprocessor, list(texts)), self.batch_size))
+        return softmax(predict_in_order(self.classifier, encode(self.preprocessor, list(texts)), self.batch_size))
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""

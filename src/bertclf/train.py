@@ -15,12 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf import __version__
-from bertclf.batches import dataset, encode, predict_logits
+from bertclf.batches import dataset, encode, predict_in_order
 from bertclf.checkpoints import resolve, sha256_of
 from bertclf.config import TrainConfig
 from bertclf.data import load_splits, save_labels
 from bertclf.evaluate import baseline_metrics, write_evaluation
-from bertclf.model import build_classifier, compile_classifier
+from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
 from bertclf.registry import MODEL_CONFIG_FILE, display_name, run_folder, update_latest, write_json_atomic
 from bertclf.schedule import build_schedule
 
@@ -112,6 +112,10 @@ def train(cfg: TrainConfig, pad_to_max=False):
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
     encoded = {part: encode(preprocessor, getattr(splits, part).texts) for part in ("train", "validation", "test")}
     classifier.preprocessor = None
+    if cfg.head_init == "probe":
+        log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)",
+                 len(splits.train))
+        init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
     log.info(
@@ -143,7 +147,7 @@ def train(cfg: TrainConfig, pad_to_max=False):
         val_losses = history.history["val_loss"]
 
         # === Evaluate ===
-        logits = predict_logits(classifier, encoded["test"], cfg.batch_size)
+        logits = predict_in_order(classifier, encoded["test"], cfg.batch_size)
         baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
         metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes, baseline)
 

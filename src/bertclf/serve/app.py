@@ -1,0 +1,61 @@
+"""Flask app factory; gunicorn runs `bertclf.serve.app:create_app()` in each worker, after the fork."""
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from bertclf.config import ServeConfig
+from bertclf.serve import requestlog
+from bertclf.serve.batcher import Batcher
+from bertclf.serve.errors import register_error_handlers
+from bertclf.serve.metrics import Metrics
+from bertclf.serve.model_manager import ModelManager
+from bertclf.serve.routes import bp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class State:
+    """What the routes share within one worker."""
+
+    config: ServeConfig
+    manager: ModelManager
+    batcher: Batcher
+    metrics: Metrics
+
+
+def load_predictor(folder):
+    """Import TensorFlow only here, inside the worker: TF state must never cross a fork."""
+    from bertclf.predictor import Predictor
+
+    return Predictor(folder)
+
+
+def create_app(config: ServeConfig | None = None, load=load_predictor) -> Flask:
+    """Build the app for one worker and start loading the model in the background.
+
+    Args:
+        config: server settings (default: from BERTCLF_* environment variables).
+        load: callable(folder) -> Predictor; tests pass a fake or a tiny model.
+    """
+    config = config or ServeConfig.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # keep the seed's key order: model, predictions, probabilities
+    metrics = Metrics()
+
+    def swapped(new, old):
+        previous = (old.name, old.config.get("id", "")) if old is not None else None
+        metrics.set_model(new.name, new.config.get("id", ""), previous)
+
+    manager = ModelManager(config, load, on_swap=swapped, on_failure=metrics.reload_failures.inc)
+    batcher = Batcher(lambda: manager.predictor, max_texts=config.max_items, on_batch=metrics.batch_texts.observe)
+    app.extensions["bertclf"] = State(config, manager, batcher, metrics)
+    requestlog.configure(config.log_file)
+    requestlog.install(app, metrics)
+    register_error_handlers(app)
+    app.register_blueprint(bp)
+    manager.start()
+    return app

@@ -1,0 +1,51 @@
+"""One error shape for every failure: {"error": "<what is wrong and how to fix it>"} with its status."""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can fix (or wait out); `status` is the HTTP status code."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# Werkzeug's own errors, reworded to say what to do.
+HTTP_MESSAGES = {
+    404: "no such endpoint; use POST /predict, GET /health, /ready, /model or /metrics",
+    405: "method not allowed; /predict takes POST with a JSON body",
+}
+
+
+def error_response(status: int, message: str):
+    """The JSON error response."""
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app):
+    """Make every error, including unexpected ones, answer in the one JSON shape."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(err):
+        return error_response(err.status, err.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err):
+        if err.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            return error_response(413, f"request body is larger than {limit} bytes; send fewer or shorter texts")
+        return error_response(err.code, HTTP_MESSAGES.get(err.code, err.description))
+
+    @app.errorhandler(Exception)
+    def _unexpected(err):
+        log.exception("unexpected error")
+        return error_response(500, "internal error; the server log has the details")

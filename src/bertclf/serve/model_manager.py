@@ -1,0 +1,114 @@
+"""Which model a worker serves: loaded after the fork, warmed, and hot-swapped when the pointer changes."""
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from bertclf.registry import latest_model_folder, resolve_model_folder
+
+log = logging.getLogger(__name__)
+
+WARMUP_TEXTS = ["warm up", "a slightly longer text to warm up the model before it serves requests"]
+
+
+class ModelManager:
+    """Holds the current Predictor and replaces it, whole, when a different model is named.
+
+    The served folder is `model_dir` when set (pinned), else the one models/latest_model_config.json
+    names. A background thread checks every `reload_interval` seconds; a new model is loaded and
+    warmed beside the old one, then swapped in with one reference assignment, so a request sees the
+    old model or the new one, never half of either. A pointer that is half-written, names a missing
+    or broken folder, or points outside models/ leaves the old model serving; the error is logged
+    once and reported by `status()`.
+
+    Args:
+        config: a ServeConfig.
+        load: callable(folder) -> Predictor (injected so tests can count loads).
+        on_swap: called with (new predictor, previous predictor or None) after each swap.
+        on_failure: called once per distinct load error.
+    """
+
+    def __init__(self, config, load, on_swap=None, on_failure=None):
+        self.config = config
+        self.load = load
+        self.on_swap = on_swap or (lambda new, old: None)
+        self.on_failure = on_failure or (lambda: None)
+        self.predictor = None
+        self.folder = None
+        self.last_error = None
+        self.reload_failures = 0
+        self.reloads = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    # === What should be served ===
+    def wanted_folder(self) -> Path:
+        """The folder the settings name now (raises RegistryError if they name nothing usable)."""
+        if self.config.model_dir:
+            return resolve_model_folder(self.config.models_dir, self.config.model_dir)
+        return latest_model_folder(self.config.models_dir)
+
+    # === Loading ===
+    def check_once(self):
+        """Load and swap in the wanted model if it differs from the served one. Returns True on a swap."""
+        try:
+            folder = self.wanted_folder()
+            if folder == self.folder:
+                return False
+            started = time.perf_counter()
+            predictor = self.load(folder)
+            predictor.predict(WARMUP_TEXTS)  # first calls trace the graph; users should not pay for it
+        except Exception as err:  # noqa: BLE001 - any failure must leave the old model serving
+            message = f"{type(err).__name__}: {err}"
+            if message != self.last_error:
+                log.error("model not (re)loaded, %s: %s", "still serving " + str(self.folder) if self.folder
+                          else "nothing to serve yet", message)
+                self.reload_failures += 1
+                self.on_failure()
+            self.last_error = message
+            return False
+        previous = self.predictor
+        self.predictor, self.folder = predictor, folder  # the swap: readers take one reference
+        self.on_swap(predictor, previous)
+        self.last_error = None
+        self.reloads += 1
+        log.info("serving %s from %s (loaded and warmed in %.1f s)", predictor.name, folder,
+                 time.perf_counter() - started)
+        return True
+
+    def start(self):
+        """Load in the background and keep watching; returns at once so /health answers during loading."""
+        self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.check_once()
+            self._stop.wait(self.config.reload_interval)
+
+    def stop(self):
+        """Stop watching (the current model stays loaded)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # === Reporting ===
+    @property
+    def ready(self) -> bool:
+        return self.predictor is not None
+
+    def status(self) -> dict:
+        """What /model reports: the folder, the model's config and labels, and any reload error."""
+        predictor = self.predictor
+        return {
+            "ready": predictor is not None,
+            "model": predictor.name if predictor else None,
+            "model_dir": str(self.folder) if self.folder else None,
+            "pinned": bool(self.config.model_dir),
+            "labels": predictor.classes if predictor else None,
+            "config": predictor.config if predictor else None,
+            "last_error": self.last_error,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+        }

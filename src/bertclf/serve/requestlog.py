@@ -1,0 +1,49 @@
+"""One JSON line per request, in the seed's format, to stdout and optionally a file."""
+
+import json
+import logging
+import sys
+import time
+
+from flask import g, request
+
+log = logging.getLogger("bertclf.requests")
+
+
+def configure(log_file=None):
+    """Send request lines, bare JSON with no prefix, to stdout (and `log_file`)."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not log.handlers:
+        handlers = [logging.StreamHandler(sys.stdout)]
+        if log_file:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        for handler in handlers:
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+
+
+def install(app, metrics):
+    """Time every request; log it and count it once its response is ready."""
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log(response):
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.path if request.url_rule is not None else "unknown"
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(elapsed)
+        if endpoint != "/metrics":  # scrapes every few seconds would drown the log
+            body = response.get_json(silent=True) if response.is_json else None
+            log.info(json.dumps({
+                "endpoint": request.path,
+                "response": body,
+                "status_code": response.status_code,
+                "response_time": elapsed,
+                "user_ip": request.headers.get("X-Forwarded-For", request.remote_addr),
+                "user_agent": request.headers.get("User-Agent"),
+            }, ensure_ascii=False))
+        return response

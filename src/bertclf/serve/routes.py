@@ -1,0 +1,94 @@
+"""The endpoints: POST /predict, GET /health, /ready, /model, /metrics."""
+
+import json
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from bertclf.serve.batcher import QueueFull
+from bertclf.serve.errors import ApiError
+
+bp = Blueprint("api", __name__)
+EXAMPLE = '{"x": ["How do I reverse a list?"]}'
+
+
+def state():
+    return current_app.extensions["bertclf"]
+
+
+def parse_texts(max_items: int):
+    """The request's texts, or an ApiError saying exactly what is wrong with the body."""
+    if not request.is_json:
+        raise ApiError(415, f"send JSON with Content-Type: application/json, e.g. {EXAMPLE}")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413
+    if request.content_length is None and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        # A chunked body is cut at the limit without an error; reaching the limit means it was longer.
+        raise RequestEntityTooLarge()
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply; send {\"x\": [texts]}") from None
+    except ValueError as err:
+        raise ApiError(400, f"request body is not valid JSON ({err}); send e.g. {EXAMPLE}") from None
+    if not isinstance(payload, dict) or "x" not in payload:
+        raise ApiError(400, f'expected a JSON object with "x": a list of texts, e.g. {EXAMPLE}')
+    texts = payload["x"]
+    if not isinstance(texts, list):
+        raise ApiError(400, f'"x" must be a list of strings, got {type(texts).__name__}')
+    if not texts:
+        raise ApiError(400, '"x" is empty; send at least one text')
+    if len(texts) > max_items:
+        raise ApiError(413, f'"x" has {len(texts)} texts, more than the {max_items} allowed per request; '
+                            "split it into several requests")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ApiError(400, f'"x"[{i}] is {type(text).__name__}, not a string')
+    scores = payload.get("return_scores", False)
+    if not isinstance(scores, bool):
+        raise ApiError(400, '"return_scores" must be true or false')
+    return texts, scores
+
+
+@bp.post("/predict")
+def predict():
+    s = state()
+    texts, with_scores = parse_texts(s.config.max_items)
+    if not s.manager.ready:
+        raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)")
+    try:
+        answer = s.batcher.submit(texts).result(timeout=s.config.timeout)
+    except QueueFull:
+        raise ApiError(503, "server is busy (request queue full); retry shortly") from None
+    except FutureTimeout:
+        raise ApiError(503, "prediction timed out; retry, or send fewer texts per request") from None
+    body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
+    if with_scores:
+        body["scores"] = [dict(zip(answer.classes, row)) for row in answer.scores]
+    return jsonify(body)
+
+
+@bp.get("/health")
+def health():
+    return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready():
+    s = state()
+    if not s.manager.ready:
+        error = s.manager.last_error
+        raise ApiError(503, f"model not loaded yet{': ' + error if error else ''}")
+    return jsonify(status="ready", model=s.manager.predictor.name)
+
+
+@bp.get("/model")
+def model():
+    return jsonify(state().manager.status())
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(state().metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,34 @@
+"""The classifier head: a linear probe start beats a random one before any fine-tuning."""
+
+import keras
+import numpy as np
+
+from bertclf.batches import encode
+from bertclf.checkpoints import inspect_folder
+from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from conftest import make_texts
+
+
+def loss_with_head(preset, probe, labels_fn=lambda y: y):
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier(inspect_folder(preset), 3, 32, 0.0)
+    texts, labels = make_texts(30)
+    y = labels_fn(np.array([["animal", "fruit", "tool"].index(label) for label in labels]))
+    encoded = encode(classifier.preprocessor, texts)
+    classifier.preprocessor = None
+    if probe:
+        init_head_from_probe(classifier, encoded, y, batch_size=16)
+    compile_classifier(classifier, 1e-3)
+    return classifier.evaluate(encoded.features, y, verbose=0)[0]
+
+
+def test_probe_head_starts_with_lower_loss(tiny_pretrained_preset):
+    random_head = loss_with_head(tiny_pretrained_preset, probe=False)
+    assert random_head > 1.0  # about log(3): a random head knows nothing
+    assert loss_with_head(tiny_pretrained_preset, probe=True) < 0.7 * random_head
+
+
+def test_probe_head_handles_two_classes_in_a_three_way_head(tiny_pretrained_preset):
+    # Binary training labels: scikit-learn returns one coefficient row; both logits must be set.
+    loss = loss_with_head(tiny_pretrained_preset, probe=True, labels_fn=lambda y: np.minimum(y, 1))
+    assert np.isfinite(loss) and loss < 0.5
