@@ -25,6 +25,10 @@ warmup_proportion ?=
 TENSORBOARD_PORT ?= 6006
 TENSORBOARD_HOST ?= localhost
 TEXT ?=
+# Serving (see `python -m bertclf serve --help`; every setting is also a BERTCLF_<NAME> variable).
+api_port ?= 5000
+API_HOST ?= 127.0.0.1
+WORKERS ?=
 
 # VARIABLE:option pairs; only variables that are set are passed on.
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
@@ -39,7 +43,7 @@ DEMO_ARGS := --n_epochs 8 --batch_size 16 --max_learn_rate 1e-4 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
-.PHONY: help install demo train predict fetch data tensorboard test test-slow bench clean
+.PHONY: help install demo train predict fetch data tensorboard start_api test test-slow bench clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VARIABLE=value ...]"
@@ -56,6 +60,7 @@ help: ## list targets and variables
 	@echo "  SEED= PATIENCE=       split/shuffle seed; early-stopping patience in epochs"
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
+	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api"
 	@echo "  PYTHON=python3 VENV=.venv    interpreter and virtualenv used for set-up"
 	@echo
 	@echo "every option, with its default: $(BIN)/python -m bertclf train --help"
@@ -88,6 +93,9 @@ data: $(STAMP) ## download the full Stack Overflow dataset to data/stack-overflo
 
 tensorboard: $(STAMP) ## serve training logs on TENSORBOARD_PORT
 	$(BIN)/tensorboard --logdir models/trained --host $(TENSORBOARD_HOST) --port $(TENSORBOARD_PORT)
+
+start_api: $(STAMP) ## serve the latest model on api_port (POST /predict)
+	$(BIN)/python -m bertclf serve --host $(API_HOST) --port $(api_port) $(if $(WORKERS),--workers $(WORKERS))
 
 test: $(STAMP) ## run the fast offline test suite
 	$(BIN)/python -m pytest

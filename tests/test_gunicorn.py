@@ -1,0 +1,87 @@
+"""The real server: gunicorn with two workers, as `make start_api` runs it."""
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
+
+
+@pytest.fixture
+def server(tmp_path, trained_models):
+    source, _ = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(source, models)
+    port = free_port()
+    log = open(tmp_path / "server.log", "w+")  # a file, not a pipe: an unread pipe would block the workers
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bertclf", "serve", "--port", str(port), "--models_dir", str(models),
+         "--workers", "2", "--threads", "4", "--max_body_bytes", "4096", "--graceful_timeout", "10"],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 180
+    ready = 0
+    while ready < 6:  # several answers in a row: both workers have loaded
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        assert time.monotonic() < deadline, "server did not become ready"
+        try:
+            ready = ready + 1 if request(port, "GET", "/ready")[0] == 200 else 0
+        except OSError:
+            pass
+        time.sleep(0.2)
+    yield port, process, tmp_path / "server.log"
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def test_gunicorn_serves_the_readme_example(server):
+    port, process, log = server
+    body = json.dumps({"x": ["Should i use public or private when declaring a variable in a class?",
+                             "I get an ImportError everytime i try to import a module in my main.py script"]})
+    status, data = request(port, "POST", "/predict", body, {"Content-Type": "application/json"})
+    answer = json.loads(data)
+    assert status == 200 and list(answer) == ["model", "predictions", "probabilities"]
+    assert len(answer["predictions"]) == 2 and answer["model"].startswith("BERT ")
+
+    # A chunked body over the limit is refused, and the server carries on.
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/predict", body=iter([b'{"x": ["', b"a" * 8000, b'"]}']),
+                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                       encode_chunked=True)
+    assert connection.getresponse().status == 413
+    connection.close()
+
+    for _ in range(4):
+        request(port, "GET", "/health")
+    status, data = request(port, "GET", "/metrics")
+    text = data.decode()
+    assert status == 200
+    health = [line for line in text.splitlines() if line.startswith('bertclf_requests_total{endpoint="/health"')]
+    assert health and float(health[0].split()[-1]) == 4.0  # summed over both workers
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    log_lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line["endpoint"] == "/predict" and line["status_code"] == 200 for line in log_lines)
