@@ -37,9 +37,9 @@ TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_c
 	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion
 TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
 
-# The demo: the sample data is small (366 questions), so more, smaller steps and a higher rate
-# than the defaults, which suit datasets of thousands of texts.
-DEMO_ARGS := --n_epochs 8 --batch_size 16 --max_learn_rate 1e-4 --patience 3
+# The demo: the sample data is small (366 questions), so more and smaller steps than the
+# defaults, which suit datasets of thousands of texts.
+DEMO_ARGS := --n_epochs 6 --batch_size 16 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 

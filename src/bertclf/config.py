@@ -56,8 +56,12 @@ class TrainConfig:
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
     batch_size: int = _opt(32, "examples per training step")
     n_epochs: int = _opt(4, "passes over the training data (early stopping may end sooner)")
-    # 5e-5 is the top of the range the BERT paper recommends for fine-tuning (2e-5 .. 5e-5).
-    max_learn_rate: float = _opt(5e-5, "peak learning rate, reached at the end of warmup")
+    # None: the checkpoint's own recommendation (checkpoints.py): 5e-5, the top of the BERT paper's
+    # range (2e-5 .. 5e-5), for full-size models; small models such as MiniLM learn best near 1e-4.
+    max_learn_rate: float | None = _opt(
+        None, "peak learning rate, reached at the end of warmup (default: the checkpoint's "
+        "recommendation, 1e-4 for MiniLM, 5e-5 otherwise)", float,
+    )
     min_learn_rate: float = _opt(1e-7, "learning rate at the last step (exponential decay)")
     # BERT's recipe warms up over the first 10% of steps so Adam's moments settle before big steps.
     warmup_proportion: float = _opt(0.1, "fraction of all steps with linearly rising learning rate")
@@ -77,13 +81,13 @@ class TrainConfig:
             ),
             (self.n_epochs >= 1, f"n_epochs must be at least 1, got {self.n_epochs}"),
             (
-                0 < self.max_learn_rate < 1,
+                self.max_learn_rate is None or 0 < self.max_learn_rate < 1,
                 f"max_learn_rate must be between 0 and 1, got {self.max_learn_rate} (try 5e-5)",
             ),
             (
-                0 < self.min_learn_rate <= self.max_learn_rate,
+                0 < self.min_learn_rate <= (self.max_learn_rate or 1e-5),
                 f"min_learn_rate must be above 0 and at most max_learn_rate "
-                f"({self.max_learn_rate}), got {self.min_learn_rate}",
+                f"({self.max_learn_rate or 1e-5}), got {self.min_learn_rate}",
             ),
             (
                 0 <= self.warmup_proportion < 1,

@@ -1,5 +1,6 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
 
+import dataclasses
 import logging
 import math
 import platform
@@ -106,6 +107,8 @@ def train(cfg: TrainConfig, pad_to_max=False):
 
     # === Model ===
     checkpoint = resolve(cfg.model, cfg.models_dir)
+    if cfg.max_learn_rate is None:
+        cfg = dataclasses.replace(cfg, max_learn_rate=checkpoint.learn_rate)  # saved resolved, as used
     keras.utils.set_random_seed(cfg.seed)
     classifier = build_classifier(checkpoint, len(classes), cfg.max_seq_len, cfg.dropout)
     preprocessor = classifier.preprocessor
