@@ -43,7 +43,7 @@ DEMO_ARGS := --n_epochs 6 --batch_size 16 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
-.PHONY: help install demo train predict fetch data tensorboard start_api test test-slow bench clean
+.PHONY: help install demo train predict fetch data tensorboard start_api test test-slow bench bench-train bench-serve clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VARIABLE=value ...]"
@@ -103,8 +103,13 @@ test: $(STAMP) ## run the fast offline test suite
 test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"
 
-bench: $(STAMP) ## measure training throughput: per-batch padding vs padding to max_seq_len
+bench: bench-train bench-serve ## run both benchmarks below (about 20 minutes on 2 cores)
+
+bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len
 	$(BIN)/python benchmarks/train_padding.py
+
+bench-serve: $(STAMP) ## serving speed of the latest model: this server's path vs the naive way
+	$(BIN)/python benchmarks/serve.py
 
 clean: ## remove caches (keeps .venv, models and data)
 	rm -rf .pytest_cache src/*.egg-info

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -133,33 +134,24 @@ def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64)
     return folder
 
 
-@pytest.fixture
-def config_for(tmp_path, tiny_preset):
-    """Build a TrainConfig for the tiny model with fast settings, overridable per test."""
-    from bertclf.config import TrainConfig
-
-    def make(data, **overrides):
-        settings = dict(
-            data=str(data), model=str(tiny_preset), models_dir=str(tmp_path / "models"), max_seq_len=32,
-            batch_size=16, n_epochs=3, max_learn_rate=5e-3, min_learn_rate=1e-4, warmup_proportion=0.1,
-            patience=5,
-        )
-        settings.update(overrides)
-        return TrainConfig(**settings)
-
-    return make
-
-
 @pytest.fixture(scope="session")
-def trained_models(tmp_path_factory, tiny_preset):
-    """A models/ folder with one tiny trained model and latest_model_config.json pointing at it."""
+def tiny_run(tmp_path_factory, tiny_preset):
+    """One real training run of the tiny model: (config, exported folder, model_config).
+    Shared by the session; tests that change its models/ folder work on a copy."""
     from bertclf.config import TrainConfig
     from bertclf.train import train
 
-    root = tmp_path_factory.mktemp("served")
-    texts, labels = make_texts(20)
+    root = tmp_path_factory.mktemp("run")
+    texts, labels = make_texts(40)
     data = write_csv(root / "data.csv", zip(texts, labels))
     cfg = TrainConfig(data=str(data), model=str(tiny_preset), models_dir=str(root / "models"), max_seq_len=32,
-                      batch_size=16, n_epochs=2, max_learn_rate=1e-2, min_learn_rate=1e-3)
-    folder, _ = train(cfg)
-    return root / "models", folder
+                      batch_size=16, n_epochs=8, max_learn_rate=1e-2, min_learn_rate=1e-3, patience=8)
+    folder, model_config = train(cfg)
+    return cfg, folder, model_config
+
+
+@pytest.fixture(scope="session")
+def trained_models(tiny_run):
+    """(models/ folder holding the tiny trained model and latest_model_config.json, the model folder)."""
+    cfg, folder, _ = tiny_run
+    return Path(cfg.models_dir), folder

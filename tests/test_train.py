@@ -17,29 +17,15 @@ EXPORTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_preset):
-    from bertclf.config import TrainConfig
-    from conftest import write_csv
-
-    root = tmp_path_factory.mktemp("run")
-    texts, labels = make_texts(40)
-    data = write_csv(root / "data.csv", zip(texts, labels))
-    cfg = TrainConfig(data=str(data), model=str(tiny_preset), models_dir=str(root / "models"), max_seq_len=32,
-                      batch_size=16, n_epochs=8, max_learn_rate=1e-2, min_learn_rate=1e-3, patience=8)
-    folder, model_config = train(cfg)
-    return cfg, folder, model_config
-
-
-def test_loss_goes_down_and_model_learns(trained):
-    _, _, model_config = trained
+def test_loss_goes_down_and_model_learns(tiny_run):
+    _, _, model_config = tiny_run
     losses = model_config["training"]["history"]["loss"]
     assert losses[-1] < 0.8 * losses[0]
     assert model_config["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33
 
 
-def test_export_is_complete(trained):
-    cfg, folder, model_config = trained
+def test_export_is_complete(tiny_run):
+    cfg, folder, model_config = tiny_run
     assert EXPORTED <= {p.name for p in folder.iterdir()}
     assert not any(p.name.startswith(".incomplete") for p in folder.parent.iterdir())
     saved = json.loads((folder / "model_config.json").read_text())
@@ -68,8 +54,8 @@ def _h5_names(path):
     return names
 
 
-def test_reload_gives_identical_predictions(trained):
-    cfg, folder, _ = trained
+def test_reload_gives_identical_predictions(tiny_run):
+    cfg, folder, _ = tiny_run
     texts, _ = make_texts(3, seed=5)
     first = Predictor(folder)
     again = Predictor.latest(cfg.models_dir)
@@ -79,8 +65,8 @@ def test_reload_gives_identical_predictions(trained):
     assert first.predict_proba([]).shape == (0, 3)
 
 
-def test_interrupted_run_keeps_previous_latest(trained, monkeypatch):
-    cfg, folder, _ = trained
+def test_interrupted_run_keeps_previous_latest(tiny_run, monkeypatch):
+    cfg, folder, _ = tiny_run
     latest = folder.parent.parent / "latest_model_config.json"
     before = latest.read_text()
     folders_before = sorted(p.name for p in folder.parent.iterdir())
