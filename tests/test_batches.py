@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bertclf.batches import LENGTH_MULTIPLE, dataset, encode, predict_in_order, training_order
+from bertclf.batches import LENGTH_MULTIPLE, dataset, encode, predict_in_order, traced_forward, training_order
 from bertclf.checkpoints import inspect_folder
 from bertclf.model import build_classifier
 
@@ -39,6 +39,7 @@ def test_training_order_covers_every_example_once_per_epoch():
 def test_predictions_come_back_in_input_order(tiny_preset):
     classifier, preprocessor = tiny(tiny_preset)
     texts = ["apple cat dog horse tiger whale", "saw", "lemon mango", "the big cat", "hammer"] * 3
-    batched = predict_in_order(classifier, encode(preprocessor, texts), batch_size=4)
-    one_by_one = np.concatenate([predict_in_order(classifier, encode(preprocessor, [t]), 1) for t in texts])
+    forward = traced_forward(classifier)
+    batched = predict_in_order(forward, encode(preprocessor, texts), batch_size=4)
+    one_by_one = np.concatenate([predict_in_order(forward, encode(preprocessor, [t]), 1) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)

@@ -5,7 +5,7 @@ import keras_hub
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bertclf.batches import Encoded, predict_in_order
+from bertclf.batches import Encoded, predict_in_order, traced_forward
 from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
 
@@ -65,7 +65,7 @@ def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, 
         regularization: inverse L2 strength (scikit-learn's C) of the probe.
     """
     head = classifier.output_dense
-    features = predict_in_order(keras.Model(classifier.inputs, head.input), encoded, batch_size)
+    features = predict_in_order(traced_forward(keras.Model(classifier.inputs, head.input)), encoded, batch_size)
     probe = LogisticRegression(C=regularization, max_iter=1000).fit(features, labels)
     coef, intercept = probe.coef_, probe.intercept_
     num_classes = head.kernel.shape[1]

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import keras_hub
 import numpy as np
-import tensorflow as tf
 
-from bertclf.batches import encode, sorted_order
+from bertclf.batches import encode, predict_in_order, traced_forward
 from bertclf.data import load_labels
 from bertclf.registry import MODEL_CONFIG_FILE, latest_model_folder
 from bertclf.safety import check_preset_is_data
@@ -41,15 +40,7 @@ class Predictor:
         self.preprocessor = self.classifier.preprocessor
         self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
         self.name = self.config.get("name", self.folder.name)
-        # One graph for every batch shape: (batch, length) are both dynamic, so it is traced once,
-        # and a call costs no tf.data pipeline or Keras predict loop (model.predict adds ~100 ms).
-        signature = {key: tf.TensorSpec((None, None), tf.int32) for key in self._feature_keys()}
-        self._forward = tf.function(lambda features: self.classifier(features, training=False),
-                                    input_signature=[signature])
-
-    def _feature_keys(self):
-        return [spec.name for spec in self.classifier.inputs] if isinstance(self.classifier.inputs, list) else list(
-            self.classifier.inputs)
+        self._forward = traced_forward(self.classifier)
 
     @classmethod
     def latest(cls, models_dir="models", **kwargs):
@@ -60,11 +51,7 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        encoded = encode(self.preprocessor, list(texts))
-        logits = np.empty((len(encoded), len(self.classes)), np.float32)
-        for index in sorted_order(encoded.lengths, self.batch_size):  # similar lengths share a batch
-            logits[index] = self._forward(encoded.batch(index)).numpy()
-        return softmax(logits)
+        return softmax(predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size))
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""

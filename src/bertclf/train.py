@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf import __version__
-from bertclf.batches import dataset, encode, predict_in_order
+from bertclf.batches import dataset, encode, predict_in_order, traced_forward
 from bertclf.checkpoints import resolve, sha256_of
 from bertclf.config import TrainConfig
 from bertclf.data import load_splits, save_labels
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, pad_to_max=False):
         val_losses = history.history["val_loss"]
 
         # === Evaluate ===
-        logits = predict_in_order(classifier, encoded["test"], cfg.batch_size)
+        logits = predict_in_order(traced_forward(classifier), encoded["test"], cfg.batch_size)
         baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
         metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes, baseline)
 
