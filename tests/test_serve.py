@@ -33,7 +33,7 @@ def models(tmp_path, trained_models):
     return target, target / "trained" / folder.name
 
 
-def make_app(models_dir, load=load_predictor, **settings):
+def make_app(models_dir, load=None, **settings):
     settings.setdefault("reload_interval", 3600)  # tests drive reloads by hand
     app = create_app(ServeConfig(models_dir=str(models_dir), **settings), load=load)
     app.testing = True
@@ -160,7 +160,7 @@ def test_health_at_once_ready_only_after_load_and_warmup(models):
 
     def slow_load(folder):
         release.wait(30)
-        return load_predictor(folder)
+        return load_predictor(folder, ServeConfig())
 
     app = make_app(models[0], load=slow_load)
     client = app.test_client()

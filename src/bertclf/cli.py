@@ -52,13 +52,21 @@ def _cmd_train(args):
     return 0
 
 
+def _add_engine_options(parser):
+    parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "tensorflow"),
+                        help="inference engine (default: auto, ONNX Runtime where the model has a fast graph)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                        help="int8: quantized matrix products, faster on a CPU (default: fp32)")
+
+
 def _cmd_predict(args):
     from bertclf.predictor import Predictor
 
     texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
     if not texts:
         raise ConfigError("no texts to classify: pass them as arguments or one per line on stdin")
-    predictor = Predictor(args.model_dir) if args.model_dir else Predictor.latest(args.models_dir)
+    options = dict(engine=args.engine, precision=args.precision)
+    predictor = Predictor(args.model_dir, **options) if args.model_dir else Predictor.latest(args.models_dir, **options)
     labels, probabilities = predictor.predict(texts)
     print(f"model: {predictor.name}")
     for text, label, probability in zip(texts, labels, probabilities):
@@ -136,6 +144,7 @@ def build_parser():
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
     predict.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
     predict.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
+    _add_engine_options(predict)
     predict.set_defaults(run=_cmd_predict)
 
     fetch = commands.add_parser(

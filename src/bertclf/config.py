@@ -137,10 +137,18 @@ class ServeConfig:
     # Loopback by default: exposing the port is a decision (the Docker image binds 0.0.0.0).
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _opt(5000, "port to listen on")
-    # One worker per 2 cores: TensorFlow already spreads one batch over all cores, and every worker
-    # holds its own copy of the model. Threads let requests queue into shared batches.
-    workers: int = _opt(1, "gunicorn worker processes (each loads the model; one per 2 cores is plenty)")
+    # One worker for a small box: ONNX Runtime already spreads one batch over all cores, and every
+    # worker holds its own copy of the model. Threads let requests queue into shared batches.
+    workers: int = _opt(1, "gunicorn worker processes (each loads the model; one per 4 cores is plenty)")
     threads: int = _opt(8, "request threads per worker (they share the worker's model and batches)")
+    engine: str = _opt("auto", "inference engine: onnx (fast, BERT), tensorflow, or auto (onnx where it can)",
+                       choices=("auto", "onnx", "tensorflow"))
+    # int8 measured 1.3x faster than fp32 on a 2-core AVX2 box, same test accuracy on our data;
+    # fp32 stays the default because int8 moves probabilities by up to ~0.1.
+    precision: str = _opt("fp32", "fp32, or int8 (quantized matrix products: faster, check accuracy first)",
+                          choices=("fp32", "int8"))
+    compute_threads: int | None = _opt(
+        None, "CPU threads each worker's model uses (default: cores / workers, at least 1)", int)
     timeout: int = _opt(120, "seconds a worker may spend on one request before gunicorn restarts it")
     graceful_timeout: int = _opt(30, "seconds to finish in-flight requests on shutdown")
     max_items: int = _opt(256, "most texts accepted in one request")
@@ -152,6 +160,9 @@ class ServeConfig:
         checks = [
             (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
             (self.workers >= 1 and self.threads >= 1, "workers and threads must be at least 1"),
+            (self.engine in ("auto", "onnx", "tensorflow"), f"engine must be auto, onnx or tensorflow, got {self.engine!r}"),
+            (self.precision in ("fp32", "int8"), f"precision must be fp32 or int8, got {self.precision!r}"),
+            (self.compute_threads is None or self.compute_threads >= 1, "compute_threads must be at least 1"),
             (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
             (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
             (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
@@ -160,6 +171,12 @@ class ServeConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    def threads_per_model(self) -> int:
+        """CPU threads for one worker's model: the cores shared among the workers."""
+        import os
+
+        return self.compute_threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @classmethod
     def from_env(cls, environ=None, **overrides):

@@ -10,7 +10,10 @@ import numpy as np
 from bertclf.batches import encode, predict_in_order, traced_forward
 from bertclf.data import load_labels
 from bertclf.registry import MODEL_CONFIG_FILE, latest_model_folder
+from bertclf.runtime import OnnxForward, UnsupportedModel
 from bertclf.safety import check_preset_is_data
+
+ENGINES = ("auto", "onnx", "tensorflow")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -24,10 +27,18 @@ class Predictor:
 
     Args:
         folder: a folder written by `bertclf train` (KerasHub preset + labels.json + model_config.json).
-        batch_size: texts per forward pass.
+        batch_size: most texts per forward pass (batches are cut by length, see `sorted_order`).
+        engine: "onnx" (ONNX Runtime, fused kernels: ~2x faster on a CPU), "tensorflow", or
+            "auto": ONNX where the architecture has a fast graph (BERT), else TensorFlow.
+        precision: "fp32", or "int8" (ONNX only: quantized matrix products, faster again; check
+            the accuracy on your test split, e.g. with `python -m bertclf predict`).
+        threads: CPU threads for ONNX Runtime (default: all cores).
+        max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
     """
 
-    def __init__(self, folder, batch_size=32):
+    def __init__(self, folder, batch_size=64, engine="auto", precision="fp32", threads=None, max_seq_len=None):
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         self.folder = Path(folder)
         check_preset_is_data(self.folder)  # a model folder is data: refuse anything that could run code
         self.config = json.loads((self.folder / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -38,9 +49,25 @@ class Predictor:
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
         self.preprocessor = self.classifier.preprocessor
+        if max_seq_len:
+            self.preprocessor.sequence_length = max_seq_len
         self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
         self.name = self.config.get("name", self.folder.name)
-        self._forward = traced_forward(self.classifier)
+        self.engine, self.precision = self._pick_engine(engine, precision, threads)
+
+    def _pick_engine(self, engine, precision, threads):
+        if engine != "tensorflow":
+            try:
+                # ONNX returns probabilities; the TF graph returns logits.
+                self._forward, self._probabilities = OnnxForward(self.classifier, precision, threads), True
+                return "onnx", precision
+            except UnsupportedModel:
+                if engine == "onnx":
+                    raise
+        if precision != "fp32":
+            raise ValueError(f"precision {precision} needs the ONNX engine, which has no graph for this model")
+        self._forward, self._probabilities = traced_forward(self.classifier), False
+        return "tensorflow", "fp32"
 
     @classmethod
     def latest(cls, models_dir="models", **kwargs):
@@ -51,7 +78,8 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        return softmax(predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size))
+        outputs = predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size)
+        return outputs if self._probabilities else softmax(outputs)
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""

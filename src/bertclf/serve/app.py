@@ -26,21 +26,24 @@ class State:
     metrics: Metrics
 
 
-def load_predictor(folder):
-    """Import TensorFlow only here, inside the worker: TF state must never cross a fork."""
+def load_predictor(folder, config: ServeConfig):
+    """Import TensorFlow and ONNX Runtime only here, inside the worker: their thread pools and
+    state must never cross a fork."""
     from bertclf.predictor import Predictor
 
-    return Predictor(folder)
+    return Predictor(folder, engine=config.engine, precision=config.precision, threads=config.threads_per_model())
 
 
-def create_app(config: ServeConfig | None = None, load=load_predictor) -> Flask:
+def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     """Build the app for one worker and start loading the model in the background.
 
     Args:
         config: server settings (default: from BERTCLF_* environment variables).
-        load: callable(folder) -> Predictor; tests pass a fake or a tiny model.
+        load: callable(folder) -> Predictor (default: `load_predictor` with the settings); tests
+            pass a fake or a tiny model.
     """
     config = config or ServeConfig.from_env()
+    load = load or (lambda folder: load_predictor(folder, config))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # keep the seed's key order: model, predictions, probabilities

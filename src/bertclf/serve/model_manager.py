@@ -107,6 +107,8 @@ class ModelManager:
             "model_dir": str(self.folder) if self.folder else None,
             "pinned": bool(self.config.model_dir),
             "labels": predictor.classes if predictor else None,
+            "engine": getattr(predictor, "engine", None),
+            "precision": getattr(predictor, "precision", None),
             "config": predictor.config if predictor else None,
             "last_error": self.last_error,
             "reloads": self.reloads,
