@@ -29,6 +29,22 @@ TEXT ?=
 api_port ?= 5000
 API_HOST ?= 127.0.0.1
 WORKERS ?=
+# Docker (`../shared/tools/local-docker.sh --env` prints DOCKER, BASE_IMAGE, DOCKER_BUILD_FLAGS).
+DOCKER ?= docker
+BASE_IMAGE ?=
+DOCKER_BUILD_FLAGS ?=
+# Extra `docker run` flags for the dev container; by default the network of the builds, since
+# training may download the checkpoint (local-docker.sh builds use --network=host).
+DOCKER_RUN_FLAGS ?= $(filter --network=%,$(DOCKER_BUILD_FLAGS))
+API_RUN_FLAGS ?=
+DEV_IMAGE ?= bertclf-dev
+API_IMAGE ?= bertclf-api
+GPU ?=
+MODEL_DIR ?=
+MOUNT_MODELS ?=
+# Where train and start_api run: auto = in the container once its image is built (make build_dev,
+# make build_api), natively in .venv otherwise; or docker / native.
+RUN_IN ?= auto
 
 # VARIABLE:option pairs; only variables that are set are passed on.
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
@@ -43,7 +59,15 @@ DEMO_ARGS := --n_epochs 6 --batch_size 16 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
-.PHONY: help install demo train predict fetch data tensorboard start_api test test-slow bench bench-train bench-serve clean
+.PHONY: help install demo train train-native train-docker predict fetch data tensorboard start_api \
+	start_api-native start_api-docker build_dev build_api docker-test test test-slow bench bench-train bench-serve clean
+
+# $(call in_docker,IMAGE): true when the target should run in IMAGE's container (see RUN_IN).
+in_docker = [ "$(RUN_IN)" = docker ] || { [ "$(RUN_IN)" = auto ] && $(DOCKER) image inspect $(1) >/dev/null 2>&1; }
+# A proxy CA certificate (PIP_CERT) reaches containers that download (the default checkpoint is
+# fetched with pip) as a read-only file, never baked into an image.
+CERT_MOUNT = $(if $(wildcard $(PIP_CERT)),-v $(abspath $(PIP_CERT)):/run/secrets/pip_cert:ro -e PIP_CERT=/run/secrets/pip_cert)
+BUILD_ARGS = $(DOCKER_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VARIABLE=value ...]"
@@ -61,6 +85,15 @@ help: ## list targets and variables
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api"
+	@echo
+	@echo "variables (Docker):"
+	@echo "  RUN_IN=auto|docker|native   train/start_api in the container once its image exists (auto)"
+	@echo "  GPU=<index>           train on that GPU (docker run --gpus device=<index>)"
+	@echo "  DOCKER=docker BASE_IMAGE= DOCKER_BUILD_FLAGS=   (local-docker.sh --env prints them)"
+	@echo "  DOCKER_RUN_FLAGS= API_RUN_FLAGS=   extra docker run flags for the dev / api container"
+	@echo "  DEV_IMAGE=bertclf-dev API_IMAGE=bertclf-api"
+	@echo "  MODEL_DIR=models/trained/<folder>   model baked into the api image (default: the latest)"
+	@echo "  MOUNT_MODELS=1        start_api mounts ./models read-only instead of the baked-in model"
 	@echo "  PYTHON=python3 VENV=.venv    interpreter and virtualenv used for set-up"
 	@echo
 	@echo "every option, with its default: $(BIN)/python -m bertclf train --help"
@@ -79,8 +112,21 @@ demo: $(STAMP) ## set up, fetch the default model, train on data/sample.csv, sho
 	$(BIN)/python -m bertclf predict $(DEMO_TEXTS) && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s"
 
-train: $(STAMP) ## fine-tune MODEL on DATA, evaluate, export to models/trained/
-	$(BIN)/python -m bertclf train $(TRAIN_ARGS)
+train: ## fine-tune MODEL on DATA, evaluate, export to models/trained/ (in Docker after build_dev)
+	@if $(call in_docker,$(DEV_IMAGE)); then $(MAKE) --no-print-directory train-docker; \
+	else $(MAKE) --no-print-directory train-native; fi
+
+train-native: $(STAMP)
+	$(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) $(BIN)/python -m bertclf train $(TRAIN_ARGS)
+
+train-docker: ## train in the dev container (project mounted; files owned by you; TensorBoard on TENSORBOARD_PORT)
+	@echo "training in the $(DEV_IMAGE) container (RUN_IN=native trains in .venv); TensorBoard: http://localhost:$(TENSORBOARD_PORT)"
+	@gpu="$(GPU)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "note: GPU=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; fi; \
+	$(DOCKER) run --rm -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
+		$${gpu:+--gpus device=$$gpu} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
+		sh -c "tensorboard --logdir models/trained --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
+		exec python -m bertclf train $(TRAIN_ARGS)"
 
 predict: $(STAMP) ## classify TEXT="..." (or stdin) with the latest model
 	$(BIN)/python -m bertclf predict $(if $(TEXT),'$(TEXT)')
@@ -94,8 +140,26 @@ data: $(STAMP) ## download the full Stack Overflow dataset to data/stack-overflo
 tensorboard: $(STAMP) ## serve training logs on TENSORBOARD_PORT
 	$(BIN)/tensorboard --logdir models/trained --host $(TENSORBOARD_HOST) --port $(TENSORBOARD_PORT)
 
-start_api: $(STAMP) ## serve the latest model on api_port (POST /predict)
+start_api: ## serve the latest model on api_port (POST /predict; in Docker after build_api)
+	@if $(call in_docker,$(API_IMAGE)); then $(MAKE) --no-print-directory start_api-docker; \
+	else $(MAKE) --no-print-directory start_api-native; fi
+
+start_api-native: $(STAMP)
 	$(BIN)/python -m bertclf serve --host $(API_HOST) --port $(api_port) $(if $(WORKERS),--workers $(WORKERS))
+
+start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
+	@echo "serving from the $(API_IMAGE) container on http://$(API_HOST):$(api_port) (RUN_IN=native serves from .venv)"
+	$(DOCKER) run --rm --init=false -p $(API_HOST):$(api_port):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
+		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(API_IMAGE)
+
+build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile
+	$(DOCKER) build $(BUILD_ARGS) -f dev.Dockerfile -t $(DEV_IMAGE) .
+
+build_api: ## build the serving image (API_IMAGE) with the latest model (or MODEL_DIR) inside
+	$(DOCKER) build $(BUILD_ARGS) $(if $(MODEL_DIR),--build-arg MODEL_DIR=$(MODEL_DIR)) -f api.Dockerfile -t $(API_IMAGE) .
+
+docker-test: ## build both images, train and serve in them, check files, /health, /predict and the log
+	DOCKER="$(DOCKER)" DEV_IMAGE="$(DEV_IMAGE)" API_IMAGE="$(API_IMAGE)" MAKE="$(MAKE)" bash docker/docker-test.sh
 
 test: $(STAMP) ## run the fast offline test suite
 	$(BIN)/python -m pytest

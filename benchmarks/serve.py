@@ -1,38 +1,46 @@
-"""Serving speed: this server's inference path vs the naive way, on one fixed, seeded workload.
+"""Serving speed: this server over HTTP vs the naive way, on one fixed, seeded workload.
 
     python benchmarks/serve.py [--model_dir models/trained/<folder>] [--max_seq_len 128 512]
 
 Workload: 1,024 texts built from the sample data's words with a realistic skew (median about 40
 tokens, about 20% over 128, about 5% over 256), the same every run (seed 0).
 
-Measured in one run, per max_seq_len:
-- throughput (texts/s): the whole workload in requests of 32 texts;
+Measured in one run, per max_seq_len, each path alone on the machine:
+- throughput (texts/s): the whole workload in requests of 32 texts, one after another;
 - single-text latency p50/p99 over 200 one-text requests;
-- throughput under 8 concurrent clients (threads, 16 texts each request) through the server's
-  batcher, as the HTTP workers use it;
-(the naive path on the first --naive_texts texts: it is slow, and rates are per text)
-for "server" (Predictor: tokenize once, length-sorted batches padded per batch, one traced graph)
-and "naive" (KerasHub's predict with every text padded to max_seq_len, one call per request, as
-the seed project served). Peak memory (max RSS) is printed at the end.
+- throughput under 8 concurrent clients (16 texts a request), and errors.
+Paths:
+- "server" / "server-int8": `python -m bertclf serve` (real gunicorn, 1 worker, ONNX Runtime in
+  fp32 / int8), every request a real HTTP POST /predict from this process;
+- "naive": the seed's way, in-process (no HTTP, which only flatters it): KerasHub's predict with
+  every text padded to max_seq_len, one call per request, requests one at a time (as a
+  single-threaded Flask app serves them). It is slow: it runs on the first --naive_texts texts.
+Then the ratios, the test-split accuracy of fp32 vs int8 when the model's training data is at
+hand, and peak memory (max RSS) of the server and of this process.
 """
 
 import argparse
+import json
 import os
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
+import requests  # noqa: E402
 
 from bertclf.batches import encode  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
-from bertclf.predictor import Predictor  # noqa: E402
+from bertclf.predictor import Predictor, evaluate_on_test_split  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
-from bertclf.serve.batcher import Batcher  # noqa: E402
 
 
 def workload(n=1024, seed=0, source="data/sample.csv"):
@@ -49,9 +57,69 @@ class Naive:
     def __init__(self, folder, max_seq_len):
         self.model = keras_hub.models.TextClassifier.from_preset(str(folder))
         self.model.preprocessor.sequence_length = max_seq_len
+        self.lock = threading.Lock()  # one request at a time, as the seed's Flask dev server
 
-    def predict_proba(self, texts):
-        return self.model.predict(np.array(texts), verbose=0)
+    def __call__(self, texts):
+        with self.lock:
+            self.model.predict(np.array(texts), verbose=0)
+
+
+class Server:
+    """`python -m bertclf serve` on a free port; calling it posts texts to /predict."""
+
+    def __init__(self, folder, max_seq_len, precision):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        models_dir = Path(folder).resolve().parent.parent
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bertclf", "serve", "--port", str(self.port), "--models_dir", str(models_dir),
+             "--model_dir", str(Path(folder).resolve()), "--max_seq_len", str(max_seq_len),
+             "--precision", precision, "--workers", "1", "--threads", "16"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # never a pipe nobody reads
+        self.local = threading.local()
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/ready", timeout=5).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}")
+            time.sleep(0.5)
+        raise RuntimeError("the server was not ready within 600 s")
+
+    def __call__(self, texts):
+        session = getattr(self.local, "session", None) or requests.Session()  # keep-alive per client
+        self.local.session = session
+        response = session.post(self.url + "/predict", json={"x": texts}, timeout=300)
+        response.raise_for_status()
+        return response.json()
+
+    def peak_memory_mb(self):
+        """Max RSS of the server's processes (gunicorn master + worker), from /proc."""
+        total = 0
+        for pid in [self.process.pid] + _children(self.process.pid):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+            except FileNotFoundError:
+                pass
+        return total
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def _children(pid):
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def throughput(run, texts, request_size=32):
@@ -71,23 +139,15 @@ def latency(run, texts, n=200):
     return statistics.median(times), times[int(0.99 * (len(times) - 1))]
 
 
-def concurrent(predictor, texts, clients=8, request_size=16, shared_batches=True):
-    """Texts/s when `clients` threads send requests at once; errors counted. With shared_batches
-    the requests go through one Batcher, as in the server; without, each request runs alone
-    (one at a time, as a single-threaded Flask app serves them)."""
-    batcher = Batcher(lambda: predictor, max_texts=256, max_queue=clients * 4) if shared_batches else None
-    lock = threading.Lock()
+def concurrent(run, texts, clients=8, request_size=16):
+    """Texts/s when `clients` threads send requests at once; errors counted."""
     chunks = [texts[i : i + request_size] for i in range(0, len(texts), request_size)]
     errors = []
 
     def client(mine):
         for chunk in mine:
             try:
-                if batcher is not None:
-                    batcher.submit(chunk).result(timeout=300)
-                else:
-                    with lock:
-                        predictor.predict_proba(chunk)
+                run(chunk)
             except Exception as err:  # noqa: BLE001 - counted and reported
                 errors.append(err)
 
@@ -100,41 +160,69 @@ def concurrent(predictor, texts, clients=8, request_size=16, shared_batches=True
     return len(texts) / (time.perf_counter() - start), len(errors)
 
 
+def measure(name, run, texts, latency_texts):
+    run(texts[:64])  # warm up: connections, allocations
+    rate = throughput(run, texts)
+    p50, p99 = latency(run, texts, n=latency_texts)
+    together, errors = concurrent(run, texts)
+    print(f"  {name:<11} {rate:7.1f} texts/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
+          f"8 clients {together:7.1f} texts/s  errors {errors}", flush=True)
+    return dict(rate=rate, p50=p50, p99=p99, together=together, errors=errors)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", help="model folder (default: the latest)")
     parser.add_argument("--max_seq_len", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--texts", type=int, default=1024)
-    parser.add_argument("--naive_texts", type=int, default=256,
+    parser.add_argument("--naive_texts", type=int, default=128,
                         help="the naive path runs on the first N texts only (it is slow; rates are per text)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     args = parser.parse_args()
-    folder = args.model_dir or latest_model_folder("models")
+    folder = Path(args.model_dir or latest_model_folder("models"))
     texts = workload(args.texts)
+    print(f"model: {folder}")
 
-    rows = []
+    lengths = encode(Predictor(folder, engine="tensorflow", max_seq_len=512).preprocessor, texts).lengths
+    print(f"workload: {len(texts)} texts, median {int(np.median(lengths))} tokens, {np.mean(lengths > 128):.0%} "
+          f"over 128, {np.mean(lengths > 256):.0%} over 256 (counted at 512)", flush=True)
+
+    rows, memory = {}, {}
     for max_seq_len in args.max_seq_len:
-        server = Predictor(folder)
-        server.preprocessor.sequence_length = max_seq_len
-        lengths = encode(server.preprocessor, texts).lengths
-        print(f"max_seq_len {max_seq_len}: median {int(np.median(lengths))} tokens, "
-              f"{np.mean(lengths >= 128):.0%} at 128 or more, {np.mean(lengths >= 256):.0%} at 256 or more")
+        print(f"max_seq_len {max_seq_len}:", flush=True)
+        for precision in args.precisions:
+            name = "server" if precision == "fp32" else f"server-{precision}"
+            server = Server(folder, max_seq_len, precision)
+            try:
+                rows[max_seq_len, name] = measure(name, server, texts, 200)
+                memory[name] = max(memory.get(name, 0), server.peak_memory_mb())
+            finally:
+                server.stop()
         naive = Naive(folder, max_seq_len)
-        for name, model, sample in (("server", server, texts), ("naive", naive, texts[: args.naive_texts])):
-            model.predict_proba(texts[:64])  # warm up: trace, allocate
-            rate = throughput(model.predict_proba, sample)
-            p50, p99 = latency(model.predict_proba, sample, n=min(200, len(sample)))
-            together, errors = concurrent(model, sample, shared_batches=name == "server")
-            rows.append((max_seq_len, name, rate, p50, p99, together, errors))
-            print(f"  {name:<7} {rate:7.1f} texts/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
-                  f"8 clients {together:7.1f} texts/s  errors {errors}", flush=True)
+        sample = texts[: args.naive_texts]
+        rows[max_seq_len, "naive"] = measure("naive", naive, sample, min(50, len(sample)))
+        del naive
 
-    print(f"\n{'max_seq_len':>11} {'path':<7} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'8 clients':>10} {'errors':>6}")
-    for row in rows:
-        print(f"{row[0]:>11} {row[1]:<7} {row[2]:>8.1f} {row[3]:>7.1f} {row[4]:>7.1f} {row[5]:>10.1f} {row[6]:>6}")
-    for max_seq_len in args.max_seq_len:
-        by = {row[1]: row for row in rows if row[0] == max_seq_len}
-        print(f"max_seq_len {max_seq_len}: server / naive throughput {by['server'][2] / by['naive'][2]:.1f}x")
-    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"\n{'max_seq_len':>11} {'path':<11} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'8 clients':>10} {'errors':>6}")
+    for (max_seq_len, name), r in rows.items():
+        print(f"{max_seq_len:>11} {name:<11} {r['rate']:>8.1f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
+              f"{r['together']:>10.1f} {r['errors']:>6}")
+    for (max_seq_len, name), r in rows.items():
+        if name != "naive":
+            naive = rows[max_seq_len, "naive"]
+            print(f"max_seq_len {max_seq_len}: {name} / naive: throughput {r['rate'] / naive['rate']:.1f}x, "
+                  f"8 clients {r['together'] / naive['together']:.1f}x")
+    try:
+        scores = {p: evaluate_on_test_split(Predictor(folder, precision=p)) for p in args.precisions}
+        print("test split: " + ", ".join(f"{p} accuracy {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f}"
+                                          for p, s in scores.items()))
+    except (OSError, ValueError) as err:
+        print(f"test split accuracy not measured: {err}")
+    for name, mb in memory.items():
+        print(f"peak memory, {name} (gunicorn master + worker): {mb:.0f} MB")
+    print(f"peak memory, this process (naive model, TensorFlow): "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(json.dumps({f"{k[0]} {k[1]}": v for k, v in rows.items()}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import pytest
@@ -40,19 +41,36 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_answers():
     assert sum(len(call) for call in predictor.calls) == 6 and len(predictor.calls) <= 2
 
 
-def test_full_queue_refuses_at_once():
+def test_full_queue_refuses_at_once_and_waiting_requests_run_after_the_busy_pass():
     gate = threading.Event()
-    batcher = Batcher(lambda: CountingPredictor(gate), max_queue=2, wait_seconds=0)
-    first = batcher.submit(["busy"])  # taken by the inference thread, which then blocks
+    predictor = CountingPredictor(gate)
+    batcher = Batcher(lambda: predictor, max_queue=2)
+    first = batcher.submit(["busy"])
+    leader = threading.Thread(target=first.result, kwargs={"timeout": 10})
+    leader.start()  # runs the model on "busy", which then blocks
     time.sleep(0.2)
-    batcher.submit(["a"])
-    batcher.submit(["b"])
+    waiting = [batcher.submit(["a"]), batcher.submit(["bbbbbbbbbb"])]
     started = time.monotonic()
     with pytest.raises(QueueFull):
         batcher.submit(["c"])
     assert time.monotonic() - started < 0.1
     gate.set()
+    leader.join(10)
     assert first.result(timeout=10).labels == ["a"]
+    assert [w.result(timeout=10).labels for w in waiting] == [["a"], ["b"]]
+    assert predictor.calls == [["busy"], ["a", "bbbbbbbbbb"]], "the waiting requests shared one pass"
+
+
+def test_a_waiter_times_out_while_another_pass_runs():
+    gate = threading.Event()
+    batcher = Batcher(lambda: CountingPredictor(gate))
+    leader = threading.Thread(target=batcher.submit(["busy"]).result, kwargs={"timeout": 10})
+    leader.start()
+    time.sleep(0.2)
+    with pytest.raises(FutureTimeout):
+        batcher.submit(["late"]).result(timeout=0.2)
+    gate.set()
+    leader.join(10)
 
 
 def test_failure_reaches_every_waiting_request_and_the_thread_survives():

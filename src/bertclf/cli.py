@@ -75,6 +75,23 @@ def _cmd_predict(args):
     return 0
 
 
+def _cmd_evaluate(args):
+    from bertclf.predictor import Predictor, evaluate_on_test_split
+
+    options = dict(engine=args.engine, precision=args.precision)
+    predictor = Predictor(args.model_dir, **options) if args.model_dir else Predictor.latest(args.models_dir, **options)
+    try:
+        scores = evaluate_on_test_split(predictor)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    recorded = predictor.config.get("metrics", {})
+    print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})")
+    print(f"test split ({scores['n_test']} texts): accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
+          f" (recorded at training: accuracy {recorded.get('accuracy', float('nan')):.4f}, "
+          f"macro-F1 {recorded.get('macro_f1', float('nan')):.4f})")
+    return 0
+
+
 def _cmd_fetch(args):
     from bertclf.checkpoints import resolve
 
@@ -146,6 +163,16 @@ def build_parser():
     predict.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
     _add_engine_options(predict)
     predict.set_defaults(run=_cmd_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="re-score a trained model on its test split (e.g. int8 against fp32)",
+        description="Rebuild the test split a model was evaluated on (same files, same seed) and score the model "
+                    "with the chosen engine and precision.",
+    )
+    evaluate.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
+    evaluate.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
+    _add_engine_options(evaluate)
+    evaluate.set_defaults(run=_cmd_evaluate)
 
     fetch = commands.add_parser(
         "fetch", help="download and cache a pretrained checkpoint ahead of training",

@@ -147,6 +147,8 @@ class ServeConfig:
     # fp32 stays the default because int8 moves probabilities by up to ~0.1.
     precision: str = _opt("fp32", "fp32, or int8 (quantized matrix products: faster, check accuracy first)",
                           choices=("fp32", "int8"))
+    max_seq_len: int | None = _opt(
+        None, "truncate texts to this many tokens (default: what the model was trained with)", int)
     compute_threads: int | None = _opt(
         None, "CPU threads each worker's model uses (default: cores / workers, at least 1)", int)
     timeout: int = _opt(120, "seconds a worker may spend on one request before gunicorn restarts it")
@@ -163,6 +165,7 @@ class ServeConfig:
             (self.engine in ("auto", "onnx", "tensorflow"), f"engine must be auto, onnx or tensorflow, got {self.engine!r}"),
             (self.precision in ("fp32", "int8"), f"precision must be fp32 or int8, got {self.precision!r}"),
             (self.compute_threads is None or self.compute_threads >= 1, "compute_threads must be at least 1"),
+            (self.max_seq_len is None or 2 <= self.max_seq_len <= 4096, "max_seq_len must be 2-4096 tokens"),
             (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
             (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
             (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),

@@ -50,6 +50,10 @@ class Predictor:
             self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
         self.preprocessor = self.classifier.preprocessor
         if max_seq_len:
+            positions = self.classifier.backbone.get_config().get("max_sequence_length", max_seq_len)
+            if max_seq_len > positions:
+                raise ValueError(f"max_seq_len {max_seq_len} is longer than the {positions} positions this model "
+                                 f"has; use {positions} or less")
             self.preprocessor.sequence_length = max_seq_len
         self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
         self.name = self.config.get("name", self.folder.name)
@@ -86,3 +90,33 @@ class Predictor:
         probabilities = self.predict_proba(texts)
         best = probabilities.argmax(axis=1)
         return [self.classes[i] for i in best], [float(p) for p in probabilities[np.arange(len(best)), best]]
+
+
+def evaluate_on_test_split(predictor: Predictor) -> dict:
+    """Accuracy and macro-F1 of `predictor` on the test split its model was evaluated on at the
+    end of training (the same files and seed, re-split), e.g. to check int8 against fp32.
+
+    Raises:
+        ValueError: the training data is missing or has changed since training.
+    """
+    from bertclf.checkpoints import sha256_of
+    from bertclf.config import TrainConfig
+    from bertclf.data import load_splits
+    from bertclf.evaluate import compute_metrics
+
+    hyperparameters = predictor.config.get("hyperparameters") or {}
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**{k: v for k, v in hyperparameters.items() if k in known})
+    for role, recorded in (predictor.config.get("data") or {}).items():
+        if not isinstance(recorded, dict) or "file" not in recorded:
+            continue
+        path = Path(recorded["file"])
+        if not path.is_file():
+            raise ValueError(f"{path} (the model's {role} file) is not there; the test split cannot be rebuilt")
+        if sha256_of(path) != recorded.get("sha256"):
+            raise ValueError(f"{path} has changed since training; its test split is not the one the model saw")
+    test = load_splits(cfg).test
+    index = {label: i for i, label in enumerate(predictor.classes)}
+    y_true = np.array([index[label] for label in test.labels])
+    y_pred = predictor.predict_proba(list(test.texts)).argmax(axis=1)
+    return compute_metrics(y_true, y_pred, predictor.classes)

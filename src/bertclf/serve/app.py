@@ -31,7 +31,8 @@ def load_predictor(folder, config: ServeConfig):
     state must never cross a fork."""
     from bertclf.predictor import Predictor
 
-    return Predictor(folder, engine=config.engine, precision=config.precision, threads=config.threads_per_model())
+    return Predictor(folder, engine=config.engine, precision=config.precision, threads=config.threads_per_model(),
+                     max_seq_len=config.max_seq_len)
 
 
 def create_app(config: ServeConfig | None = None, load=None) -> Flask:

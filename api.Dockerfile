@@ -1,0 +1,64 @@
+# Serving image: CPU only, non-root, gunicorn under tini, health-checked.
+#   make build_api && make start_api api_port=5000
+# The model is either copied in at build time (the default: the folder latest_model_config.json
+# names, or MODEL_DIR=models/trained/<folder>), or mounted read-only at run time over /app/models:
+#   docker run -p 5000:5000 -v "$PWD/models:/app/models:ro" bertclf-api
+# Build by hand:
+#   docker build -f api.Dockerfile -t bertclf-api [--build-arg BASE_IMAGE=...] \
+#     [--build-arg MODEL_DIR=models/trained/<folder>] [--secret id=pip_cert,src=$PIP_CERT] .
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# === Build stage: the virtualenv with the pinned dependencies and the package ===
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /opt/venv
+COPY pyproject.toml README.md /src/
+COPY src /src/src
+# The proxy CA certificate (if any) is a BuildKit secret: visible to this step only, in no layer.
+# Dependencies exactly as pyproject.toml pins them, without the test extras.
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    /opt/venv/bin/pip install /src \
+    # Serving never trains: drop what only training and its plots use, and the test suites
+    # shipped inside packages.
+    && /opt/venv/bin/pip uninstall --yes matplotlib contourpy fonttools kiwisolver pillow pyparsing cycler \
+    && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
+        -exec rm -rf {} + \
+    && rm -rf /src
+# One model folder (MODEL_DIR, default: the one latest_model_config.json names) and a pointer to
+# it, picked here so that the rest of models/ never reaches a layer of the final image.
+ARG MODEL_DIR=
+COPY models/ /tmp/models/
+RUN /opt/venv/bin/python -m bertclf.serve.bundle /tmp/models /bundle "${MODEL_DIR}"
+
+# === Run stage: the virtualenv, the model, a non-root user ===
+FROM ${BASE_IMAGE}
+# tini as PID 1 forwards SIGTERM to gunicorn, which stops taking requests and lets in-flight ones
+# finish within graceful_timeout; it also reaps zombies.
+RUN apt-get update && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 bertclf \
+    && useradd --system --uid 10001 --gid bertclf --home-dir /app --shell /usr/sbin/nologin bertclf
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /app
+# Owned by root, readable by all: the server cannot change its own model.
+COPY --from=build --chown=root:root --chmod=a+rX,go-w /bundle /app/models
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    HOME=/tmp \
+    BERTCLF_MODELS_DIR=/app/models \
+    # Inside a container the port is the boundary: listen on every interface.
+    BERTCLF_HOST=0.0.0.0 \
+    BERTCLF_PORT=5000
+USER bertclf
+EXPOSE 5000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('BERTCLF_PORT', '5000'), timeout=4)"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+# `bertclf serve` execs gunicorn, so gunicorn is tini's direct child and gets its signals.
+CMD ["python", "-m", "bertclf", "serve"]

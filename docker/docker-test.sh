@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make docker-test`: the Docker workflow end to end, for real.
+#  1. build the dev image; train on the sample data for one short epoch inside it;
+#  2. check that every file the container wrote belongs to the invoking user (and, when that user
+#     is root, that the uid mapping works for another uid too);
+#  3. build the api image with that model inside; start it; wait for /health and /ready;
+#  4. post the README's example to /predict, check the answer and the JSON request log line;
+#  5. stop it (SIGTERM, graceful) and print the image sizes.
+# The models/latest_model_config.json of the user is restored and the test model removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOCKER=${DOCKER:-docker}
+MAKE=${MAKE:-make}
+API_IMAGE=${API_IMAGE:-bertclf-api}
+name="bertclf-docker-test-$$"
+pointer=models/latest_model_config.json
+backup=$(mktemp)
+[ -f "$pointer" ] && cp "$pointer" "$backup" || rm -f "$backup"
+new_model=
+
+say() { echo "docker-test: $*"; }
+fail() { echo "docker-test: FAILED: $*" >&2; exit 1; }
+cleanup() {
+    $DOCKER rm -f "$name" >/dev/null 2>&1 || true
+    if [ -n "$new_model" ]; then rm -rf "models/$new_model"; fi
+    if [ -f "$backup" ]; then mv "$backup" "$pointer"; elif [ -n "$new_model" ]; then rm -f "$pointer"; fi
+    rm -f models/.uid-probe
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# === 1. dev image, short training run ===
+say "building the dev image"
+$MAKE --no-print-directory build_dev
+say "training for one epoch in the dev container"
+before=$(stat -c %Y "$pointer" 2>/dev/null || echo 0)
+$MAKE --no-print-directory train-docker TENSORBOARD_PORT="$(free_port)" n_epochs=1 batch_size=16 max_seq_len=64
+[ -f "$pointer" ] && [ "$(stat -c %Y "$pointer")" != "$before" ] || fail "training did not update $pointer"
+new_model=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_dir"])' "$pointer")
+[ -f "models/$new_model/model_config.json" ] || fail "no exported model at models/$new_model"
+say "exported models/$new_model"
+
+# === 2. file ownership ===
+wrong=$(find "models/$new_model" "$pointer" \( ! -user "$(id -u)" -o ! -group "$(id -g)" \) -print)
+[ -z "$wrong" ] || fail "files not owned by $(id -u):$(id -g): $wrong"
+say "every exported file belongs to $(id -un) ($(id -u):$(id -g))"
+if [ "$(id -u)" = 0 ]; then
+    # As root the check above proves little: show the mapping for another uid.
+    $DOCKER run --rm -e HOST_UID=4321 -e HOST_GID=4321 -v "$PWD:/workspace" "${DEV_IMAGE:-bertclf-dev}" \
+        sh -c 'touch models/.uid-probe && test "$(id -u)" = 4321 && test -w "$HOME"' \
+        || fail "the dev container did not run as HOST_UID 4321"
+    [ "$(stat -c %u:%g models/.uid-probe)" = "4321:4321" ] || fail "a file written as HOST_UID 4321 is owned by $(stat -c %u:%g models/.uid-probe)"
+    say "with HOST_UID=4321 the container writes files owned by 4321:4321"
+fi
+
+# === 3. api image with that model, started ===
+say "building the api image"
+$MAKE --no-print-directory build_api
+port=$(free_port)
+$DOCKER run -d --name "$name" -p "127.0.0.1:$port:5000" "$API_IMAGE" >/dev/null
+url="http://127.0.0.1:$port"
+wait_for() {  # wait_for PATH SECONDS
+    local deadline=$((SECONDS + $2))
+    until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "$url$1" 2>/dev/null; do
+        [ "$($DOCKER inspect -f '{{.State.Running}}' "$name")" = true ] || { $DOCKER logs "$name" | tail -20; fail "the api container exited"; }
+        [ $SECONDS -lt $deadline ] || { $DOCKER logs "$name" | tail -20; fail "$1 did not answer within $2 s"; }
+        sleep 1
+    done
+}
+wait_for /health 120
+say "/health answers"
+wait_for /ready 300
+say "/ready answers (model loaded and warmed)"
+
+# === 4. the README's example and the request log ===
+answer=$(python3 - "$url" <<'EOF'
+import json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1] + "/predict", method="POST",
+    data=json.dumps({"x": ["How do I reverse a list in Python?", "git push says rejected"]}).encode(),
+    headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(request, timeout=60).read().decode())
+EOF
+)
+say "POST /predict -> $answer"
+python3 - "$answer" "$new_model" <<'EOF' || fail "unexpected /predict answer"
+import json, sys
+answer, model_dir = json.loads(sys.argv[1]), sys.argv[2]
+assert list(answer) == ["model", "predictions", "probabilities"], answer
+assert len(answer["predictions"]) == 2 and all(isinstance(p, str) for p in answer["predictions"])
+assert all(0 < p <= 1 for p in answer["probabilities"])
+assert answer["model"].split()[-1] in model_dir, (answer["model"], model_dir)
+EOF
+sleep 1
+$DOCKER logs "$name" 2>/dev/null | python3 -c '
+import json, sys
+lines = [json.loads(l) for l in sys.stdin if l.startswith("{")]
+hits = [l for l in lines if l.get("endpoint") == "/predict" and l.get("status_code") == 200]
+assert hits, "no JSON log line for the /predict request"
+assert {"endpoint", "response", "status_code", "response_time", "user_ip", "user_agent"} <= set(hits[-1]), hits[-1]
+print("docker-test: request log:", json.dumps(hits[-1])[:200])
+' || fail "the request log line is missing or malformed"
+health=""
+for _ in $(seq 40); do
+    health=$($DOCKER inspect -f '{{.State.Health.Status}}' "$name")
+    [ "$health" = healthy ] && break
+    sleep 1
+done
+[ "$health" = healthy ] || fail "docker reports the container as $health"
+say "HEALTHCHECK: healthy"
+
+# === 5. graceful stop, sizes ===
+start=$SECONDS
+$DOCKER stop -t 30 "$name" >/dev/null
+code=$($DOCKER inspect -f '{{.State.ExitCode}}' "$name")
+[ "$code" = 0 ] || { $DOCKER logs "$name" | tail -5; fail "the api container exited with $code on SIGTERM"; }
+say "stopped gracefully in $((SECONDS - start)) s (exit 0)"
+$DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(${DEV_IMAGE:-bertclf-dev}|$API_IMAGE):" \
+    | sed 's/^/docker-test: image /'
+say "passed"

@@ -1,0 +1,61 @@
+"""Pick the one model folder a serving image carries (used by api.Dockerfile at build time).
+
+    python -m bertclf.serve.bundle <models dir> <target dir> [<model folder>]
+
+Copies the model folder (default: the one <models dir>/latest_model_config.json names; or the
+given folder, relative to the project or to <models dir>) to <target>/trained/<name>, and writes
+<target>/latest_model_config.json pointing at it. With no trained model at all it writes an empty
+<target>: the image then serves whatever is mounted over /app/models at run time.
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, RegistryError, latest_model_folder, update_latest
+from bertclf.safety import check_preset_is_data
+
+
+def bundle(models_dir, target, model_dir=None) -> Path | None:
+    """Copy one trained model into `target` with its pointer; returns the copied folder or None."""
+    models_dir, target = Path(models_dir), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    if model_dir:
+        # MODEL_DIR=models/trained/<name> as a user types it, or relative to models/.
+        name = Path(model_dir).name
+        source = models_dir / "trained" / name
+        if not (source / MODEL_CONFIG_FILE).is_file():
+            raise RegistryError(f"MODEL_DIR={model_dir}: no trained model {name!r} in {models_dir / 'trained'}")
+    elif (models_dir / LATEST_FILE).is_file():
+        source = latest_model_folder(models_dir)
+    else:
+        return None
+    check_preset_is_data(source)  # refuse at build time what the server would refuse at start
+    copied = target / "trained" / source.name
+    shutil.copytree(source, copied)
+    config = json.loads((copied / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+    update_latest(target, copied, config)
+    return copied
+
+
+def main(argv=None):
+    args = (argv if argv is not None else sys.argv[1:]) + [""]
+    if len(args) < 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        copied = bundle(args[0], args[1], args[2] or None)
+    except (RegistryError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if copied is None:
+        print(f"no trained model in {args[0]}: the image serves what is mounted at /app/models "
+              "(docker run -v \"$PWD/models:/app/models:ro\" ...)")
+    else:
+        print(f"bundled {copied.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
