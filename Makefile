@@ -167,7 +167,7 @@ test: $(STAMP) ## run the fast offline test suite
 test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"
 
-bench: bench-train bench-serve ## run both benchmarks below (about 20 minutes on 2 cores)
+bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on 2 cores)
 
 bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len
 	$(BIN)/python benchmarks/train_padding.py

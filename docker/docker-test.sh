@@ -24,7 +24,6 @@ cleanup() {
     $DOCKER rm -f "$name" >/dev/null 2>&1 || true
     if [ -n "$new_model" ]; then rm -rf "models/$new_model"; fi
     if [ -f "$backup" ]; then mv "$backup" "$pointer"; elif [ -n "$new_model" ]; then rm -f "$pointer"; fi
-    rm -f models/.uid-probe
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -45,12 +44,17 @@ wrong=$(find "models/$new_model" "$pointer" \( ! -user "$(id -u)" -o ! -group "$
 [ -z "$wrong" ] || fail "files not owned by $(id -u):$(id -g): $wrong"
 say "every exported file belongs to $(id -un) ($(id -u):$(id -g))"
 if [ "$(id -u)" = 0 ]; then
-    # As root the check above proves little: show the mapping for another uid.
-    $DOCKER run --rm -e HOST_UID=4321 -e HOST_GID=4321 -v "$PWD:/workspace" "${DEV_IMAGE:-bertclf-dev}" \
-        sh -c 'touch models/.uid-probe && test "$(id -u)" = 4321 && test -w "$HOME"' \
-        || fail "the dev container did not run as HOST_UID 4321"
-    [ "$(stat -c %u:%g models/.uid-probe)" = "4321:4321" ] || fail "a file written as HOST_UID 4321 is owned by $(stat -c %u:%g models/.uid-probe)"
-    say "with HOST_UID=4321 the container writes files owned by 4321:4321"
+    # As root the check above proves little: mount a folder owned by another uid and check that
+    # the container takes that uid and what it writes belongs to it.
+    probe=$(mktemp -d)
+    chown 4321:4321 "$probe"
+    $DOCKER run --rm -v "$probe:/workspace" "${DEV_IMAGE:-bertclf-dev}" \
+        sh -c 'mkdir -p models/trained && touch models/trained/file && test "$(id -u):$(id -g)" = 4321:4321 && test -w "$HOME"' \
+        || { rm -rf "$probe"; fail "the dev container did not run as the owner (4321) of the mounted folder"; }
+    owner=$(stat -c %u:%g "$probe/models/trained/file")
+    rm -rf "$probe"
+    [ "$owner" = "4321:4321" ] || fail "a file written for uid 4321 is owned by $owner"
+    say "in a folder owned by 4321:4321 the container runs as 4321 and its files belong to 4321:4321"
 fi
 
 # === 3. api image with that model, started ===
@@ -82,13 +86,13 @@ print(urllib.request.urlopen(request, timeout=60).read().decode())
 EOF
 )
 say "POST /predict -> $answer"
-python3 - "$answer" "$new_model" <<'EOF' || fail "unexpected /predict answer"
+python3 - "$answer" "models/$new_model/model_config.json" <<'EOF' || fail "unexpected /predict answer"
 import json, sys
-answer, model_dir = json.loads(sys.argv[1]), sys.argv[2]
+answer, trained = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
 assert list(answer) == ["model", "predictions", "probabilities"], answer
 assert len(answer["predictions"]) == 2 and all(isinstance(p, str) for p in answer["predictions"])
 assert all(0 < p <= 1 for p in answer["probabilities"])
-assert answer["model"].split()[-1] in model_dir, (answer["model"], model_dir)
+assert answer["model"] == trained["name"], (answer["model"], trained["name"])  # the model just trained
 EOF
 sleep 1
 $DOCKER logs "$name" 2>/dev/null | python3 -c '

@@ -118,12 +118,6 @@ def test_keras_hub_preset_folder(tiny_preset):
     assert (checkpoint.family, checkpoint.max_sequence_length, checkpoint.learn_rate) == ("BERT", 64, 5e-5)
 
 
-def test_google_checkpoint_folder_gets_clear_message(tmp_path):
-    (tmp_path / "bert_config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="original Google TF1 checkpoint"):
-        resolve(str(tmp_path))
-
-
 def test_unknown_name(tmp_path):
     with pytest.raises(CheckpointError, match="neither a known checkpoint .*MiniLM-L6-H384-uncased"):
         resolve("bert-huge", tmp_path)

