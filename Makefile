@@ -59,7 +59,7 @@ DEMO_ARGS := --n_epochs 6 --batch_size 16 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
-.PHONY: help install demo train train-native train-docker predict fetch data tensorboard start_api \
+.PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
 	start_api-native start_api-docker build_dev build_api docker-test test test-slow bench bench-train bench-serve clean
 
 # $(call in_docker,IMAGE): true when the target should run in IMAGE's container (see RUN_IN).
@@ -131,7 +131,10 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 predict: $(STAMP) ## classify TEXT="..." (or stdin) with the latest model
 	$(BIN)/python -m bertclf predict $(if $(TEXT),'$(TEXT)')
 
-fetch: $(STAMP) ## download and cache MODEL (default checkpoint) ahead of training
+models: $(STAMP) ## list the pretrained checkpoints MODEL= knows by name (size, casing, cached)
+	$(BIN)/python -m bertclf models
+
+fetch: $(STAMP) ## download, check and convert MODEL (default checkpoint) ahead of training
 	$(BIN)/python -m bertclf fetch $(MODEL)
 
 data: $(STAMP) ## download the full Stack Overflow dataset to data/stack-overflow-data.csv

@@ -228,6 +228,11 @@ def test_tokenization_follows_the_casing(tmp_path):
     cased = resolve(str(write_bert(tmp_path / "tiny_model", vocab=cased_vocab)), tmp_path / "models")
     pre = keras_hub.models.TextClassifierPreprocessor.from_preset(str(cased.path), sequence_length=16)
     assert tokens(pre, "Apple apple") == ["[CLS]", "Apple", "apple", "[SEP]"]
+    # ALBERT lower-cases inside its SentencePiece model, as Google's tokenizer does before it.
+    albert = resolve(str(write_albert(tmp_path / "albert_tiny")[0]), tmp_path / "models")
+    pre = keras_hub.models.TextClassifierPreprocessor.from_preset(str(albert.path), sequence_length=16)
+    assert tokens(pre, "Apple CAT with a Big Saw") == tokens(pre, "apple cat with a big saw")
+    assert "<unk>" not in tokens(pre, "Apple CAT")
     # The name wins over the vocabulary when it says "cased" or "uncased".
     assert google.casing_from_name("cased_L-12_H-768_A-12") is False
     assert google.casing_from_name("wwm_uncased_L-24_H-1024_A-16") is True
@@ -250,7 +255,9 @@ def test_trains_exports_and_reloads(family, tmp_path):
     predictor = Predictor(exported)
     labels_out, probabilities = predictor.predict(texts[:3])
     assert len(labels_out) == 3 and all(0 < p <= 1 for p in probabilities)
-    assert predictor.engine == ("onnx" if family == "BERT" else "tensorflow")
+    assert predictor.engine == "onnx", "served on the fast graph (ALBERT: shared layers called repeatedly)"
+    keras_path = Predictor(exported, engine="tensorflow")
+    np.testing.assert_allclose(predictor.predict_proba(texts), keras_path.predict_proba(texts), atol=1e-5)
 
 
 def test_max_seq_len_is_checked_against_the_checkpoint(tmp_path):

@@ -141,7 +141,7 @@ class ServeConfig:
     # worker holds its own copy of the model. Threads let requests queue into shared batches.
     workers: int = _opt(1, "gunicorn worker processes (each loads the model; one per 4 cores is plenty)")
     threads: int = _opt(8, "request threads per worker (they share the worker's model and batches)")
-    engine: str = _opt("auto", "inference engine: onnx (fast, BERT), tensorflow, or auto (onnx where it can)",
+    engine: str = _opt("auto", "inference engine: onnx (fast; BERT and ALBERT), tensorflow, or auto (onnx where it can)",
                        choices=("auto", "onnx", "tensorflow"))
     # int8 measured 1.3x faster than fp32 on a 2-core AVX2 box, same test accuracy on our data;
     # fp32 stays the default because int8 moves probabilities by up to ~0.1.

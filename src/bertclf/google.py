@@ -277,14 +277,51 @@ def vocabulary_is_lowercase(vocab: Path) -> bool:
     return True
 
 
+def lowercasing_sentencepiece(proto: bytes) -> bytes:
+    """The SentencePiece model with case folding added to its own normalizer (NFKC -> NFKC + case
+    folding), so every tokenization of it lowercases, in training and in serving alike.
+
+    Google's ALBERT lower-cases text before SentencePiece (its vocabulary is lower-case), but
+    KerasHub's AlbertTokenizer does not; without this, "Hello" falls apart into unknown pieces.
+    SentencePiece ships the folding rule only compiled into its trainer, so we take the compiled
+    table from a throwaway model trained with that rule on three words.
+    """
+    import io
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(proto)
+    if model.normalizer_spec.name.endswith("_cf"):
+        return proto
+    folding = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c"] * 3), model_writer=folding, vocab_size=8,
+                                   normalization_rule_name="nmt_nfkc_cf", hard_vocab_limit=False, minloglevel=2)
+    donor = sentencepiece_model_pb2.ModelProto()
+    donor.ParseFromString(folding.getvalue())
+    model.normalizer_spec.name = donor.normalizer_spec.name
+    model.normalizer_spec.precompiled_charsmap = donor.normalizer_spec.precompiled_charsmap
+    return model.SerializeToString()
+
+
 def build_tokenizer(files: GoogleFiles, lowercase: bool | None):
+    """The KerasHub tokenizer for the checkpoint, and whether it lower-cases.
+
+    BERT: WordPiece over vocab.txt, lower-casing as the name says, else as the vocabulary shows.
+    ALBERT: the SentencePiece model, lower-casing unless told otherwise (Google's are uncased).
+    """
     import keras_hub
 
     if files.family == "BERT":
         if lowercase is None:
             lowercase = vocabulary_is_lowercase(files.vocab)
         return keras_hub.models.BertTokenizer(vocabulary=str(files.vocab), lowercase=lowercase), lowercase
-    return keras_hub.models.AlbertTokenizer(proto=str(files.vocab)), None
+    proto = files.vocab.read_bytes()
+    lowercase = lowercase is not False
+    if lowercase:
+        proto = lowercasing_sentencepiece(proto)
+    return keras_hub.models.AlbertTokenizer(proto=proto), lowercase
 
 
 def casing_from_name(name: str) -> bool | None:
@@ -420,7 +457,7 @@ def fetch(spec: GoogleCheckpoint, models_dir="models") -> Path:
             raise GoogleCheckpointError(f"{archive.name} holds no {spec.family} checkpoint files. "
                                         f"{manual_instructions(spec, pretrained)}")
         archive.unlink()  # unpacked and verified: the archive is only a second copy
-    return convert(files, preset, lowercase=None if spec.family == "ALBERT" else not spec.cased)
+    return convert(files, preset, lowercase=not spec.cased)
 
 
 def convert_folder(folder: Path, files: GoogleFiles, models_dir="models") -> Path:

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 IR_VERSION = 9  # ONNX Runtime 1.31 reads up to 13; 9 is what opset 17 needs
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer kernels)
-SUPPORTED_BACKBONES = ("BertBackbone",)
+SUPPORTED_BACKBONES = ("BertBackbone", "AlbertBackbone")
 PRECISIONS = ("fp32", "int8")
 
 
@@ -37,10 +37,12 @@ class _Graph:
     """Collects nodes and initializers, naming each tensor once."""
 
     def __init__(self):
-        self.nodes, self.initializers = [], []
+        self.nodes, self.initializers, self.names = [], [], set()
 
     def weight(self, name, value):
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        if name not in self.names:  # a shared layer's weights are stored once
+            self.names.add(name)
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
         return name
 
     def const(self, name, value):
@@ -57,14 +59,43 @@ def _weights(classifier):
     return {w.path: np.asarray(w.numpy()) for w in classifier.weights}
 
 
+def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
+    """One KerasHub TransformerEncoder (post-norm) whose weights start with `p`; returns its output.
+    Weights are named after `p`, so shared layers (ALBERT) store their weights once."""
+    a = p + "self_attention_layer/"
+    qkv = np.concatenate([w[a + n + "/kernel"].reshape(hidden, hidden) for n in ("query", "key", "value")], axis=1)
+    qkv_bias = np.concatenate([w[a + n + "/bias"].reshape(hidden) for n in ("query", "key", "value")])
+    attention = g.op("Attention", [x, g.weight(p + "qkv", qkv), g.weight(p + "qkv_bias", qkv_bias), "mask_index"],
+                     f"{name}_attention", domain=MS_DOMAIN, num_heads=heads)
+    projected = g.op("MatMul", [attention, g.weight(p + "attn_out", w[a + "attention_output/kernel"].reshape(
+        hidden, hidden))], f"{name}_attn_projected")
+    x_attn = g.op("SkipLayerNormalization", [
+        projected, x, g.weight(p + "attn_ln_gamma", w[p + "self_attention_layer_norm/gamma"]),
+        g.weight(p + "attn_ln_beta", w[p + "self_attention_layer_norm/beta"]),
+        g.weight(p + "attn_out_bias", w[a + "attention_output/bias"])], f"{name}_attn_norm",
+        domain=MS_DOMAIN, epsilon=eps)
+    up = g.op("MatMul", [x_attn, g.weight(p + "ff_in", w[p + "feedforward_intermediate_dense/kernel"])],
+              f"{name}_ff_up")
+    # KerasHub's BERT and ALBERT use the tanh approximation of GELU, which is what FastGelu computes.
+    act = g.op("FastGelu", [up, g.weight(p + "ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
+               f"{name}_ff_gelu", domain=MS_DOMAIN)
+    down = g.op("MatMul", [act, g.weight(p + "ff_out", w[p + "feedforward_output_dense/kernel"])], f"{name}_ff_down")
+    return g.op("SkipLayerNormalization", [
+        down, x_attn, g.weight(p + "ff_ln_gamma", w[p + "feedforward_layer_norm/gamma"]),
+        g.weight(p + "ff_ln_beta", w[p + "feedforward_layer_norm/beta"]),
+        g.weight(p + "ff_out_bias", w[p + "feedforward_output_dense/bias"])], f"{name}_output",
+        domain=MS_DOMAIN, epsilon=eps)
+
+
 def build_graph(classifier) -> onnx.ModelProto:
-    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT text classifier.
+    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT or ALBERT
+    text classifier.
 
     Args:
-        classifier: a `keras_hub.models.BertTextClassifier` (its backbone: BertBackbone).
+        classifier: a `keras_hub.models.TextClassifier` with a BertBackbone or AlbertBackbone.
 
     Raises:
-        UnsupportedModel: another backbone (e.g. ALBERT); callers fall back to TensorFlow.
+        UnsupportedModel: another backbone (e.g. DistilBERT); callers fall back to TensorFlow.
     """
     backbone = classifier.backbone
     kind = type(backbone).__name__
@@ -74,7 +105,7 @@ def build_graph(classifier) -> onnx.ModelProto:
     hidden, heads = cfg["hidden_dim"], cfg["num_heads"]
     w = _weights(classifier)
     g = _Graph()
-    eps = 1e-12  # BertBackbone's layer-norm epsilon, embeddings and every transformer layer
+    eps = 1e-12  # BERT's and ALBERT's layer-norm epsilon, embeddings and every transformer layer
 
     # === Embeddings: token + position + segment, layer norm; also each row's length for attention ===
     g.nodes.append(helper.make_node(
@@ -89,33 +120,20 @@ def build_graph(classifier) -> onnx.ModelProto:
         ["embeddings", "mask_index"], name="embeddings", domain=MS_DOMAIN, epsilon=eps))
     x = "embeddings"
 
+    if kind == "AlbertBackbone":  # factorised embeddings: layer norm in embedding_dim, then project up
+        x = g.op("Add", [g.op("MatMul", [x, g.weight("embedding_projection", w["embedding_projection/kernel"])],
+                              "embedding_projected"), g.weight("embedding_projection_bias",
+                                                               w["embedding_projection/bias"])], "embedding_hidden")
+        # ALBERT repeats its groups of shared layers: the same weights, called num_layers times.
+        repeats = cfg["num_layers"] // cfg["num_groups"]
+        layers = [f"group_{group}_inner_layer_{inner}/" for group in range(cfg["num_groups"])
+                  for _ in range(repeats) for inner in range(cfg["num_inner_repetitions"])]
+    else:
+        layers = [f"transformer_layer_{i}/" for i in range(cfg["num_layers"])]
+
     # === Transformer layers (post-norm, as BERT) ===
-    for i in range(cfg["num_layers"]):
-        p = f"transformer_layer_{i}/"
-        a = p + "self_attention_layer/"
-        qkv = np.concatenate([w[a + n + "/kernel"].reshape(hidden, hidden) for n in ("query", "key", "value")], axis=1)
-        qkv_bias = np.concatenate([w[a + n + "/bias"].reshape(hidden) for n in ("query", "key", "value")])
-        attention = g.op("Attention", [x, g.weight(f"l{i}_qkv", qkv), g.weight(f"l{i}_qkv_bias", qkv_bias),
-                                       "mask_index"], f"l{i}_attention", domain=MS_DOMAIN, num_heads=heads)
-        projected = g.op("MatMul", [attention, g.weight(f"l{i}_attn_out", w[a + "attention_output/kernel"].reshape(
-            hidden, hidden))], f"l{i}_attn_projected")
-        x_attn = g.op("SkipLayerNormalization", [
-            projected, x, g.weight(f"l{i}_attn_ln_gamma", w[p + "self_attention_layer_norm/gamma"]),
-            g.weight(f"l{i}_attn_ln_beta", w[p + "self_attention_layer_norm/beta"]),
-            g.weight(f"l{i}_attn_out_bias", w[a + "attention_output/bias"])], f"l{i}_attn_norm",
-            domain=MS_DOMAIN, epsilon=eps)
-        up = g.op("MatMul", [x_attn, g.weight(f"l{i}_ff_in", w[p + "feedforward_intermediate_dense/kernel"])],
-                  f"l{i}_ff_up")
-        # BertBackbone uses the tanh approximation of GELU, which is what FastGelu computes.
-        act = g.op("FastGelu", [up, g.weight(f"l{i}_ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
-                   f"l{i}_ff_gelu", domain=MS_DOMAIN)
-        down = g.op("MatMul", [act, g.weight(f"l{i}_ff_out", w[p + "feedforward_output_dense/kernel"])],
-                    f"l{i}_ff_down")
-        x = g.op("SkipLayerNormalization", [
-            down, x_attn, g.weight(f"l{i}_ff_ln_gamma", w[p + "feedforward_layer_norm/gamma"]),
-            g.weight(f"l{i}_ff_ln_beta", w[p + "feedforward_layer_norm/beta"]),
-            g.weight(f"l{i}_ff_out_bias", w[p + "feedforward_output_dense/bias"])], f"l{i}_output",
-            domain=MS_DOMAIN, epsilon=eps)
+    for i, p in enumerate(layers):
+        x = _encoder_layer(g, w, p, x, f"l{i}", hidden, heads, eps)
 
     # === Pooler ([CLS] -> dense -> tanh) and the classification head ===
     cls = g.op("Gather", [x, g.const("cls_index", np.int64(0))], "cls", axis=1)
