@@ -1,4 +1,4 @@
-"""The real server: gunicorn with two workers, as `make start_api` runs it."""
+"""The real server: gunicorn with two workers, as `make start_api` runs it, under concurrent clients."""
 
 import http.client
 import json
@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -80,6 +81,20 @@ def test_gunicorn_serves_the_readme_example(server):
     assert status == 200
     health = [line for line in text.splitlines() if line.startswith('bertclf_requests_total{endpoint="/health"')]
     assert health and float(health[0].split()[-1]) == 4.0  # summed over both workers
+
+    # 8 concurrent clients: every request answered, each as it is answered alone (requests that
+    # meet in a worker share forward passes; padding to a batch's width must not change results).
+    texts = [[f"apple cat {'saw ' * k}", "drill", f"{'mango ' * (k % 5)}tiger"] for k in range(24)]
+    predict = lambda x: request(port, "POST", "/predict", json.dumps({"x": x}),  # noqa: E731
+                                {"Content-Type": "application/json"})
+    alone = [json.loads(predict(x)[1]) for x in texts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(predict, texts))
+    assert [status for status, _ in together] == [200] * len(texts)
+    for single, (_, data) in zip(alone, together):
+        answer = json.loads(data)
+        assert answer["predictions"] == single["predictions"]
+        assert answer["probabilities"] == pytest.approx(single["probabilities"], abs=1e-4)
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
