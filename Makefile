@@ -73,7 +73,7 @@ help: ## list targets and variables
 	@echo "usage: make <target> [VARIABLE=value ...]"
 	@echo
 	@echo "targets:"
-	@grep -hE '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 	@echo
 	@echo "variables (training; empty = default):"
 	@echo "  DATA=path             labelled CSV/JSONL (default data/sample.csv)"
