@@ -11,7 +11,7 @@ class DownloadError(RuntimeError):
     """A download failed; the message names the URL and how to get the file without us."""
 
 
-def download(url: str, dest, timeout=30, chunk=1 << 20) -> Path:
+def download(url: str, dest, timeout=30, chunk=1 << 20, manual=None) -> Path:
     """Fetch `url` into `dest` (a no-op when `dest` exists).
 
     The bytes go to `<dest>.part` first, so an interrupted download resumes where it stopped
@@ -21,6 +21,7 @@ def download(url: str, dest, timeout=30, chunk=1 << 20) -> Path:
         url: http(s) address.
         dest: final file path.
         timeout: seconds to wait for the server to connect or send.
+        manual: how to get the file without us, for the error message (default: save it as dest).
     """
     dest = Path(dest)
     if dest.is_file():
@@ -29,7 +30,7 @@ def download(url: str, dest, timeout=30, chunk=1 << 20) -> Path:
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.is_file() else 0
     headers = {"Range": f"bytes={done}-"} if done else {}
-    manual = f"Download it by other means and save it as {dest}."
+    manual = manual or f"Download it by other means and save it as {dest}."
     try:
         with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
             if response.status_code == 416:  # the part file is already whole

@@ -443,9 +443,9 @@ def fetch(spec: GoogleCheckpoint, models_dir="models") -> Path:
         if not archive.is_file():
             log.info("downloading %s (%s) from %s", spec.name, spec.size, spec.url)
             try:
-                download(spec.url, archive)
+                download(spec.url, archive, manual=manual_instructions(spec, pretrained))
             except DownloadError as err:
-                raise GoogleCheckpointError(f"{err}\n{manual_instructions(spec, pretrained)}") from None
+                raise GoogleCheckpointError(str(err)) from None
         try:
             check_archive(archive)
         except GoogleCheckpointError as err:
