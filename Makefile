@@ -152,7 +152,7 @@ start_api-native: $(STAMP)
 
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
 	@echo "serving from the $(API_IMAGE) container on http://$(API_HOST):$(api_port) (RUN_IN=native serves from .venv)"
-	$(DOCKER) run --rm --init=false -p $(API_HOST):$(api_port):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
+	$(DOCKER) run --rm -p $(API_HOST):$(api_port):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
 		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(API_IMAGE)
 
 build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile

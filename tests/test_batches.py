@@ -3,15 +3,11 @@
 import numpy as np
 
 from bertclf.batches import LENGTH_MULTIPLE, dataset, encode, predict_in_order, traced_forward, training_order
-from bertclf.checkpoints import inspect_folder
-from bertclf.model import build_classifier
+from conftest import detached_classifier
 
 
-def tiny(tiny_preset, max_seq_len=32):
-    classifier = build_classifier(inspect_folder(tiny_preset), 3, max_seq_len, 0.0)
-    preprocessor = classifier.preprocessor
-    classifier.preprocessor = None
-    return classifier, preprocessor
+def tiny(tiny_preset):
+    return detached_classifier(tiny_preset, max_seq_len=32)
 
 
 def test_batches_are_cut_to_their_longest_text(tiny_preset):

@@ -6,20 +6,16 @@ import pytest
 
 from bertclf import predictor as predictor_module
 from bertclf.batches import LENGTH_MULTIPLE, encode, predict_in_order, sorted_order, traced_forward
-from bertclf.checkpoints import inspect_folder
-from bertclf.model import build_classifier
 from bertclf.predictor import Predictor, softmax
 from bertclf.runtime import OnnxForward, UnsupportedModel, build_graph, quantize
+from conftest import detached_classifier
 
 TEXTS = ["apple cat dog horse tiger whale zebra saw drill hammer", "saw", "lemon mango", "the big cat",
          "hammer", "apple " * 40]
 
 
-def tiny_classifier(tiny_preset, max_seq_len=64):
-    classifier = build_classifier(inspect_folder(tiny_preset), 3, max_seq_len, 0.0)
-    preprocessor = classifier.preprocessor
-    classifier.preprocessor = None
-    return classifier, preprocessor
+def tiny_classifier(tiny_preset):
+    return detached_classifier(tiny_preset, max_seq_len=64)
 
 
 def test_onnx_graph_matches_keras_with_padding(tiny_preset):

@@ -20,6 +20,11 @@ LENGTH_MULTIPLE = 8
 CALL_COST_TOKENS = 16
 
 
+def _padded(length):
+    """Length(s) rounded up to a multiple of LENGTH_MULTIPLE."""
+    return np.ceil(np.asarray(length) / LENGTH_MULTIPLE).astype(int) * LENGTH_MULTIPLE
+
+
 class Encoded:
     """Token arrays for a list of texts, padded to max_seq_len, plus each text's true length."""
 
@@ -32,8 +37,7 @@ class Encoded:
 
     def batch(self, index: np.ndarray) -> dict:
         """The rows at `index`, cut to the longest of them (rounded up to LENGTH_MULTIPLE)."""
-        width = int(self.lengths[index].max())
-        width = min(math.ceil(width / LENGTH_MULTIPLE) * LENGTH_MULTIPLE, self.width)
+        width = min(int(_padded(self.lengths[index].max())), self.width)
         return {key: value[index, :width] for key, value in self.features.items()}
 
     @property
@@ -84,10 +88,6 @@ def training_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
-
-
-def _padded(length):
-    return np.ceil(np.asarray(length) / LENGTH_MULTIPLE) * LENGTH_MULTIPLE
 
 
 def sorted_order(lengths: np.ndarray, batch_size: int, call_cost=CALL_COST_TOKENS) -> list:

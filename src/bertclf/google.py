@@ -10,18 +10,16 @@ optimizer slots: a layer is never silently left random.
 
 import json
 import logging
-import os
 import re
 import shutil
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bertclf.checkpoints import CheckpointError
+from bertclf.checkpoints import CheckpointError, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +244,13 @@ def build_backbone(family: str, config: dict, variables: dict):
     unmapped = sorted(set(weights) - set(mapping))
     if unmapped:  # a KerasHub change we do not know about: never leave those weights random
         raise GoogleCheckpointError(f"no checkpoint variable for backbone weights {', '.join(unmapped[:5])}")
-    missing = sorted({source for source, _ in mapping.values()} - set(variables))
+    sources = {source for source, _ in mapping.values()}
+    missing = sorted(sources - set(variables))
     if missing:
         raise GoogleCheckpointError(
             f"the checkpoint lacks {len(missing)} backbone variable(s), e.g. {', '.join(missing[:3])}: "
             f"it is incomplete or not a Google {family} checkpoint of this configuration")
-    unexpected = sorted(set(variables) - {source for source, _ in mapping.values()})
+    unexpected = sorted(set(variables) - sources)
     if unexpected:
         raise GoogleCheckpointError(
             f"the checkpoint has variable(s) that map to no {family} backbone weight, e.g. "
@@ -341,21 +340,13 @@ def convert(files: GoogleFiles, dest: Path, lowercase: bool | None = None) -> Pa
              files.checkpoint, config["num_hidden_layers"], config["hidden_size"])
     backbone = build_backbone(files.family, config, read_variables(files.checkpoint))
     tokenizer, lowercase = build_tokenizer(files, lowercase)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
+    with staged_folder(dest) as staging:
         backbone.save_to_preset(str(staging))
         tokenizer.save_to_preset(str(staging))
         (staging / "source.json").write_text(json.dumps({
             "format": "google-tf1", "family": files.family, "checkpoint": str(files.checkpoint),
             "lowercase": lowercase, "max_position_embeddings": config["max_position_embeddings"],
         }, indent=2) + "\n", encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dest
 
 
@@ -364,21 +355,29 @@ WANTED = re.compile(r"(bert_config\.json|albert_config\.json|vocab\.txt|[\w.-]*\
                     r"[\w.-]*ckpt[\w.-]*\.(index|data-\d{5}-of-\d{5}))$")
 
 
+def _archive_files(path: Path):
+    """(base name, open file) for every regular file of a .zip or .tar.gz, read in archive order.
+    Reading a member to its end checks its CRC (zip) or the stream's (gzip)."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    with archive.open(info) as f:
+                        yield info.filename.rsplit("/", 1)[-1], f
+    else:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:
+                if member.isfile():  # links, devices and folders are never read
+                    with archive.extractfile(member) as f:
+                        yield member.name.rsplit("/", 1)[-1], f
+
+
 def check_archive(path: Path):
     """Read every member of a zip or tar.gz through its checksum; raise on a truncated or corrupt file."""
     try:
-        if path.name.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-                if bad is not None:
-                    raise GoogleCheckpointError(f"{path.name}: {bad} fails its CRC check")
-        else:
-            with tarfile.open(path, "r:gz") as archive:
-                for member in archive:
-                    if member.isfile():
-                        with archive.extractfile(member) as f:
-                            while f.read(1 << 20):
-                                pass
+        for _, f in _archive_files(path):
+            while f.read(1 << 20):
+                pass
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
         raise GoogleCheckpointError(f"{path.name} is truncated or corrupt ({err})") from None
 
@@ -389,28 +388,11 @@ def extract(path: Path, dest: Path) -> Path:
     Member paths from the archive never choose where a file goes: each wanted file is written
     under its base name, and links or odd names are skipped.
     """
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        if path.name.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    base = info.filename.rsplit("/", 1)[-1]
-                    if not info.is_dir() and WANTED.fullmatch(base):
-                        with archive.open(info) as src, open(staging / base, "wb") as out:
-                            shutil.copyfileobj(src, out)
-        else:
-            with tarfile.open(path, "r:gz") as archive:
-                for member in archive:
-                    base = member.name.rsplit("/", 1)[-1]
-                    if member.isfile() and WANTED.fullmatch(base):
-                        with archive.extractfile(member) as src, open(staging / base, "wb") as out:
-                            shutil.copyfileobj(src, out)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staged_folder(dest) as staging:
+        for base, src in _archive_files(path):
+            if WANTED.fullmatch(base):
+                with open(staging / base, "wb") as out:
+                    shutil.copyfileobj(src, out)
     return dest
 
 

@@ -8,12 +8,12 @@ import keras_hub
 import numpy as np
 
 from bertclf.batches import encode, predict_in_order, traced_forward
+from bertclf.config import ENGINES
 from bertclf.data import load_labels
 from bertclf.registry import MODEL_CONFIG_FILE, latest_model_folder
 from bertclf.runtime import OnnxForward, UnsupportedModel
 from bertclf.safety import check_preset_is_data
 
-ENGINES = ("auto", "onnx", "tensorflow")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -29,9 +29,9 @@ class Predictor:
         folder: a folder written by `bertclf train` (KerasHub preset + labels.json + model_config.json).
         batch_size: most texts per forward pass (batches are cut by length, see `sorted_order`).
         engine: "onnx" (ONNX Runtime, fused kernels: ~2x faster on a CPU), "tensorflow", or
-            "auto": ONNX where the architecture has a fast graph (BERT), else TensorFlow.
+            "auto": ONNX where the architecture has a fast graph (BERT, ALBERT), else TensorFlow.
         precision: "fp32", or "int8" (ONNX only: quantized matrix products, faster again; check
-            the accuracy on your test split, e.g. with `python -m bertclf predict`).
+            the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
     """
@@ -60,17 +60,18 @@ class Predictor:
         self.engine, self.precision = self._pick_engine(engine, precision, threads)
 
     def _pick_engine(self, engine, precision, threads):
+        """Set self._forward: features -> class probabilities, on the chosen engine."""
         if engine != "tensorflow":
             try:
-                # ONNX returns probabilities; the TF graph returns logits.
-                self._forward, self._probabilities = OnnxForward(self.classifier, precision, threads), True
+                self._forward = OnnxForward(self.classifier, precision, threads)
                 return "onnx", precision
             except UnsupportedModel:
                 if engine == "onnx":
                     raise
         if precision != "fp32":
             raise ValueError(f"precision {precision} needs the ONNX engine, which has no graph for this model")
-        self._forward, self._probabilities = traced_forward(self.classifier), False
+        logits = traced_forward(self.classifier)
+        self._forward = lambda features: softmax(np.asarray(logits(features)))
         return "tensorflow", "fp32"
 
     @classmethod
@@ -82,8 +83,7 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        outputs = predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size)
-        return outputs if self._probabilities else softmax(outputs)
+        return predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size)
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""
@@ -105,7 +105,7 @@ def evaluate_on_test_split(predictor: Predictor) -> dict:
     from bertclf.evaluate import compute_metrics
 
     hyperparameters = predictor.config.get("hyperparameters") or {}
-    known = {f for f in TrainConfig.__dataclass_fields__}
+    known = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: v for k, v in hyperparameters.items() if k in known})
     for role, recorded in (predictor.config.get("data") or {}).items():
         if not isinstance(recorded, dict) or "file" not in recorded:

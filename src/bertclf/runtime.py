@@ -22,11 +22,12 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from bertclf.config import PRECISIONS
+
 OPSET = 17
 IR_VERSION = 9  # ONNX Runtime 1.31 reads up to 13; 9 is what opset 17 needs
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer kernels)
 SUPPORTED_BACKBONES = ("BertBackbone", "AlbertBackbone")
-PRECISIONS = ("fp32", "int8")
 
 
 class UnsupportedModel(ValueError):
@@ -165,20 +166,16 @@ def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
     root = logging.getLogger()
     root.addFilter(advice)
     try:
-        return _quantize(model, quantize_dynamic, QuantType)
+        with tempfile.TemporaryDirectory() as tmp:
+            source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            onnx.save(model, source)
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
+                             nodes_to_exclude=["pooled_matmul", "logits_matmul"], per_channel=True,
+                             # shape inference cannot see through contrib ops; every tensor here is float
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            return onnx.load(target)
     finally:
         root.removeFilter(advice)
-
-
-def _quantize(model, quantize_dynamic, QuantType):
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, source)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
-                         nodes_to_exclude=["pooled_matmul", "logits_matmul"], per_channel=True,
-                         # shape inference cannot see through contrib ops; every tensor here is float
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
-        return onnx.load(target)
 
 
 class OnnxForward:
