@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+PYPROJECT_SUM := $(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(PYPROJECT_SUM)
 
 # Training parameters: empty means the default in src/bertclf/config.py (`make help` shows them).
 DATA ?=
@@ -26,8 +27,9 @@ TENSORBOARD_PORT ?= 6006
 TENSORBOARD_HOST ?= localhost
 TEXT ?=
 # Serving (see `python -m bertclf serve --help`; every setting is also a BERTCLF_<NAME> variable).
-api_port ?= 5000
-API_HOST ?= 127.0.0.1
+# Empty: BERTCLF_PORT / BERTCLF_HOST when set, else the defaults 5000 and 127.0.0.1.
+api_port ?=
+API_HOST ?=
 WORKERS ?=
 # Docker (`../shared/tools/local-docker.sh --env` prints DOCKER, BASE_IMAGE, DOCKER_BUILD_FLAGS).
 DOCKER ?= docker
@@ -60,7 +62,13 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test test test-slow bench bench-train bench-serve clean
+	start_api-native start_api-docker build_dev build_api docker-test lint test test-slow bench bench-train bench-serve \
+	clean
+
+# The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
+# container's 0.0.0.0 would publish it on every interface), else loopback:5000.
+DOCKER_HOST_IP = $(or $(API_HOST),$(filter-out 0.0.0.0,$(BERTCLF_HOST)),127.0.0.1)
+DOCKER_PORT = $(or $(api_port),$(BERTCLF_PORT),5000)
 
 # $(call in_docker,IMAGE): true when the target should run in IMAGE's container (see RUN_IN).
 in_docker = [ "$(RUN_IN)" = docker ] || { [ "$(RUN_IN)" = auto ] && $(DOCKER) image inspect $(1) >/dev/null 2>&1; }
@@ -84,7 +92,7 @@ help: ## list targets and variables
 	@echo "  SEED= PATIENCE=       split/shuffle seed; early-stopping patience in epochs"
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
-	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api"
+	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"
 	@echo
 	@echo "variables (Docker):"
 	@echo "  RUN_IN=auto|docker|native   train/start_api in the container once its image exists (auto)"
@@ -104,7 +112,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## create .venv and install everything (every other target does this first)
+install: $(STAMP) ## create .venv and install everything (every target that runs Python does this first)
 
 demo: $(STAMP) ## set up, fetch the default model, train on data/sample.csv, show predictions
 	@start=$$(date +%s); \
@@ -116,11 +124,14 @@ train: ## fine-tune MODEL on DATA, evaluate, export to models/trained/ (in Docke
 	@if $(call in_docker,$(DEV_IMAGE)); then $(MAKE) --no-print-directory train-docker; \
 	else $(MAKE) --no-print-directory train-native; fi
 
-train-native: $(STAMP)
+train-native: $(STAMP) ## train in .venv, without Docker (GPU=<index> picks a GPU)
 	$(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) $(BIN)/python -m bertclf train $(TRAIN_ARGS)
 
 train-docker: ## train in the dev container (project mounted; files owned by you; TensorBoard on TENSORBOARD_PORT)
 	@echo "training in the $(DEV_IMAGE) container (RUN_IN=native trains in .venv); TensorBoard: http://localhost:$(TENSORBOARD_PORT)"
+	@built=$$($(DOCKER) image inspect -f '{{ index .Config.Labels "bertclf.pyproject" }}' $(DEV_IMAGE) 2>/dev/null); \
+	if [ -n "$$built" ] && [ "$$built" != "$(PYPROJECT_SUM)" ]; then \
+		echo "warning: pyproject.toml changed since the $(DEV_IMAGE) image was built; its dependencies may be out of date: run 'make build_dev' (or RUN_IN=native)" >&2; fi
 	@gpu="$(GPU)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "note: GPU=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; fi; \
 	$(DOCKER) run --rm -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
@@ -147,16 +158,16 @@ start_api: ## serve the latest model on api_port (POST /predict; in Docker after
 	@if $(call in_docker,$(API_IMAGE)); then $(MAKE) --no-print-directory start_api-docker; \
 	else $(MAKE) --no-print-directory start_api-native; fi
 
-start_api-native: $(STAMP)
-	$(BIN)/python -m bertclf serve --host $(API_HOST) --port $(api_port) $(if $(WORKERS),--workers $(WORKERS))
+start_api-native: $(STAMP) ## serve from .venv, without Docker
+	$(BIN)/python -m bertclf serve $(if $(API_HOST),--host $(API_HOST)) $(if $(api_port),--port $(api_port)) $(if $(WORKERS),--workers $(WORKERS))
 
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
-	@echo "serving from the $(API_IMAGE) container on http://$(API_HOST):$(api_port) (RUN_IN=native serves from .venv)"
-	$(DOCKER) run --rm -p $(API_HOST):$(api_port):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
+	@echo "serving from the $(API_IMAGE) container on http://$(DOCKER_HOST_IP):$(DOCKER_PORT) (RUN_IN=native serves from .venv)"
+	$(DOCKER) run --rm -p $(DOCKER_HOST_IP):$(DOCKER_PORT):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
 		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(API_IMAGE)
 
 build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile
-	$(DOCKER) build $(BUILD_ARGS) -f dev.Dockerfile -t $(DEV_IMAGE) .
+	$(DOCKER) build $(BUILD_ARGS) --build-arg PYPROJECT_SUM=$(PYPROJECT_SUM) -f dev.Dockerfile -t $(DEV_IMAGE) .
 
 build_api: ## build the serving image (API_IMAGE) with the latest model (or MODEL_DIR) inside
 	$(DOCKER) build $(BUILD_ARGS) $(if $(MODEL_DIR),--build-arg MODEL_DIR=$(MODEL_DIR)) -f api.Dockerfile -t $(API_IMAGE) .
@@ -164,7 +175,12 @@ build_api: ## build the serving image (API_IMAGE) with the latest model (or MODE
 docker-test: ## build both images, train and serve in them, check files, /health, /predict and the log
 	DOCKER="$(DOCKER)" DEV_IMAGE="$(DEV_IMAGE)" API_IMAGE="$(API_IMAGE)" MAKE="$(MAKE)" bash docker/docker-test.sh
 
-test: $(STAMP) ## run the fast offline test suite
+lint: $(STAMP) ## ruff (lint, import order, format check) and mypy on src/
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint ## lint, then run the fast offline test suite
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones

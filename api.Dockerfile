@@ -30,6 +30,8 @@ RUN --mount=type=secret,id=pip_cert \
 # it, picked here so that the rest of models/ never reaches a layer of the final image.
 ARG MODEL_DIR=
 COPY models/ /tmp/models/
+# From /tmp, MODEL_DIR=models/trained/<folder> names the folder as it does in the project.
+WORKDIR /tmp
 RUN /opt/venv/bin/python -m bertclf.serve.bundle /tmp/models /bundle "${MODEL_DIR}"
 
 # === Run stage: the virtualenv, the model, a non-root user ===

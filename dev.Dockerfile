@@ -26,6 +26,10 @@ RUN python3 -m venv --system-site-packages /opt/venv
 # Only the dependency list is copied, so editing the code never invalidates this layer. The CA
 # certificate of a TLS-intercepting proxy arrives as a BuildKit secret: used by this step only,
 # never written to a layer.
+# `make build_dev` passes the checksum of pyproject.toml; `make train` compares it with the
+# project's and says when the image's dependencies are out of date.
+ARG PYPROJECT_SUM=
+LABEL bertclf.pyproject=${PYPROJECT_SUM}
 COPY pyproject.toml /tmp/bertclf/pyproject.toml
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \

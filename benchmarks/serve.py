@@ -21,7 +21,6 @@ hand, and peak memory (max RSS) of the server and of this process.
 
 import argparse
 import json
-import os
 import resource
 import socket
 import statistics
@@ -31,7 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from bertclf.startup import import_tensorflow
+
+import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
 
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,9 +40,9 @@ import requests  # noqa: E402
 
 from bertclf.batches import encode  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
-from bertclf.predictor import Predictor, evaluate_on_test_split  # noqa: E402
+from bertclf.evaluate import evaluate_saved_model  # noqa: E402
+from bertclf.predictor import Predictor  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
-
 
 # Tokens per word of the sample data's words under the default model's WordPiece (measured).
 TOKENS_PER_WORD = 1.25
@@ -54,8 +55,9 @@ def workload(n=1024, seed=0, source="data/sample.csv"):
     rng = np.random.default_rng(seed)
     words = " ".join(read_examples(source).texts).split()
     long = rng.random(n) < 0.2
-    tokens = np.where(long, np.exp(rng.uniform(np.log(129), np.log(321), n)),
-                      np.minimum(rng.lognormal(np.log(33), 0.6, n), 128))
+    tokens = np.where(
+        long, np.exp(rng.uniform(np.log(129), np.log(321), n)), np.minimum(rng.lognormal(np.log(33), 0.6, n), 128)
+    )
     counts = np.maximum(1, np.round((tokens - 2) / TOKENS_PER_WORD)).astype(int)  # [CLS] and [SEP] are 2
     return [" ".join(rng.choice(words, size=k)) for k in counts]
 
@@ -83,10 +85,29 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         models_dir = Path(folder).resolve().parent.parent
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bertclf", "serve", "--port", str(self.port), "--models_dir", str(models_dir),
-             "--model_dir", str(Path(folder).resolve()), "--max_seq_len", str(max_seq_len),
-             "--precision", precision, "--workers", "1", "--threads", "16"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # never a pipe nobody reads
+            [
+                sys.executable,
+                "-m",
+                "bertclf",
+                "serve",
+                "--port",
+                str(self.port),
+                "--models_dir",
+                str(models_dir),
+                "--model_dir",
+                str(Path(folder).resolve()),
+                "--max_seq_len",
+                str(max_seq_len),
+                "--precision",
+                precision,
+                "--workers",
+                "1",
+                "--threads",
+                "16",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # never a pipe nobody reads
         self.local = threading.local()
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -110,7 +131,7 @@ class Server:
     def peak_memory_mb(self):
         """Max RSS of the server's processes (gunicorn master + worker), from /proc."""
         total = 0
-        for pid in [self.process.pid] + _children(self.process.pid):
+        for pid in [self.process.pid, *_children(self.process.pid)]:
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
@@ -157,7 +178,7 @@ def concurrent(run, texts, clients=8, request_size=16):
         for chunk in mine:
             try:
                 run(chunk)
-            except Exception as err:  # noqa: BLE001 - counted and reported
+            except Exception as err:
                 errors.append(err)
 
     threads = [threading.Thread(target=client, args=(chunks[k::clients],)) for k in range(clients)]
@@ -174,8 +195,11 @@ def measure(name, run, texts, latency_texts):
     rate = throughput(run, texts)
     p50, p99 = latency(run, texts, n=latency_texts)
     together, errors = concurrent(run, texts)
-    print(f"  {name:<11} {rate:7.1f} texts/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
-          f"8 clients {together:7.1f} texts/s  errors {errors}", flush=True)
+    print(
+        f"  {name:<11} {rate:7.1f} texts/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
+        f"8 clients {together:7.1f} texts/s  errors {errors}",
+        flush=True,
+    )
     return dict(rate=rate, p50=p50, p99=p99, together=together, errors=errors)
 
 
@@ -184,8 +208,12 @@ def main():
     parser.add_argument("--model_dir", help="model folder (default: the latest)")
     parser.add_argument("--max_seq_len", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--texts", type=int, default=1024)
-    parser.add_argument("--naive_texts", type=int, default=128,
-                        help="the naive path runs on the first N texts only (it is slow; rates are per text)")
+    parser.add_argument(
+        "--naive_texts",
+        type=int,
+        default=128,
+        help="the naive path runs on the first N texts only (it is slow; rates are per text)",
+    )
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     args = parser.parse_args()
     folder = Path(args.model_dir or latest_model_folder("models"))
@@ -193,8 +221,11 @@ def main():
     print(f"model: {folder}")
 
     lengths = encode(Predictor(folder, engine="tensorflow", max_seq_len=512).preprocessor, texts).lengths
-    print(f"workload: {len(texts)} texts, median {int(np.median(lengths))} tokens, {np.mean(lengths > 128):.0%} "
-          f"over 128, {np.mean(lengths > 256):.0%} over 256 (counted at 512)", flush=True)
+    print(
+        f"workload: {len(texts)} texts, median {int(np.median(lengths))} tokens, {np.mean(lengths > 128):.0%} "
+        f"over 128, {np.mean(lengths > 256):.0%} over 256 (counted at 512)",
+        flush=True,
+    )
 
     rows, memory = {}, {}
     for max_seq_len in args.max_seq_len:
@@ -212,25 +243,35 @@ def main():
         rows[max_seq_len, "naive"] = measure("naive", naive, sample, min(50, len(sample)))
         del naive
 
-    print(f"\n{'max_seq_len':>11} {'path':<11} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'8 clients':>10} {'errors':>6}")
+    print(
+        f"\n{'max_seq_len':>11} {'path':<11} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'8 clients':>10} {'errors':>6}"
+    )
     for (max_seq_len, name), r in rows.items():
-        print(f"{max_seq_len:>11} {name:<11} {r['rate']:>8.1f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
-              f"{r['together']:>10.1f} {r['errors']:>6}")
+        print(
+            f"{max_seq_len:>11} {name:<11} {r['rate']:>8.1f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
+            f"{r['together']:>10.1f} {r['errors']:>6}"
+        )
     for (max_seq_len, name), r in rows.items():
         if name != "naive":
             naive = rows[max_seq_len, "naive"]
-            print(f"max_seq_len {max_seq_len}: {name} / naive: throughput {r['rate'] / naive['rate']:.1f}x, "
-                  f"8 clients {r['together'] / naive['together']:.1f}x")
+            print(
+                f"max_seq_len {max_seq_len}: {name} / naive: throughput {r['rate'] / naive['rate']:.1f}x, "
+                f"8 clients {r['together'] / naive['together']:.1f}x"
+            )
     try:
-        scores = {p: evaluate_on_test_split(Predictor(folder, precision=p)) for p in args.precisions}
-        print("test split: " + ", ".join(f"{p} accuracy {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f}"
-                                          for p, s in scores.items()))
+        scores = {p: evaluate_saved_model(Predictor(folder, precision=p)) for p in args.precisions}
+        print(
+            "test split: "
+            + ", ".join(f"{p} accuracy {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f}" for p, s in scores.items())
+        )
     except (OSError, ValueError) as err:
         print(f"test split accuracy not measured: {err}")
     for name, mb in memory.items():
         print(f"peak memory, {name} (gunicorn master + worker): {mb:.0f} MB")
-    print(f"peak memory, this process (naive model, TensorFlow): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"peak memory, this process (naive model, TensorFlow): "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     print(json.dumps({f"{k[0]} {k[1]}": v for k, v in rows.items()}))
 
 

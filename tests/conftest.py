@@ -3,12 +3,14 @@
 import csv
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 # Three classes, each with its own words, so a 2-layer model with hidden size 8 can learn them.
 WORDS = {
@@ -47,7 +49,7 @@ def write_csv(path, rows, header=("text", "label")):
 def tiny_csv(tmp_path):
     """A 3-class CSV with 30 texts per class."""
     texts, labels = make_texts(30)
-    return write_csv(tmp_path / "tiny.csv", zip(texts, labels))
+    return write_csv(tmp_path / "tiny.csv", zip(texts, labels, strict=True))
 
 
 def save_tiny_bert_preset(folder):
@@ -61,7 +63,11 @@ def save_tiny_bert_preset(folder):
     keras.utils.set_random_seed(1)
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True)
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        vocabulary_size=len(VOCAB),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
         max_sequence_length=64,
     )
     backbone.save_to_preset(str(folder))
@@ -72,7 +78,7 @@ def save_tiny_bert_preset(folder):
 def detached_classifier(preset, max_seq_len):
     """(classifier with its preprocessor detached, the preprocessor): a 3-class head on `preset`,
     as training and serving run it (tokenize once, then feed token ids)."""
-    from bertclf.checkpoints import inspect_folder
+    from bertclf.checkpoints.folders import inspect_folder
     from bertclf.model import build_classifier
 
     classifier = build_classifier(inspect_folder(preset), 3, max_seq_len, 0.0)
@@ -94,7 +100,7 @@ def tiny_pretrained_preset(tmp_path_factory, tiny_preset):
     import keras
     import keras_hub
 
-    from bertclf.checkpoints import inspect_folder
+    from bertclf.checkpoints.folders import inspect_folder
     from bertclf.model import build_classifier, compile_classifier
 
     keras.utils.set_random_seed(1)
@@ -140,9 +146,16 @@ def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"))
     config = {
-        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(VOCAB), "hidden_size": hidden, "num_hidden_layers": layers,
-        "num_attention_heads": 2, "intermediate_size": intermediate, "max_position_embeddings": positions,
-        "type_vocab_size": 2, "hidden_act": "gelu",
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "vocab_size": len(VOCAB),
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": positions,
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
     }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
@@ -159,9 +172,18 @@ def tiny_run(tmp_path_factory, tiny_preset):
 
     root = tmp_path_factory.mktemp("run")
     texts, labels = make_texts(40)
-    data = write_csv(root / "data.csv", zip(texts, labels))
-    cfg = TrainConfig(data=str(data), model=str(tiny_preset), models_dir=str(root / "models"), max_seq_len=32,
-                      batch_size=16, n_epochs=8, max_learn_rate=1e-2, min_learn_rate=1e-3, patience=8)
+    data = write_csv(root / "data.csv", zip(texts, labels, strict=True))
+    cfg = TrainConfig(
+        data=str(data),
+        model=str(tiny_preset),
+        models_dir=str(root / "models"),
+        max_seq_len=32,
+        batch_size=16,
+        n_epochs=8,
+        max_learn_rate=1e-2,
+        min_learn_rate=1e-3,
+        patience=8,
+    )
     folder, model_config = train(cfg)
     return cfg, folder, model_config
 
@@ -171,3 +193,57 @@ def trained_models(tiny_run):
     """(models/ folder holding the tiny trained model and latest_model_config.json, the model folder)."""
     cfg, folder, _ = tiny_run
     return Path(cfg.models_dir), folder
+
+
+# === Serving: a private copy of the trained model, and Flask apps on it ===
+def wait_until(condition, timeout=60):
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def models(tmp_path, trained_models):
+    """A private copy of the trained models folder (tests change the pointer)."""
+    source, folder = trained_models
+    target = tmp_path / "models"
+    shutil.copytree(source, target)
+    return target, target / "trained" / folder.name
+
+
+def make_app(models_dir, load=None, **settings):
+    """A test app on `models_dir` (reloads only when a test calls check_once)."""
+    from bertclf.config import ServeConfig
+    from bertclf.serve.app import create_app
+
+    settings.setdefault("reload_interval", 3600)  # tests drive reloads by hand
+    app = create_app(ServeConfig(models_dir=str(models_dir), **settings), load=load)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def app(models):
+    app = make_app(models[0], max_items=8, max_body_bytes=4096)
+    wait_until(lambda: app.extensions["bertclf"].manager.ready)
+    yield app
+    app.extensions["bertclf"].manager.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def copy_model(folder, name):
+    """A second model folder: same weights, another id and display name."""
+    other = folder.parent / name
+    shutil.copytree(folder, other)
+    config = json.loads((other / "model_config.json").read_text())
+    config.update(id=name[-8:], name=f"BERT 2026-01-01 00:00:00 {name[-8:]}")
+    (other / "model_config.json").write_text(json.dumps(config))
+    return other, config

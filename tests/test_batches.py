@@ -2,7 +2,15 @@
 
 import numpy as np
 
-from bertclf.batches import LENGTH_MULTIPLE, dataset, encode, predict_in_order, traced_forward, training_order
+from bertclf.batches import (
+    LENGTH_MULTIPLE,
+    dataset,
+    encode,
+    predict_in_order,
+    sorted_order,
+    traced_forward,
+    training_order,
+)
 from conftest import detached_classifier
 
 
@@ -39,3 +47,24 @@ def test_predictions_come_back_in_input_order(tiny_preset):
     batched = predict_in_order(forward, encode(preprocessor, texts), batch_size=4)
     one_by_one = np.concatenate([predict_in_order(forward, encode(preprocessor, [t]), 1) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def padded_tokens(lengths, batches):
+    return sum(len(b) * int(np.ceil(lengths[b].max() / LENGTH_MULTIPLE) * LENGTH_MULTIPLE) for b in batches)
+
+
+def test_inference_batches_cover_every_text_once_and_pad_less_than_fixed_batches():
+    lengths = np.minimum(np.random.default_rng(0).lognormal(np.log(35), 1.0, 500).astype(int) + 2, 128)
+    batches = sorted_order(lengths, 32)
+    assert sorted(np.concatenate(batches)) == list(range(500))
+    assert max(len(b) for b in batches) <= 32
+    order = np.argsort(lengths, kind="stable")
+    fixed = [order[i : i + 32] for i in range(0, 500, 32)]
+    assert padded_tokens(lengths, batches) < 0.97 * padded_tokens(lengths, fixed)
+
+
+def test_a_long_text_does_not_pad_the_short_ones():
+    lengths = np.array([6] * 20 + [120])
+    batches = sorted_order(lengths, 32)
+    assert [len(b) for b in batches] == [20, 1]
+    assert list(batches[1]) == [20]

@@ -1,22 +1,40 @@
 """The command line end to end, as a user runs it: train, then predict from args and stdin."""
 
+import os
 import subprocess
 import sys
 
+from bertclf.startup import CHATTER
 from conftest import make_texts, write_csv
 
 
 def run(*args, stdin=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bertclf", *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bertclf", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_train_then_predict(tmp_path, tiny_preset):
     texts, labels = make_texts(25)
-    data = write_csv(tmp_path / "d.csv", [(t, lab) for t, lab in zip(texts, labels)], header=("post", "tags"))
+    data = write_csv(tmp_path / "d.csv", list(zip(texts, labels, strict=True)), header=("post", "tags"))
     models = tmp_path / "models"
-    result = run("train", "--data", str(data), "--model", str(tiny_preset), "--models_dir", str(models),
-                 "--max_seq_len", "32", "--n_epochs", "2", "--batch_size", "16", "--max_learn_rate", "1e-2")
+    result = run(
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        str(tiny_preset),
+        "--models_dir",
+        str(models),
+        "--max_seq_len",
+        "32",
+        "--n_epochs",
+        "2",
+        "--batch_size",
+        "16",
+        "--max_learn_rate",
+        "1e-2",
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "exported to" in result.stdout
     assert (models / "latest_model_config.json").is_file()
@@ -47,3 +65,47 @@ def test_bad_setting_and_help(tmp_path):
 def test_predict_without_model_says_train_first(tmp_path):
     result = run("predict", "--models_dir", str(tmp_path), "hello")
     assert result.returncode == 2 and "make train" in result.stderr
+
+
+def test_help_lists_every_command_and_a_bad_server_variable_breaks_only_serve(tmp_path):
+    result = run("--help")
+    for command in ("train", "predict", "evaluate", "serve", "models", "fetch", "data"):
+        assert f"    {command} " in result.stdout, command
+    env = {**os.environ, "BERTCLF_PORT": "http"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "models", "--models_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "MiniLM-L6-H384-uncased" in result.stdout, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "serve"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2 and "error: BERTCLF_PORT='http' is not a valid int" in result.stderr
+
+
+def test_tensorflow_start_up_chatter_is_hidden(trained_models):
+    models, folder = trained_models
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "BERTCLF_TF_LOGS")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "predict", "--models_dir", str(models), "--model_dir", folder.name, "apple"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not CHATTER.search(result.stderr), result.stderr
+    assert result.stdout.startswith("model: BERT ")
+
+
+def test_evaluate_rescores_and_a_bad_engine_choice_is_a_clear_error(trained_models):
+    models, _folder = trained_models
+    result = run("evaluate", "--models_dir", str(models), "--precision", "int8")
+    assert result.returncode == 0, result.stderr
+    assert "(onnx, int8)" in result.stdout and "test split (" in result.stdout
+    result = run("predict", "--models_dir", str(models), "--engine", "tensorflow", "--precision", "int8", "apple")
+    assert result.returncode == 2 and "precision int8 needs the ONNX engine" in result.stderr
+    assert "Traceback" not in result.stderr

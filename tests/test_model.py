@@ -1,12 +1,15 @@
-"""The classifier head: a linear probe start beats a random one before any fine-tuning."""
+"""The classifier: built on a checkpoint within its positions; a linear-probe head starts better than a random one."""
 
 import keras
 import numpy as np
+import pytest
 
 from bertclf.batches import encode
-from bertclf.checkpoints import inspect_folder
+from bertclf.checkpoints import resolve
+from bertclf.checkpoints.folders import inspect_folder
+from bertclf.config import ConfigError
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
-from conftest import make_texts
+from conftest import make_texts, save_tiny_hf_bert
 
 
 def loss_with_head(preset, probe, labels_fn=lambda y: y):
@@ -32,3 +35,17 @@ def test_probe_head_handles_two_classes_in_a_three_way_head(tiny_pretrained_pres
     # Binary training labels: scikit-learn returns one coefficient row; both logits must be set.
     loss = loss_with_head(tiny_pretrained_preset, probe=True, labels_fn=lambda y: np.minimum(y, 1))
     assert np.isfinite(loss) and loss < 0.5
+
+
+def test_hf_folder_loads_and_trains_shape(tmp_path):
+    folder = save_tiny_hf_bert(tmp_path / "hf")
+    checkpoint = resolve(str(folder))
+    assert (checkpoint.family, checkpoint.max_sequence_length) == ("BERT", 64)
+    classifier = build_classifier(checkpoint, num_classes=3, max_seq_len=16, dropout=0.1)
+    assert classifier.predict(["apple and cat"], verbose=0).shape == (1, 3)
+
+
+def test_max_seq_len_longer_than_checkpoint_is_refused(tmp_path):
+    checkpoint = resolve(str(save_tiny_hf_bert(tmp_path / "hf")))
+    with pytest.raises(ConfigError, match=r"max_seq_len 128 is longer than the 64 positions.*use 64 or less"):
+        build_classifier(checkpoint, 3, 128, 0.1)

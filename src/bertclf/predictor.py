@@ -1,19 +1,18 @@
 """Load an exported model folder and classify texts with it; no web framework here."""
 
-import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import keras_hub
 import numpy as np
 
 from bertclf.batches import encode, predict_in_order, traced_forward
-from bertclf.config import ENGINES
-from bertclf.data import load_labels
-from bertclf.registry import MODEL_CONFIG_FILE, latest_model_folder
+from bertclf.config import ENGINES, ConfigError, PredictConfig
+from bertclf.files import read_json_object
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
 from bertclf.runtime import OnnxForward, UnsupportedModel
 from bertclf.safety import check_preset_is_data
-
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -38,11 +37,11 @@ class Predictor:
 
     def __init__(self, folder, batch_size=64, engine="auto", precision="fp32", threads=None, max_seq_len=None):
         if engine not in ENGINES:
-            raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+            raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         self.folder = Path(folder)
         check_preset_is_data(self.folder)  # a model folder is data: refuse anything that could run code
-        self.config = json.loads((self.folder / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-        self.classes = load_labels(self.folder / "labels.json")
+        self.config = read_json_object(self.folder / MODEL_CONFIG_FILE, RegistryError)
+        self.classes = load_labels(self.folder / LABELS_FILE)
         self.batch_size = batch_size
         with warnings.catch_warnings():
             # Exported folders hold no optimizer state on purpose; Keras warns that it skips loading it.
@@ -52,8 +51,10 @@ class Predictor:
         if max_seq_len:
             positions = self.classifier.backbone.get_config().get("max_sequence_length", max_seq_len)
             if max_seq_len > positions:
-                raise ValueError(f"max_seq_len {max_seq_len} is longer than the {positions} positions this model "
-                                 f"has; use {positions} or less")
+                raise ConfigError(
+                    f"max_seq_len {max_seq_len} is longer than the {positions} positions this model "
+                    f"has; use {positions} or less"
+                )
             self.preprocessor.sequence_length = max_seq_len
         self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
         self.name = self.config.get("name", self.folder.name)
@@ -61,15 +62,18 @@ class Predictor:
 
     def _pick_engine(self, engine, precision, threads):
         """Set self._forward: features -> class probabilities, on the chosen engine."""
+        self._forward: Callable[[dict], np.ndarray]
         if engine != "tensorflow":
             try:
                 self._forward = OnnxForward(self.classifier, precision, threads)
                 return "onnx", precision
-            except UnsupportedModel:
+            except UnsupportedModel as err:
                 if engine == "onnx":
-                    raise
+                    raise ConfigError(f"engine onnx: {err}; use engine auto or tensorflow") from None
         if precision != "fp32":
-            raise ValueError(f"precision {precision} needs the ONNX engine, which has no graph for this model")
+            raise ConfigError(
+                f"precision {precision} needs the ONNX engine, which has no graph for this model; use precision fp32"
+            )
         logits = traced_forward(self.classifier)
         self._forward = lambda features: softmax(np.asarray(logits(features)))
         return "tensorflow", "fp32"
@@ -77,7 +81,18 @@ class Predictor:
     @classmethod
     def latest(cls, models_dir="models", **kwargs):
         """The model models/latest_model_config.json points to."""
-        return cls(latest_model_folder(models_dir), **kwargs)
+        return cls(chosen_model_folder(models_dir), **kwargs)
+
+    @classmethod
+    def from_config(cls, config: PredictConfig, threads: int | None = None) -> "Predictor":
+        """The model `config` chooses (model_dir, else the latest), run as it says."""
+        return cls(
+            chosen_model_folder(config.models_dir, config.model_dir),
+            engine=config.engine,
+            precision=config.precision,
+            threads=threads,
+            max_seq_len=config.max_seq_len,
+        )
 
     def predict_proba(self, texts) -> np.ndarray:
         """Class probabilities, one row per text, columns in `self.classes` order."""
@@ -90,33 +105,3 @@ class Predictor:
         probabilities = self.predict_proba(texts)
         best = probabilities.argmax(axis=1)
         return [self.classes[i] for i in best], [float(p) for p in probabilities[np.arange(len(best)), best]]
-
-
-def evaluate_on_test_split(predictor: Predictor) -> dict:
-    """Accuracy and macro-F1 of `predictor` on the test split its model was evaluated on at the
-    end of training (the same files and seed, re-split), e.g. to check int8 against fp32.
-
-    Raises:
-        ValueError: the training data is missing or has changed since training.
-    """
-    from bertclf.checkpoints import sha256_of
-    from bertclf.config import TrainConfig
-    from bertclf.data import load_splits
-    from bertclf.evaluate import compute_metrics
-
-    hyperparameters = predictor.config.get("hyperparameters") or {}
-    known = set(TrainConfig.__dataclass_fields__)
-    cfg = TrainConfig(**{k: v for k, v in hyperparameters.items() if k in known})
-    for role, recorded in (predictor.config.get("data") or {}).items():
-        if not isinstance(recorded, dict) or "file" not in recorded:
-            continue
-        path = Path(recorded["file"])
-        if not path.is_file():
-            raise ValueError(f"{path} (the model's {role} file) is not there; the test split cannot be rebuilt")
-        if sha256_of(path) != recorded.get("sha256"):
-            raise ValueError(f"{path} has changed since training; its test split is not the one the model saw")
-    test = load_splits(cfg).test
-    index = {label: i for i, label in enumerate(predictor.classes)}
-    y_true = np.array([index[label] for label in test.labels])
-    y_pred = predictor.predict_proba(list(test.texts)).argmax(axis=1)
-    return compute_metrics(y_true, y_pred, predictor.classes)

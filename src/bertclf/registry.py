@@ -1,40 +1,25 @@
-"""Trained-model folders: timestamped, written whole or not at all, and the latest_model_config.json
-pointer that serving reads."""
+"""Trained-model folders: timestamped, written whole or not at all, what they record
+(model_config.json, labels.json), and the latest_model_config.json pointer that serving reads."""
 
 import contextlib
 import json
 import os
 import re
-import shutil
-import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from bertclf.files import staged_folder, write_json_atomic
 
 LATEST_FILE = "latest_model_config.json"
 MODEL_CONFIG_FILE = "model_config.json"
+LABELS_FILE = "labels.json"
 INCOMPLETE_PREFIX = ".incomplete-"
 
 
 class RegistryError(RuntimeError):
     """A model folder or the latest-model pointer is missing or unusable."""
-
-
-def write_json_atomic(path, value):
-    """Write JSON so a reader sees the old file or the new one, never half of either."""
-    path = Path(path)
-    # A unique sibling name opened with "x": created with the user's umask (mkstemp would force 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def display_name(family: str, created: datetime, short_id: str) -> str:
@@ -43,10 +28,10 @@ def display_name(family: str, created: datetime, short_id: str) -> str:
 
 
 @contextlib.contextmanager
-def run_folder(models_dir, model_name: str, created: datetime):
-    """Yield a temporary folder under models/trained/; rename it to its final
-    `<YYYYmmdd-HHMMSS>_<model>` name only if the block completes. On any error or interrupt the
-    temporary folder is removed and nothing else changes.
+def run_folder(models_dir: str | Path, model_name: str, created: datetime) -> Iterator[tuple[Path, Path]]:
+    """Yield a temporary folder under models/trained/; it gets its final `<YYYYmmdd-HHMMSS>_<model>`
+    name only if the block completes. On any error or interrupt the temporary folder is removed and
+    nothing else changes.
 
     Yields:
         (working folder, final folder) as Paths.
@@ -59,17 +44,63 @@ def run_folder(models_dir, model_name: str, created: datetime):
     while final.exists():
         suffix += 1
         final = trained / f"{created:%Y%m%d-%H%M%S}_{slug}-{suffix}"
-    work = trained / f"{INCOMPLETE_PREFIX}{final.name}"
-    work.mkdir()
-    try:
+    with staged_folder(final, replace=False, prefix=INCOMPLETE_PREFIX) as work:
         yield work, final
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
-def update_latest(models_dir, model_folder, model_config: dict):
+def model_record(
+    *,
+    short_id: str,
+    created: datetime,
+    family: str,
+    base_model: str,
+    hyperparameters: dict[str, Any],
+    classes: list[str],
+    data: dict[str, Any],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    """The content of model_config.json: everything needed to know, rebuild and re-evaluate a model.
+
+    Args:
+        data: the data files ({"file", "sha256", "given"} per role) and the split sizes.
+        training: epochs, timing and the loss/accuracy history.
+        metrics: the test metrics (accuracy, macro_f1, and the baseline's).
+    """
+    return {
+        "id": short_id,
+        "name": display_name(family, created, short_id),
+        "family": family,
+        "created": created.isoformat(timespec="seconds"),
+        "base_model": base_model,
+        "max_seq_len": hyperparameters["max_seq_len"],
+        "classes": classes,
+        "hyperparameters": hyperparameters,
+        "data": data,
+        "training": training,
+        "metrics": metrics,
+        "versions": versions,
+    }
+
+
+def save_labels(classes: list[str], path: str | Path) -> None:
+    """Write the class names, in the model's output order, as a JSON list."""
+    Path(path).write_text(json.dumps(list(classes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_labels(path: str | Path) -> list[str]:
+    """Read a labels.json written by save_labels; refuses anything but a list of strings."""
+    try:
+        classes = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise RegistryError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
+        raise RegistryError(f"{path}: expected a JSON list of at least two class names")
+    return classes
+
+
+def update_latest(models_dir: str | Path, model_folder: str | Path, model_config: dict[str, Any]) -> None:
     """Point models/latest_model_config.json at a finished model folder (atomically).
 
     The pointer holds the folder relative to models/ plus the model's config, so a person can pin a
@@ -80,8 +111,8 @@ def update_latest(models_dir, model_folder, model_config: dict):
     write_json_atomic(models_dir / LATEST_FILE, {"model_dir": relative, **model_config})
 
 
-def latest_model_folder(models_dir) -> Path:
-    """The folder models/latest_model_config.json names; it must lie inside models/."""
+def latest_model_folder(models_dir: str | Path) -> Path:
+    """The folder models/latest_model_config.json names (relative to models/); it must lie inside models/."""
     models_dir = Path(models_dir)
     pointer = models_dir / LATEST_FILE
     if not pointer.is_file():
@@ -92,18 +123,51 @@ def latest_model_folder(models_dir) -> Path:
         if not isinstance(relative, str):
             raise TypeError
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise RegistryError(
-            f'{pointer} is not valid: it must be JSON with "model_dir": "trained/<folder>".'
-        ) from None
-    return resolve_model_folder(models_dir, relative)
+        raise RegistryError(f'{pointer} is not valid: it must be JSON with "model_dir": "trained/<folder>".') from None
+    return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
 
 
-def resolve_model_folder(models_dir, folder) -> Path:
-    """A model folder given relative to models/ (or absolute), refused if it escapes models/."""
+def find_model_folder(models_dir: str | Path, model_dir: str | Path) -> Path:
+    """The model folder a user named with --model_dir, in any of its documented spellings:
+    `models/trained/<folder>` (a path from the current folder, or absolute), `trained/<folder>`
+    (inside models_dir) or `<folder>` (inside models_dir/trained). It must lie inside models_dir.
+
+    Raises:
+        RegistryError: no such model folder, it lies outside models_dir, or two spellings name
+            two different folders.
+    """
     root = Path(models_dir).resolve()
-    path = (root / folder).resolve()
+    given = Path(model_dir)
+    spellings = [given] if given.is_absolute() else [given, root / given, root / "trained" / given]
+    found = list(dict.fromkeys(p.resolve() for p in spellings if (p / MODEL_CONFIG_FILE).is_file()))
+    inside = [p for p in found if root in p.parents]
+    if len(inside) > 1:
+        raise RegistryError(
+            f"model_dir {str(model_dir)!r} could mean {' or '.join(map(str, inside))}; name the folder "
+            f"from the current folder ({os.path.relpath(inside[0])}) or as trained/<folder> inside {root}."
+        )
+    if inside:
+        return inside[0]
+    if found:
+        raise RegistryError(
+            f"model folder {found[0]} lies outside {root}; models are only loaded from there "
+            "(set models_dir to the folder holding it)."
+        )
+    raise RegistryError(
+        f"no trained model folder {str(model_dir)!r} (looked for {MODEL_CONFIG_FILE} in "
+        f"{', '.join(str(p) for p in spellings)}); `ls {root / 'trained'}` lists the models."
+    )
+
+
+def chosen_model_folder(models_dir: str | Path, model_dir: str | Path | None = None) -> Path:
+    """`model_dir` when given (see find_model_folder), else the folder latest_model_config.json names."""
+    return find_model_folder(models_dir, model_dir) if model_dir else latest_model_folder(models_dir)
+
+
+def _checked(models_dir: Path, path: Path, named: str) -> Path:
+    root = models_dir.resolve()
     if root not in path.parents:
-        raise RegistryError(f"model folder {folder!r} lies outside {root}; models are only loaded from there.")
+        raise RegistryError(f"model folder {named!r} lies outside {root}; models are only loaded from there.")
     if not (path / MODEL_CONFIG_FILE).is_file():
         raise RegistryError(f"{path} is not a trained model folder (no {MODEL_CONFIG_FILE}).")
     return path

@@ -66,26 +66,43 @@ def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
     a = p + "self_attention_layer/"
     qkv = np.concatenate([w[a + n + "/kernel"].reshape(hidden, hidden) for n in ("query", "key", "value")], axis=1)
     qkv_bias = np.concatenate([w[a + n + "/bias"].reshape(hidden) for n in ("query", "key", "value")])
-    attention = g.op("Attention", [x, g.weight(p + "qkv", qkv), g.weight(p + "qkv_bias", qkv_bias), "mask_index"],
-                     f"{name}_attention", domain=MS_DOMAIN, num_heads=heads)
-    projected = g.op("MatMul", [attention, g.weight(p + "attn_out", w[a + "attention_output/kernel"].reshape(
-        hidden, hidden))], f"{name}_attn_projected")
-    x_attn = g.op("SkipLayerNormalization", [
-        projected, x, g.weight(p + "attn_ln_gamma", w[p + "self_attention_layer_norm/gamma"]),
-        g.weight(p + "attn_ln_beta", w[p + "self_attention_layer_norm/beta"]),
-        g.weight(p + "attn_out_bias", w[a + "attention_output/bias"])], f"{name}_attn_norm",
-        domain=MS_DOMAIN, epsilon=eps)
-    up = g.op("MatMul", [x_attn, g.weight(p + "ff_in", w[p + "feedforward_intermediate_dense/kernel"])],
-              f"{name}_ff_up")
+    attention = g.op(
+        "Attention",
+        [x, g.weight(p + "qkv", qkv), g.weight(p + "qkv_bias", qkv_bias), "mask_index"],
+        f"{name}_attention",
+        domain=MS_DOMAIN,
+        num_heads=heads,
+    )
+    projected = g.op(
+        "MatMul",
+        [attention, g.weight(p + "attn_out", w[a + "attention_output/kernel"].reshape(hidden, hidden))],
+        f"{name}_attn_projected",
+    )
+
+    # Residual + bias + layer norm in one op, after attention and after the feed-forward block.
+    def add_and_norm(x, residual, norm, bias, out):
+        weights = [g.weight(f"{p}{norm}/{k}", w[f"{p}{norm}/{k}"]) for k in ("gamma", "beta")]
+        return g.op(
+            "SkipLayerNormalization",
+            [x, residual, *weights, g.weight(bias, w[bias])],
+            out,
+            domain=MS_DOMAIN,
+            epsilon=eps,
+        )
+
+    x_attn = add_and_norm(projected, x, "self_attention_layer_norm", a + "attention_output/bias", f"{name}_attn_norm")
+    up = g.op(
+        "MatMul", [x_attn, g.weight(p + "ff_in", w[p + "feedforward_intermediate_dense/kernel"])], f"{name}_ff_up"
+    )
     # KerasHub's BERT and ALBERT use the tanh approximation of GELU, which is what FastGelu computes.
-    act = g.op("FastGelu", [up, g.weight(p + "ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
-               f"{name}_ff_gelu", domain=MS_DOMAIN)
+    act = g.op(
+        "FastGelu",
+        [up, g.weight(p + "ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
+        f"{name}_ff_gelu",
+        domain=MS_DOMAIN,
+    )
     down = g.op("MatMul", [act, g.weight(p + "ff_out", w[p + "feedforward_output_dense/kernel"])], f"{name}_ff_down")
-    return g.op("SkipLayerNormalization", [
-        down, x_attn, g.weight(p + "ff_ln_gamma", w[p + "feedforward_layer_norm/gamma"]),
-        g.weight(p + "ff_ln_beta", w[p + "feedforward_layer_norm/beta"]),
-        g.weight(p + "ff_out_bias", w[p + "feedforward_output_dense/bias"])], f"{name}_output",
-        domain=MS_DOMAIN, epsilon=eps)
+    return add_and_norm(down, x_attn, "feedforward_layer_norm", p + "feedforward_output_dense/bias", f"{name}_output")
 
 
 def build_graph(classifier) -> onnx.ModelProto:
@@ -109,26 +126,48 @@ def build_graph(classifier) -> onnx.ModelProto:
     eps = 1e-12  # BERT's and ALBERT's layer-norm epsilon, embeddings and every transformer layer
 
     # === Embeddings: token + position + segment, layer norm; also each row's length for attention ===
-    g.nodes.append(helper.make_node(
-        "EmbedLayerNormalization",
-        ["token_ids", "segment_ids",
-         g.weight("word_embedding", w["token_embedding/embeddings"]),
-         g.weight("position_embedding", w["position_embedding/embeddings"]),
-         g.weight("segment_embedding", w["segment_embedding/embeddings"]),
-         g.weight("embeddings_ln_gamma", w["embeddings_layer_norm/gamma"]),
-         g.weight("embeddings_ln_beta", w["embeddings_layer_norm/beta"]),
-         "padding_mask"],
-        ["embeddings", "mask_index"], name="embeddings", domain=MS_DOMAIN, epsilon=eps))
+    g.nodes.append(
+        helper.make_node(
+            "EmbedLayerNormalization",
+            [
+                "token_ids",
+                "segment_ids",
+                g.weight("word_embedding", w["token_embedding/embeddings"]),
+                g.weight("position_embedding", w["position_embedding/embeddings"]),
+                g.weight("segment_embedding", w["segment_embedding/embeddings"]),
+                g.weight("embeddings_ln_gamma", w["embeddings_layer_norm/gamma"]),
+                g.weight("embeddings_ln_beta", w["embeddings_layer_norm/beta"]),
+                "padding_mask",
+            ],
+            ["embeddings", "mask_index"],
+            name="embeddings",
+            domain=MS_DOMAIN,
+            epsilon=eps,
+        )
+    )
     x = "embeddings"
 
     if kind == "AlbertBackbone":  # factorised embeddings: layer norm in embedding_dim, then project up
-        x = g.op("Add", [g.op("MatMul", [x, g.weight("embedding_projection", w["embedding_projection/kernel"])],
-                              "embedding_projected"), g.weight("embedding_projection_bias",
-                                                               w["embedding_projection/bias"])], "embedding_hidden")
+        x = g.op(
+            "Add",
+            [
+                g.op(
+                    "MatMul",
+                    [x, g.weight("embedding_projection", w["embedding_projection/kernel"])],
+                    "embedding_projected",
+                ),
+                g.weight("embedding_projection_bias", w["embedding_projection/bias"]),
+            ],
+            "embedding_hidden",
+        )
         # ALBERT repeats its groups of shared layers: the same weights, called num_layers times.
         repeats = cfg["num_layers"] // cfg["num_groups"]
-        layers = [f"group_{group}_inner_layer_{inner}/" for group in range(cfg["num_groups"])
-                  for _ in range(repeats) for inner in range(cfg["num_inner_repetitions"])]
+        layers = [
+            f"group_{group}_inner_layer_{inner}/"
+            for group in range(cfg["num_groups"])
+            for _ in range(repeats)
+            for inner in range(cfg["num_inner_repetitions"])
+        ]
     else:
         layers = [f"transformer_layer_{i}/" for i in range(cfg["num_layers"])]
 
@@ -138,20 +177,43 @@ def build_graph(classifier) -> onnx.ModelProto:
 
     # === Pooler ([CLS] -> dense -> tanh) and the classification head ===
     cls = g.op("Gather", [x, g.const("cls_index", np.int64(0))], "cls", axis=1)
-    pooled = g.op("Tanh", [g.op("Add", [g.op("MatMul", [cls, g.weight("pooled_kernel", w["pooled_dense/kernel"])],
-                                             "pooled_matmul"), g.weight("pooled_bias", w["pooled_dense/bias"])],
-                                "pooled_add")], "pooled")
-    logits = g.op("Add", [g.op("MatMul", [pooled, g.weight("logits_kernel", w["logits/kernel"])], "logits_matmul"),
-                          g.weight("logits_bias", w["logits/bias"])], "logits")
+    pooled = g.op(
+        "Tanh",
+        [
+            g.op(
+                "Add",
+                [
+                    g.op("MatMul", [cls, g.weight("pooled_kernel", w["pooled_dense/kernel"])], "pooled_matmul"),
+                    g.weight("pooled_bias", w["pooled_dense/bias"]),
+                ],
+                "pooled_add",
+            )
+        ],
+        "pooled",
+    )
+    logits = g.op(
+        "Add",
+        [
+            g.op("MatMul", [pooled, g.weight("logits_kernel", w["logits/kernel"])], "logits_matmul"),
+            g.weight("logits_bias", w["logits/bias"]),
+        ],
+        "logits",
+    )
     g.op("Softmax", [logits], "probabilities", axis=-1)
 
     num_classes = w["logits/bias"].shape[0]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"])
-              for name in ("token_ids", "segment_ids", "padding_mask")]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"])
+        for name in ("token_ids", "segment_ids", "padding_mask")
+    ]
     outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", num_classes])]
     graph = helper.make_graph(g.nodes, "bertclf_classifier", inputs, outputs, g.initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
-                             producer_name="bertclf", ir_version=IR_VERSION)
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        producer_name="bertclf",
+        ir_version=IR_VERSION,
+    )
 
 
 def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -161,18 +223,25 @@ def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The quantizer logs advice meant for image models, and a line per tensor, on the root logger.
-    advice = logging.Filter()
-    advice.filter = lambda record: "onnxruntime" not in record.pathname
+    def advice(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname
+
     root = logging.getLogger()
     root.addFilter(advice)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             onnx.save(model, source)
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
-                             nodes_to_exclude=["pooled_matmul", "logits_matmul"], per_channel=True,
-                             # shape inference cannot see through contrib ops; every tensor here is float
-                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            quantize_dynamic(
+                source,
+                target,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Attention"],
+                nodes_to_exclude=["pooled_matmul", "logits_matmul"],
+                per_channel=True,
+                # shape inference cannot see through contrib ops; every tensor here is float
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
             return onnx.load(target)
     finally:
         root.removeFilter(advice)
@@ -204,6 +273,8 @@ class OnnxForward:
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, features: dict) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(features[name], dtype=np.int32)
-                for name in ("token_ids", "segment_ids", "padding_mask")}
+        feed = {
+            name: np.ascontiguousarray(features[name], dtype=np.int32)
+            for name in ("token_ids", "segment_ids", "padding_mask")
+        }
         return self.session.run(["probabilities"], feed)[0]

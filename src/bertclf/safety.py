@@ -38,10 +38,15 @@ def _walk(node, where):
             _walk(value, where)
 
 
-def check_preset_is_data(folder):
+def check_preset_is_data(folder) -> list[str]:
     """Raise UnsafeModelError unless every config in a KerasHub preset folder names only
-    Keras/KerasHub classes and no file in it is in a code-carrying format."""
+    Keras/KerasHub classes and no file in it is in a code-carrying format.
+
+    Returns:
+        the names of the config files it read.
+    """
     folder = Path(folder)
+    checked = []
     for path in folder.rglob("*"):
         if path.is_symlink():
             raise UnsafeModelError(f"{path}: symbolic links are refused in a model folder")
@@ -54,3 +59,5 @@ def check_preset_is_data(folder):
                 _walk(json.loads(path.read_text(encoding="utf-8")), path)
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise UnsafeModelError(f"{path}: not valid JSON ({err})") from None
+            checked.append(name)
+    return checked

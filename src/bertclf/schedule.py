@@ -43,6 +43,4 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 def build_schedule(cfg, steps_per_epoch):
     """The schedule for a TrainConfig: warmup is `warmup_proportion` of all steps of all epochs."""
     total = steps_per_epoch * cfg.n_epochs
-    return WarmupExponentialDecay(
-        cfg.max_learn_rate, cfg.min_learn_rate, total, round(cfg.warmup_proportion * total)
-    )
+    return WarmupExponentialDecay(cfg.max_learn_rate, cfg.min_learn_rate, total, round(cfg.warmup_proportion * total))

@@ -1,6 +1,5 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
 
-import dataclasses
 import logging
 import math
 import platform
@@ -17,12 +16,13 @@ import tensorflow as tf
 
 from bertclf import __version__
 from bertclf.batches import dataset, encode, predict_in_order, traced_forward
-from bertclf.checkpoints import resolve, sha256_of
+from bertclf.checkpoints import resolve
 from bertclf.config import TrainConfig
-from bertclf.data import load_splits, save_labels
+from bertclf.data import Splits, load_splits
 from bertclf.evaluate import baseline_metrics, write_evaluation
+from bertclf.files import sha256_of, write_json_atomic
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
-from bertclf.registry import MODEL_CONFIG_FILE, display_name, run_folder, update_latest, write_json_atomic
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
 from bertclf.schedule import build_schedule
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ class StepLearningRateLogger(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_begin(self, batch, logs=None):
+        assert self.writer is not None, "on_train_begin opens the writer"
         step = int(self.model.optimizer.iterations.numpy())
         with self.writer.as_default():
             tf.summary.scalar("learning_rate_per_step", self.model.optimizer.learning_rate, step=step)
 
     def on_train_end(self, logs=None):
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class Throughput(keras.callbacks.Callback):
@@ -81,7 +83,23 @@ def library_versions() -> dict:
     }
 
 
-def train(cfg: TrainConfig, pad_to_max=False):
+def _data_record(cfg: TrainConfig, splits: Splits) -> dict:
+    """The data files (absolute path, path as given, SHA-256) and split sizes, for model_config.json."""
+    files = {role: getattr(cfg, role) for role in ("data", "validation_data", "test_data")}
+    return {
+        **{
+            role: {"file": str(Path(path).resolve()), "given": path, "sha256": sha256_of(path)}
+            for role, path in files.items()
+            if path
+        },
+        "n_train": len(splits.train),
+        "n_validation": len(splits.validation),
+        "n_test": len(splits.test),
+        "rows_dropped": splits.dropped,
+    }
+
+
+def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
 
     Args:
@@ -98,32 +116,36 @@ def train(cfg: TrainConfig, pad_to_max=False):
     splits = load_splits(cfg)
     classes = splits.classes
     index = {name: i for i, name in enumerate(classes)}
-    y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in
-         ("train", "validation", "test")}
+    parts = ("train", "validation", "test")
+    y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in parts}
     log.info(
         "data: %d train / %d validation / %d test examples, %d classes",
-        len(splits.train), len(splits.validation), len(splits.test), len(classes),
+        len(splits.train),
+        len(splits.validation),
+        len(splits.test),
+        len(classes),
     )
 
     # === Model ===
     checkpoint = resolve(cfg.model, cfg.models_dir)
-    if cfg.max_learn_rate is None:
-        cfg = dataclasses.replace(cfg, max_learn_rate=checkpoint.learn_rate)  # saved resolved, as used
+    cfg = cfg.with_max_learn_rate(checkpoint.family, checkpoint.num_layers)  # saved resolved, as used
     keras.utils.set_random_seed(cfg.seed)
     classifier = build_classifier(checkpoint, len(classes), cfg.max_seq_len, cfg.dropout)
     preprocessor = classifier.preprocessor
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
-    encoded = {part: encode(preprocessor, getattr(splits, part).texts) for part in ("train", "validation", "test")}
+    encoded = {part: encode(preprocessor, getattr(splits, part).texts) for part in parts}
     classifier.preprocessor = None
     if cfg.head_init == "probe":
-        log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)",
-                 len(splits.train))
+        log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
         init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
     log.info(
-        "model: %s (%s, %s parameters); median text length %d tokens",
-        checkpoint.name, checkpoint.family, f"{classifier.count_params():,}",
+        "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens",
+        checkpoint.name,
+        checkpoint.family,
+        f"{classifier.count_params():,}",
+        cfg.max_learn_rate,
         int(np.median(encoded["train"].lengths)),
     )
 
@@ -158,26 +180,16 @@ def train(cfg: TrainConfig, pad_to_max=False):
         classifier.preprocessor = preprocessor
         classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
         classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
-        save_labels(classes, work / "labels.json")
-        data_files = {"data": cfg.data, "validation_data": cfg.validation_data, "test_data": cfg.test_data}
-        model_config = {
-            "id": short_id,
-            "name": display_name(checkpoint.family, created, short_id),
-            "family": checkpoint.family,
-            "created": created.isoformat(timespec="seconds"),
-            "base_model": checkpoint.name,
-            "max_seq_len": cfg.max_seq_len,
-            "classes": classes,
-            "hyperparameters": cfg.to_dict(),
-            "data": {
-                **{key: {"file": str(Path(path).resolve()), "sha256": sha256_of(path)}
-                   for key, path in data_files.items() if path},
-                "n_train": len(splits.train),
-                "n_validation": len(splits.validation),
-                "n_test": len(splits.test),
-                "rows_dropped": splits.dropped,
-            },
-            "training": {
+        save_labels(classes, work / LABELS_FILE)
+        model_config = model_record(
+            short_id=short_id,
+            created=created,
+            family=checkpoint.family,
+            base_model=checkpoint.name,
+            hyperparameters=cfg.to_dict(),
+            classes=classes,
+            data=_data_record(cfg, splits),
+            training={
                 "epochs_run": len(val_losses),
                 "best_epoch": int(np.argmin(val_losses)) + 1,
                 "steps_per_epoch": steps_per_epoch,
@@ -186,9 +198,9 @@ def train(cfg: TrainConfig, pad_to_max=False):
                 "padding": "max_seq_len" if pad_to_max else "per batch",
                 "history": {k: [float(v) for v in values] for k, values in history.history.items()},
             },
-            "metrics": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "baseline": baseline},
-            "versions": library_versions(),
-        }
+            metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "baseline": baseline},
+            versions=library_versions(),
+        )
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
     update_latest(cfg.models_dir, final, model_config)
     return final, model_config

@@ -29,10 +29,18 @@ class State:
 def load_predictor(folder, config: ServeConfig):
     """Import TensorFlow and ONNX Runtime only here, inside the worker: their thread pools and
     state must never cross a fork."""
+    from bertclf.startup import import_tensorflow
+
+    import_tensorflow()
     from bertclf.predictor import Predictor
 
-    return Predictor(folder, engine=config.engine, precision=config.precision, threads=config.threads_per_model(),
-                     max_seq_len=config.max_seq_len)
+    return Predictor(
+        folder,
+        engine=config.engine,
+        precision=config.precision,
+        threads=config.threads_per_model(),
+        max_seq_len=config.max_seq_len,
+    )
 
 
 def create_app(config: ServeConfig | None = None, load=None) -> Flask:
@@ -47,7 +55,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     load = load or (lambda folder: load_predictor(folder, config))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.json.sort_keys = False  # keep the seed's key order: model, predictions, probabilities
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it  # keep the seed's key order: model, predictions, probabilities
     metrics = Metrics()
 
     def swapped(new, old):

@@ -8,10 +8,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 
-class QueueFull(Exception):
-    """More requests are waiting than the queue holds; the caller should answer 503 at once."""
-
-
 @dataclass
 class Answer:
     """One request's result, all from the same model."""
@@ -37,17 +33,15 @@ class Batcher:
         current: callable returning the Predictor to use now (None while loading).
         max_texts: most texts in one gathered batch (a single larger request still runs whole).
         wait_seconds: how long a leader waits for company before its pass (default 0).
-        max_queue: requests allowed to wait; beyond it `submit` raises QueueFull.
         on_batch: called with the number of texts of each forward pass (for metrics).
     """
 
-    def __init__(self, current, max_texts=256, wait_seconds=0.0, max_queue=64, on_batch=None):
+    def __init__(self, current, max_texts=256, wait_seconds=0.0, on_batch=None):
         self.current = current
         self.on_batch = on_batch or (lambda size: None)
         self.max_texts = max_texts
         self.wait_seconds = wait_seconds
-        self.max_queue = max_queue
-        self._pending = collections.deque()  # (texts, future) not yet in a pass
+        self._pending: collections.deque[tuple[list[str], _Request]] = collections.deque()  # not yet in a pass
         self._changed = threading.Condition()  # guards _pending; notified when a pass ends
         self._model = threading.Lock()  # held by the leader for the length of a pass
 
@@ -55,8 +49,6 @@ class Batcher:
         """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer."""
         future = _Request(self)
         with self._changed:
-            if len(self._pending) >= self.max_queue:
-                raise QueueFull
             self._pending.append((list(texts), future))
         return future
 
@@ -86,7 +78,8 @@ class Batcher:
 
     def _take(self):
         with self._changed:
-            batch, count = [], 0
+            batch: list[tuple[list[str], _Request]] = []
+            count = 0
             while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_texts):
                 item = self._pending.popleft()
                 batch.append(item)
@@ -106,7 +99,7 @@ class Batcher:
             texts = [text for item, _ in batch for text in item]
             rows = predictor.predict_proba(texts)
             self.on_batch(len(texts))
-        except Exception as err:  # noqa: BLE001 - hand the failure to every waiting request
+        except Exception as err:
             for _, future in batch:
                 future.set_exception(err)
             return
@@ -115,13 +108,15 @@ class Batcher:
             part = rows[start : start + len(texts_of_one)]
             start += len(texts_of_one)
             best = part.argmax(axis=1)
-            future.set_result(Answer(
-                model=predictor.name,
-                labels=[predictor.classes[i] for i in best],
-                probabilities=[float(part[i, j]) for i, j in enumerate(best)],
-                scores=part.tolist(),
-                classes=predictor.classes,
-            ))
+            future.set_result(
+                Answer(
+                    model=predictor.name,
+                    labels=[predictor.classes[i] for i in best],
+                    probabilities=[float(part[i, j]) for i, j in enumerate(best)],
+                    scores=part.tolist(),
+                    classes=predictor.classes,
+                )
+            )
 
 
 class _Request(Future):

@@ -3,9 +3,10 @@
     python -m bertclf.serve.bundle <models dir> <target dir> [<model folder>]
 
 Copies the model folder (default: the one <models dir>/latest_model_config.json names; or the
-given folder, relative to the project or to <models dir>) to <target>/trained/<name>, and writes
-<target>/latest_model_config.json pointing at it. With no trained model at all it writes an empty
-<target>: the image then serves whatever is mounted over /app/models at run time.
+given folder, spelled as --model_dir takes it: models/trained/<folder>, trained/<folder> or
+<folder>) to <target>/trained/<name>, and writes <target>/latest_model_config.json pointing at
+it. With no trained model at all it writes an empty <target>: the image then serves whatever is
+mounted over /app/models at run time.
 """
 
 import json
@@ -13,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, RegistryError, latest_model_folder, update_latest
+from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, update_latest
 from bertclf.safety import check_preset_is_data
 
 
@@ -21,16 +22,10 @@ def bundle(models_dir, target, model_dir=None) -> Path | None:
     """Copy one trained model into `target` with its pointer; returns the copied folder or None."""
     models_dir, target = Path(models_dir), Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    if model_dir:
-        # MODEL_DIR=models/trained/<name> as a user types it, or relative to models/.
-        name = Path(model_dir).name
-        source = models_dir / "trained" / name
-        if not (source / MODEL_CONFIG_FILE).is_file():
-            raise RegistryError(f"MODEL_DIR={model_dir}: no trained model {name!r} in {models_dir / 'trained'}")
-    elif (models_dir / LATEST_FILE).is_file():
-        source = latest_model_folder(models_dir)
-    else:
+    if not model_dir and not (models_dir / LATEST_FILE).is_file():
         return None
+    # MODEL_DIR as for --model_dir: models/trained/<name>, trained/<name> or <name>.
+    source = chosen_model_folder(models_dir, model_dir)
     check_preset_is_data(source)  # refuse at build time what the server would refuse at start
     copied = target / "trained" / source.name
     shutil.copytree(source, copied)
@@ -50,8 +45,10 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 1
     if copied is None:
-        print(f"no trained model in {args[0]}: the image serves what is mounted at /app/models "
-              "(docker run -v \"$PWD/models:/app/models:ro\" ...)")
+        print(
+            f"no trained model in {args[0]}: the image serves what is mounted at /app/models "
+            '(docker run -v "$PWD/models:/app/models:ro" ...)'
+        )
     else:
         print(f"bundled {copied.name}")
     return 0

@@ -5,16 +5,17 @@ samples to files there and /metrics adds them up, whichever worker answers.
 """
 
 import os
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def multiprocess_dir():
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    # prometheus_client still honours the lower-case name of its older releases; so do we.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112
 
 
 class Metrics:
@@ -24,18 +25,33 @@ class Metrics:
     def __init__(self):
         shared = multiprocess_dir() is not None
         self.registry = None if shared else CollectorRegistry()
-        kw = {"registry": self.registry}
-        self.requests = Counter("bertclf_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], **kw)
-        self.latency = Histogram("bertclf_request_seconds", "request latency in seconds", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, **kw)
-        self.batch_texts = Histogram("bertclf_batch_texts", "texts per model forward pass",
-                                     buckets=BATCH_BUCKETS, **kw)
-        self.reload_failures = Counter("bertclf_model_reload_failures", "failed model (re)loads", **kw)
-        gauge_mode = {"multiprocess_mode": "liveall"} if shared else {}
-        self.model_info = Gauge("bertclf_model_info", "the model a worker serves (value 1)", ["model", "id"],
-                                **kw, **gauge_mode)
-        self.ready = Gauge("bertclf_ready", "1 when a worker has a warmed model", **kw, **gauge_mode)
+        registry = self.registry
+        self.requests = Counter(
+            "bertclf_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "bertclf_request_seconds",
+            "request latency in seconds",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_texts = Histogram(
+            "bertclf_batch_texts", "texts per model forward pass", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.reload_failures = Counter("bertclf_model_reload_failures", "failed model (re)loads", registry=registry)
+        # Gauges of live workers only: a dead worker's "ready" must not count.
+        mode: Literal["liveall", "all"] = "liveall" if shared else "all"
+        self.model_info = Gauge(
+            "bertclf_model_info",
+            "the model a worker serves (value 1)",
+            ["model", "id"],
+            registry=registry,
+            multiprocess_mode=mode,
+        )
+        self.ready = Gauge(
+            "bertclf_ready", "1 when a worker has a warmed model", registry=registry, multiprocess_mode=mode
+        )
 
     def set_model(self, name, model_id, previous=None):
         """Mark `name` as the served model (and unmark the previous one)."""

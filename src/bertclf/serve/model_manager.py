@@ -5,7 +5,7 @@ import threading
 import time
 from pathlib import Path
 
-from bertclf.registry import latest_model_folder, resolve_model_folder
+from bertclf.registry import chosen_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ class ModelManager:
     # === What should be served ===
     def wanted_folder(self) -> Path:
         """The folder the settings name now (raises RegistryError if they name nothing usable)."""
-        if self.config.model_dir:
-            return resolve_model_folder(self.config.models_dir, self.config.model_dir)
-        return latest_model_folder(self.config.models_dir)
+        return chosen_model_folder(self.config.models_dir, self.config.model_dir)
 
     # === Loading ===
     def check_once(self):
@@ -59,11 +57,14 @@ class ModelManager:
             started = time.perf_counter()
             predictor = self.load(folder)
             predictor.predict(WARMUP_TEXTS)  # first calls trace the graph; users should not pay for it
-        except Exception as err:  # noqa: BLE001 - any failure must leave the old model serving
+        except Exception as err:
             message = f"{type(err).__name__}: {err}"
             if message != self.last_error:
-                log.error("model not (re)loaded, %s: %s", "still serving " + str(self.folder) if self.folder
-                          else "nothing to serve yet", message)
+                log.error(
+                    "model not (re)loaded, %s: %s",
+                    "still serving " + str(self.folder) if self.folder else "nothing to serve yet",
+                    message,
+                )
                 self.reload_failures += 1
                 self.on_failure()
             self.last_error = message
@@ -73,8 +74,9 @@ class ModelManager:
         self.on_swap(predictor, previous)
         self.last_error = None
         self.reloads += 1
-        log.info("serving %s from %s (loaded and warmed in %.1f s)", predictor.name, folder,
-                 time.perf_counter() - started)
+        log.info(
+            "serving %s from %s (loaded and warmed in %.1f s)", predictor.name, folder, time.perf_counter() - started
+        )
         return True
 
     def start(self):

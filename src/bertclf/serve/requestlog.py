@@ -15,7 +15,7 @@ def configure(log_file=None):
     log.setLevel(logging.INFO)
     log.propagate = False
     if not log.handlers:
-        handlers = [logging.StreamHandler(sys.stdout)]
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
         if log_file:
             handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         for handler in handlers:
@@ -38,12 +38,17 @@ def install(app, metrics):
         metrics.latency.labels(endpoint).observe(elapsed)
         if endpoint != "/metrics":  # scrapes every few seconds would drown the log
             body = response.get_json(silent=True) if response.is_json else None
-            log.info(json.dumps({
-                "endpoint": request.path,
-                "response": body,
-                "status_code": response.status_code,
-                "response_time": elapsed,
-                "user_ip": request.headers.get("X-Forwarded-For", request.remote_addr),
-                "user_agent": request.headers.get("User-Agent"),
-            }, ensure_ascii=False))
+            log.info(
+                json.dumps(
+                    {
+                        "endpoint": request.path,
+                        "response": body,
+                        "status_code": response.status_code,
+                        "response_time": elapsed,
+                        "user_ip": request.headers.get("X-Forwarded-For", request.remote_addr),
+                        "user_agent": request.headers.get("User-Agent"),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return response

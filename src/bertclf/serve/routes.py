@@ -6,7 +6,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from bertclf.serve.batcher import QueueFull
 from bertclf.serve.errors import ApiError
 
 bp = Blueprint("api", __name__)
@@ -30,7 +29,7 @@ def parse_texts(max_items: int):
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid UTF-8") from None
     except RecursionError:
-        raise ApiError(400, "request body is nested too deeply; send {\"x\": [texts]}") from None
+        raise ApiError(400, 'request body is nested too deeply; send {"x": [texts]}') from None
     except ValueError as err:
         raise ApiError(400, f"request body is not valid JSON ({err}); send e.g. {EXAMPLE}") from None
     if not isinstance(payload, dict) or "x" not in payload:
@@ -41,8 +40,11 @@ def parse_texts(max_items: int):
     if not texts:
         raise ApiError(400, '"x" is empty; send at least one text')
     if len(texts) > max_items:
-        raise ApiError(413, f'"x" has {len(texts)} texts, more than the {max_items} allowed per request; '
-                            "split it into several requests")
+        raise ApiError(
+            413,
+            f'"x" has {len(texts)} texts, more than the {max_items} allowed per request; '
+            "split it into several requests",
+        )
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ApiError(400, f'"x"[{i}] is {type(text).__name__}, not a string')
@@ -60,13 +62,11 @@ def predict():
         raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)")
     try:
         answer = s.batcher.submit(texts).result(timeout=s.config.timeout)
-    except QueueFull:
-        raise ApiError(503, "server is busy (request queue full); retry shortly") from None
     except FutureTimeout:
         raise ApiError(503, "prediction timed out; retry, or send fewer texts per request") from None
     body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
     if with_scores:
-        body["scores"] = [dict(zip(answer.classes, row)) for row in answer.scores]
+        body["scores"] = [dict(zip(answer.classes, row, strict=True)) for row in answer.scores]
     return jsonify(body)
 
 

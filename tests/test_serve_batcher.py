@@ -1,4 +1,4 @@
-"""Concurrent requests share forward passes; a full queue answers at once instead of waiting."""
+"""Concurrent requests share forward passes; each gets its own answer or its own failure."""
 
 import threading
 import time
@@ -7,14 +7,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from bertclf.serve.batcher import Batcher, QueueFull
+from bertclf.serve.batcher import Batcher
 
 
 class CountingPredictor:
     """Stands in for a model: records each forward pass; optionally blocks until released."""
 
     name = "FAKE 2026-01-01 00:00:00 00000000"
-    classes = ["a", "b"]
+    classes = ("a", "b")
 
     def __init__(self, gate=None):
         self.calls = []
@@ -41,19 +41,15 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_answers():
     assert sum(len(call) for call in predictor.calls) == 6 and len(predictor.calls) <= 2
 
 
-def test_full_queue_refuses_at_once_and_waiting_requests_run_after_the_busy_pass():
+def test_waiting_requests_run_together_after_the_busy_pass():
     gate = threading.Event()
     predictor = CountingPredictor(gate)
-    batcher = Batcher(lambda: predictor, max_queue=2)
+    batcher = Batcher(lambda: predictor)
     first = batcher.submit(["busy"])
     leader = threading.Thread(target=first.result, kwargs={"timeout": 10})
     leader.start()  # runs the model on "busy", which then blocks
     time.sleep(0.2)
     waiting = [batcher.submit(["a"]), batcher.submit(["bbbbbbbbbb"])]
-    started = time.monotonic()
-    with pytest.raises(QueueFull):
-        batcher.submit(["c"])
-    assert time.monotonic() - started < 0.1
     gate.set()
     leader.join(10)
     assert first.result(timeout=10).labels == ["a"]
@@ -80,7 +76,7 @@ def test_failure_reaches_every_waiting_request_and_the_thread_survives():
 
     current = [Broken()]
     batcher = Batcher(lambda: current[0])
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RuntimeError, match=r"boom"):
         batcher.submit(["x"]).result(timeout=10)
     current[0] = CountingPredictor()
     assert batcher.submit(["x"]).result(timeout=10).labels == ["a"]

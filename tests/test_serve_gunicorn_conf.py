@@ -34,33 +34,38 @@ def server(tmp_path, trained_models):
     models = tmp_path / "models"
     shutil.copytree(source, models)
     port = free_port()
-    log = open(tmp_path / "server.log", "w+")  # a file, not a pipe: an unread pipe would block the workers
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bertclf", "serve", "--port", str(port), "--models_dir", str(models),
-         "--workers", "2", "--threads", "4", "--max_body_bytes", "4096", "--graceful_timeout", "10"],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.monotonic() + 180
-    ready = 0
-    while ready < 6:  # several answers in a row: both workers have loaded
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        assert time.monotonic() < deadline, "server did not become ready"
-        try:
-            ready = ready + 1 if request(port, "GET", "/ready")[0] == 200 else 0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    yield port, process, tmp_path / "server.log"
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    log.close()
+    options = f"--port {port} --models_dir {models} --workers 2 --threads 4 --max_body_bytes 4096 --graceful_timeout 10"
+    # A file, not a pipe: an unread pipe would block the workers.
+    with open(tmp_path / "server.log", "w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bertclf", "serve", *options.split()], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 180
+        ready = 0
+        while ready < 6:  # several answers in a row: both workers have loaded
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not become ready"
+            try:
+                ready = ready + 1 if request(port, "GET", "/ready")[0] == 200 else 0
+            except OSError:  # not listening yet
+                ready = 0
+            time.sleep(0.2)
+        yield port, process, tmp_path / "server.log"
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_gunicorn_serves_the_readme_example(server):
     port, process, log = server
-    body = json.dumps({"x": ["Should i use public or private when declaring a variable in a class?",
-                             "I get an ImportError everytime i try to import a module in my main.py script"]})
+    body = json.dumps(
+        {
+            "x": [
+                "Should i use public or private when declaring a variable in a class?",
+                "I get an ImportError everytime i try to import a module in my main.py script",
+            ]
+        }
+    )
     status, data = request(port, "POST", "/predict", body, {"Content-Type": "application/json"})
     answer = json.loads(data)
     assert status == 200 and list(answer) == ["model", "predictions", "probabilities"]
@@ -68,9 +73,13 @@ def test_gunicorn_serves_the_readme_example(server):
 
     # A chunked body over the limit is refused, and the server carries on.
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("POST", "/predict", body=iter([b'{"x": ["', b"a" * 8000, b'"]}']),
-                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-                       encode_chunked=True)
+    connection.request(
+        "POST",
+        "/predict",
+        body=iter([b'{"x": ["', b"a" * 8000, b'"]}']),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
     assert connection.getresponse().status == 413
     connection.close()
 
@@ -85,13 +94,15 @@ def test_gunicorn_serves_the_readme_example(server):
     # 8 concurrent clients: every request answered, each as it is answered alone (requests that
     # meet in a worker share forward passes; padding to a batch's width must not change results).
     texts = [[f"apple cat {'saw ' * k}", "drill", f"{'mango ' * (k % 5)}tiger"] for k in range(24)]
-    predict = lambda x: request(port, "POST", "/predict", json.dumps({"x": x}),  # noqa: E731
-                                {"Content-Type": "application/json"})
+
+    def predict(x):
+        return request(port, "POST", "/predict", json.dumps({"x": x}), {"Content-Type": "application/json"})
+
     alone = [json.loads(predict(x)[1]) for x in texts]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(predict, texts))
     assert [status for status, _ in together] == [200] * len(texts)
-    for single, (_, data) in zip(alone, together):
+    for single, (_, data) in zip(alone, together, strict=True):
         answer = json.loads(data)
         assert answer["predictions"] == single["predictions"]
         assert answer["probabilities"] == pytest.approx(single["probabilities"], abs=1e-4)

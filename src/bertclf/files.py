@@ -1,0 +1,77 @@
+"""File helpers shared by every stage: hashes, JSON objects, and writes that appear whole or not at all."""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError) -> dict:
+    """A JSON file that must hold an object; anything else raises `error` naming the file."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise error(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object")
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    """Write JSON so a reader sees the old file or the new one, never half of either."""
+    path = Path(path)
+    # A unique sibling name opened with "x": created with the user's umask (mkstemp would force 0600).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(value, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path, replace: bool = True, prefix: str = ".") -> Iterator[Path]:
+    """Yield an empty sibling folder to fill; when the block completes it is renamed to `dest`,
+    when it fails (or is interrupted) it is removed. Readers see no folder or the old one, then the
+    complete new one, never a half-written one.
+
+    Args:
+        dest: the folder to create.
+        replace: an existing `dest` is replaced whole (True) or the rename fails (False).
+        prefix: start of the temporary folder's name (hidden by default).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name, so two runs never share a half-written folder; mkdir (not mkdtemp, which
+    # forces 0700) gives the user's umask, so a served model folder is readable as usual.
+    staging = dest.parent / f"{prefix}{dest.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if replace and dest.exists():
+            shutil.rmtree(dest)
+        os.rename(staging, dest)  # fails on an existing non-empty dest: never merge two folders
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,60 @@
+"""A trained folder loads, predicts in input order, reloads to the same outputs, and runs on ONNX
+with a TensorFlow fallback."""
+
+import numpy as np
+import pytest
+
+from bertclf import predictor as predictor_module
+from bertclf.batches import encode
+from bertclf.config import ConfigError, PredictConfig
+from bertclf.predictor import Predictor
+from bertclf.runtime import UnsupportedModel
+from conftest import make_texts
+
+TEXTS = ["apple cat dog horse tiger whale zebra saw drill hammer", "saw", "lemon mango", "the big cat", "hammer"]
+
+
+def test_predictor_uses_onnx_and_falls_back_to_tensorflow(trained_models, monkeypatch):
+    _, folder = trained_models
+    fast = Predictor(folder)
+    assert (fast.engine, fast.precision) == ("onnx", "fp32")
+    slow = Predictor(folder, engine="tensorflow")
+    np.testing.assert_allclose(fast.predict_proba(TEXTS), slow.predict_proba(TEXTS), atol=1e-5)
+
+    def unsupported(*args, **kwargs):
+        raise UnsupportedModel("no ONNX graph for AlbertBackbone yet")
+
+    monkeypatch.setattr(predictor_module, "OnnxForward", unsupported)
+    fallback = Predictor(folder)
+    assert fallback.engine == "tensorflow"
+    np.testing.assert_allclose(fallback.predict_proba(TEXTS), slow.predict_proba(TEXTS), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"^engine onnx: no ONNX graph for AlbertBackbone yet; use engine auto"):
+        Predictor(folder, engine="onnx")
+    with pytest.raises(ConfigError, match=r"int8 needs the ONNX engine"):
+        Predictor(folder, precision="int8")
+
+
+def test_max_seq_len_override_truncates(trained_models):
+    _, folder = trained_models
+    short = Predictor(folder, max_seq_len=8)
+    assert encode(short.preprocessor, ["apple " * 50]).lengths[0] == 8
+    assert len(short.predict(["apple " * 50])[0]) == 1
+
+
+def test_reload_gives_identical_predictions(tiny_run):
+    cfg, folder, _ = tiny_run
+    texts, _ = make_texts(3, seed=5)
+    first = Predictor(folder)
+    again = Predictor.latest(cfg.models_dir)
+    np.testing.assert_allclose(first.predict_proba(texts), again.predict_proba(texts), atol=1e-6)
+    labels, probabilities = first.predict(texts)
+    assert set(labels) <= {"animal", "fruit", "tool"} and all(0 < p <= 1 for p in probabilities)
+    assert first.predict_proba([]).shape == (0, 3)
+
+
+def test_from_config_takes_the_folder_in_any_spelling(trained_models, monkeypatch):
+    models, folder = trained_models
+    monkeypatch.chdir(models.parent)
+    for spelling in (f"{models.name}/trained/{folder.name}", f"trained/{folder.name}", folder.name):
+        chosen = Predictor.from_config(PredictConfig(models_dir=models.name, model_dir=spelling, precision="int8"))
+        assert (chosen.folder, chosen.precision) == (folder.resolve(), "int8")

@@ -1,0 +1,40 @@
+"""The app factory: a worker that loads and answers with a model imports nothing of training."""
+
+import json
+import subprocess
+import sys
+
+SERVE_AND_LIST_MODULES = """
+import json, sys, time
+from bertclf.config import ServeConfig
+from bertclf.serve.app import create_app
+
+app = create_app(ServeConfig(models_dir=sys.argv[1], reload_interval=3600))
+deadline = time.monotonic() + 120
+while not app.extensions["bertclf"].manager.ready and time.monotonic() < deadline:
+    time.sleep(0.05)
+response = app.test_client().post("/predict", json={"x": ["apple banana"]})
+print(json.dumps({"status": response.status_code, "modules": sorted(sys.modules)}))
+"""
+# Training, evaluation and checkpoint fetching: never needed to serve a trained folder.
+TRAINING_MODULES = {
+    "bertclf.train",
+    "bertclf.evaluate",
+    "bertclf.data",
+    "bertclf.model",
+    "bertclf.schedule",
+    "bertclf.checkpoints",
+    "bertclf.download",
+}
+
+
+def test_serving_imports_nothing_of_training(trained_models):
+    models, _ = trained_models
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_LIST_MODULES, str(models)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["status"] == 200
+    assert "bertclf.predictor" in answer["modules"], "the check ran with a loaded model"
+    assert not TRAINING_MODULES & set(answer["modules"]), TRAINING_MODULES & set(answer["modules"])

@@ -1,0 +1,53 @@
+"""What the api image carries: one model folder (the latest, or MODEL_DIR in any --model_dir
+spelling) and a pointer to it; nothing when no model was trained; never a folder holding code."""
+
+import json
+import shutil
+
+import pytest
+
+from bertclf.registry import RegistryError, latest_model_folder
+from bertclf.safety import UnsafeModelError
+from bertclf.serve.bundle import bundle, main
+
+
+@pytest.fixture
+def project(tmp_path, trained_models, monkeypatch):
+    models, folder = trained_models
+    shutil.copytree(models, tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "models", folder.name
+
+
+def test_bundles_the_latest_model_with_its_pointer(project, tmp_path):
+    models, name = project
+    copied = bundle(models, tmp_path / "bundle")
+    assert copied == tmp_path / "bundle" / "trained" / name
+    assert latest_model_folder(tmp_path / "bundle") == copied.resolve()
+    assert [p.name for p in (tmp_path / "bundle" / "trained").iterdir()] == [name]
+
+
+@pytest.mark.parametrize("spelling", ["models/trained/{}", "trained/{}", "{}"])
+def test_model_dir_in_every_spelling(project, tmp_path, spelling):
+    models, name = project
+    (models / "latest_model_config.json").unlink()
+    copied = bundle(models, tmp_path / "bundle", spelling.format(name))
+    assert copied is not None and copied.name == name
+    assert json.loads((tmp_path / "bundle" / "latest_model_config.json").read_text())["model_dir"] == f"trained/{name}"
+
+
+def test_no_model_bundles_nothing_and_a_wrong_name_fails(tmp_path, capsys):
+    (tmp_path / "models").mkdir()
+    assert bundle(tmp_path / "models", tmp_path / "bundle") is None
+    assert main([str(tmp_path / "models"), str(tmp_path / "b2"), "nope"]) == 1
+    assert "no trained model folder 'nope'" in capsys.readouterr().err
+    with pytest.raises(RegistryError):
+        bundle(tmp_path / "models", tmp_path / "b3", "nope")
+
+
+def test_a_folder_holding_code_is_refused_at_build_time(project, tmp_path):
+    models, name = project
+    (models / "trained" / name / "hook.pkl").write_bytes(b"cos\nsystem\n")
+    with pytest.raises(UnsafeModelError, match=r"hook.pkl: refuses .pkl files"):
+        bundle(models, tmp_path / "bundle")
+    assert main([str(models), str(tmp_path / "b2")]) == 1

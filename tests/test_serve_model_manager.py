@@ -1,0 +1,84 @@
+"""Which model a worker serves: loaded after start-up, warmed before it is ready, pinned or
+hot-swapped, and the old model kept when a new one is broken."""
+
+import json
+import shutil
+import threading
+
+import pytest
+
+from bertclf.config import ServeConfig
+from bertclf.registry import update_latest
+from bertclf.serve.app import load_predictor
+from conftest import copy_model, make_app, wait_until
+
+
+def test_health_at_once_ready_only_after_load_and_warmup(models):
+    release = threading.Event()
+
+    def slow_load(folder):
+        release.wait(30)
+        return load_predictor(folder, ServeConfig())
+
+    app = make_app(models[0], load=slow_load)
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503
+    response = client.post("/predict", json={"x": ["apple"]})
+    assert response.status_code == 503 and "still loading" in response.get_json()["error"]
+    release.set()
+    wait_until(lambda: client.get("/ready").status_code == 200)
+    assert client.post("/predict", json={"x": ["apple"]}).status_code == 200
+
+
+# === Pinning and hot swap ===
+def test_hot_swap_to_a_new_latest_model(app, client, models):
+    manager = app.extensions["bertclf"].manager
+    other, config = copy_model(models[1], "20260101-000000_copy-abcdef12")
+    update_latest(models[0], other, config)
+    assert manager.check_once() is True
+    assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == config["name"]
+    assert client.get("/model").get_json()["model_dir"] == str(other.resolve())
+    assert manager.check_once() is False  # unchanged pointer: nothing reloads
+
+
+@pytest.mark.parametrize("case", ["half-written", "missing folder", "outside models", "broken weights"])
+def test_broken_new_model_keeps_the_old_one(app, client, models, case, tmp_path):
+    manager = app.extensions["bertclf"].manager
+    before = client.post("/predict", json={"x": ["apple"]}).get_json()["model"]
+    pointer = models[0] / "latest_model_config.json"
+    if case == "half-written":
+        pointer.write_text('{"model_dir": "trained/')
+    elif case == "missing folder":
+        pointer.write_text(json.dumps({"model_dir": "trained/20990101-000000_gone"}))
+    elif case == "outside models":
+        outside, _ = copy_model(models[1], "elsewhere")
+        shutil.move(str(outside), tmp_path / "elsewhere")
+        pointer.write_text(json.dumps({"model_dir": str(tmp_path / "elsewhere")}))
+    else:
+        broken, config = copy_model(models[1], "20260101-000000_broken-00000000")
+        (broken / "model.weights.h5").write_bytes(b"not hdf5")
+        update_latest(models[0], broken, config)
+    assert manager.check_once() is False
+    assert manager.check_once() is False
+    assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == before
+    status = client.get("/model").get_json()
+    assert status["last_error"] and status["reload_failures"] == 1  # logged and counted once
+    assert "bertclf_model_reload_failures_total 1.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_pinned_model_wins_over_latest(models):
+    pinned, config = copy_model(models[1], "20260101-000000_pinned-12345678")
+    app = make_app(models[0], model_dir=f"trained/{pinned.name}")
+    wait_until(lambda: app.extensions["bertclf"].manager.ready)
+    body = app.test_client().post("/predict", json={"x": ["apple"]}).get_json()
+    assert body["model"] == config["name"]
+    assert app.test_client().get("/model").get_json()["pinned"] is True
+
+
+def test_model_folder_with_code_is_refused(models):
+    (models[1] / "evil.pkl").write_bytes(b"cos\nsystem\n")
+    app = make_app(models[0])
+    wait_until(lambda: app.extensions["bertclf"].manager.last_error is not None)
+    assert app.test_client().get("/ready").status_code == 503
+    assert "can run code" in app.test_client().get("/model").get_json()["last_error"]

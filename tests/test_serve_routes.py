@@ -1,0 +1,77 @@
+"""POST /predict: the seed's contract, in input order, and every bad input answered with a clear
+JSON error and the right status, never a 500."""
+
+import io
+import json
+
+import pytest
+
+from bertclf.predictor import Predictor
+from conftest import make_app, wait_until
+
+
+def test_predict_contract_shape_order_and_model_name(client, models):
+    texts = ["apple banana lemon", "hammer saw", "cat dog", "the big zebra whale"]
+    response = client.post("/predict", json={"x": texts})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(json.loads(response.data)) == ["model", "predictions", "probabilities"]
+    config = json.loads((models[1] / "model_config.json").read_text())
+    assert body["model"] == config["name"] and body["model"].startswith("BERT ")
+    expected_labels, expected_probs = Predictor(models[1]).predict(texts)
+    assert body["predictions"] == expected_labels
+    assert body["probabilities"] == pytest.approx(expected_probs, abs=1e-5)
+
+
+def test_optional_scores_add_per_class_probabilities(client):
+    body = client.post("/predict", json={"x": ["apple"], "return_scores": True}).get_json()
+    assert set(body["scores"][0]) == {"animal", "fruit", "tool"}
+    assert sum(body["scores"][0].values()) == pytest.approx(1, abs=1e-5)
+    assert max(body["scores"][0].values()) == pytest.approx(body["probabilities"][0])
+
+
+# === Bad input: never a 500, always {"error": ...} with the right status ===
+@pytest.mark.parametrize(
+    "kwargs, status, fragment",
+    [
+        (dict(data="x=1", content_type="application/x-www-form-urlencoded"), 415, "Content-Type: application/json"),
+        (dict(data="{not json", content_type="application/json"), 400, "not valid JSON"),
+        (dict(data=b'{"x": ["caf\xe9"]}', content_type="application/json"), 400, "not valid UTF-8"),
+        (dict(json={"texts": ["a"]}), 400, '"x": a list of texts'),
+        (dict(json=["a"]), 400, '"x": a list of texts'),
+        (dict(json={"x": "a single string"}), 400, '"x" must be a list'),
+        (dict(json={"x": []}), 400, '"x" is empty'),
+        (dict(json={"x": ["ok", 5]}), 400, '"x"[1] is int'),
+        (dict(json={"x": ["ok", None]}), 400, '"x"[1] is NoneType'),
+        (dict(json={"x": ["a"] * 9}), 413, "more than the 8 allowed"),
+        (dict(json={"x": ["a"], "return_scores": "yes"}), 400, "return_scores"),
+        (dict(data='{"x": ["' + "a" * 5000 + '"]}', content_type="application/json"), 413, "larger than 4096 bytes"),
+        (dict(data="[" * 2000 + "]" * 2000, content_type="application/json"), 400, ""),
+    ],
+)
+def test_bad_input_is_a_clear_error(client, kwargs, status, fragment):
+    response = client.post("/predict", **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    assert list(body) == ["error"] and fragment in body["error"]
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    # No Content-Length: the server only learns the size while reading (gunicorn marks such
+    # bodies wsgi.input_terminated).
+    body = io.BytesIO(b'{"x": ["' + b"a" * 10_000 + b'"]}')
+    response = client.post(
+        "/predict",
+        input_stream=body,
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413 and "larger than" in response.get_json()["error"]
+
+
+def test_huge_single_text_is_truncated_not_refused(models):
+    app = make_app(models[0], max_body_bytes=1 << 20)
+    wait_until(lambda: app.extensions["bertclf"].manager.ready)
+    response = app.test_client().post("/predict", json={"x": ["apple " * 50_000]})
+    assert response.status_code == 200 and len(response.get_json()["predictions"]) == 1
