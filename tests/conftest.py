@@ -121,7 +121,10 @@ def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64)
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    w = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
     tensors = {
         "embeddings.word_embeddings.weight": w(len(VOCAB), hidden),
         "embeddings.position_embeddings.weight": w(positions, hidden),

@@ -46,7 +46,7 @@ def test_optional_scores_add_per_class_probabilities(client):
         (dict(json={"x": ["a"] * 9}), 413, "more than the 8 allowed"),
         (dict(json={"x": ["a"], "return_scores": "yes"}), 400, "return_scores"),
         (dict(data='{"x": ["' + "a" * 5000 + '"]}', content_type="application/json"), 413, "larger than 4096 bytes"),
-        (dict(data="[" * 2000 + "]" * 2000, content_type="application/json"), 400, ""),
+        (dict(data="[" * 2000 + "]" * 2000, content_type="application/json"), 400, "nested too deeply"),
     ],
 )
 def test_bad_input_is_a_clear_error(client, kwargs, status, fragment):

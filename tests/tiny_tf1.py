@@ -36,7 +36,9 @@ def save_tf1_checkpoint(prefix, variables):
 
 
 def _layer_variables(rng, g, attention, ln_attention, ffn_in, ffn_out, ln_ffn, hidden, inter):
-    w = lambda *shape: rng.normal(0, 0.3, shape).astype(np.float32)  # noqa: E731
+    def w(*shape):
+        return rng.normal(0, 0.3, shape).astype(np.float32)
+
     out = {}
     for k in ("query", "key", "value"):
         out[f"{g}/{attention}/self/{k}/kernel"] = w(hidden, hidden)
@@ -54,7 +56,10 @@ def _layer_variables(rng, g, attention, ln_attention, ffn_in, ffn_out, ln_ffn, h
 def google_variables(family, config, seed=0):
     """Random variables with Google's names and shapes, pre-training heads and step included."""
     rng = np.random.default_rng(seed)
-    w = lambda *shape: rng.normal(0, 0.3, shape).astype(np.float32)  # noqa: E731
+
+    def w(*shape):
+        return rng.normal(0, 0.3, shape).astype(np.float32)
+
     hidden, inter = config["hidden_size"], config["intermediate_size"]
     emb = config.get("embedding_size", hidden)
     v = {
@@ -201,7 +206,10 @@ def reference_forward(family, config, v, ids, segments, mask):
                 "ffn_1/intermediate/output/dense",
                 "LayerNorm_1",
             )
-        split = lambda t: t.reshape(batch, length, heads, hidden // heads).transpose(0, 2, 1, 3)  # noqa: E731
+
+        def split(t):
+            return t.reshape(batch, length, heads, hidden // heads).transpose(0, 2, 1, 3)
+
         q, k, val = (
             split(x @ v[f"{g}/{att}/self/{n}/kernel"] + v[f"{g}/{att}/self/{n}/bias"])
             for n in ("query", "key", "value")

@@ -185,7 +185,10 @@ def load_splits(cfg: TrainConfig) -> Splits:
     Returns:
         Splits; classes are sorted by name and every label seen in any split is a training class.
     """
-    read = lambda p: read_examples(p, cfg.text_column, cfg.label_column)  # noqa: E731
+
+    def read(path: str) -> Examples:
+        return read_examples(path, cfg.text_column, cfg.label_column)
+
     train = read(cfg.data)
     dropped = train.dropped
     held_out = [name for name, given in (("validation", cfg.validation_data), ("test", cfg.test_data)) if not given]

@@ -99,6 +99,36 @@ def _data_record(cfg: TrainConfig, splits: Splits) -> dict:
     }
 
 
+def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_to_max: bool) -> dict:
+    """Fit with early stopping on the validation loss (best weights restored), TensorBoard logs
+    and the learning rate per step; returns what model_config.json records of the training."""
+    throughput = Throughput(len(encoded["train"]))
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir=str(logs)),
+        StepLearningRateLogger(logs / "train"),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+        throughput,
+    ]
+    started = time.perf_counter()
+    history = classifier.fit(
+        dataset(encoded["train"], y["train"], cfg.batch_size, seed=cfg.seed, pad_to_max=pad_to_max),
+        validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
+        epochs=cfg.n_epochs,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+        shuffle=False,  # the dataset already draws a new length-grouped order each epoch
+    )
+    val_losses = history.history["val_loss"]
+    return {
+        "epochs_run": len(val_losses),
+        "best_epoch": int(np.argmin(val_losses)) + 1,
+        "seconds": round(time.perf_counter() - started, 1),
+        "examples_per_second": round(throughput.examples_per_second, 1),
+        "padding": "max_seq_len" if pad_to_max else "per batch",
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+    }
+
+
 def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
 
@@ -151,25 +181,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
 
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         # === Fit ===
-        logs = work / "logs"
-        throughput = Throughput(len(splits.train))
-        callbacks = [
-            keras.callbacks.TensorBoard(log_dir=str(logs)),
-            StepLearningRateLogger(logs / "train"),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-            throughput,
-        ]
-        started = time.perf_counter()
-        history = classifier.fit(
-            dataset(encoded["train"], y["train"], cfg.batch_size, seed=cfg.seed, pad_to_max=pad_to_max),
-            validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
-            epochs=cfg.n_epochs,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
-            shuffle=False,  # the dataset already draws a new length-grouped order each epoch
-        )
-        fit_seconds = time.perf_counter() - started
-        val_losses = history.history["val_loss"]
+        training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max)
+        training["steps_per_epoch"] = steps_per_epoch
 
         # === Evaluate ===
         logits = predict_in_order(traced_forward(classifier), encoded["test"], cfg.batch_size)
@@ -189,15 +202,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             hyperparameters=cfg.to_dict(),
             classes=classes,
             data=_data_record(cfg, splits),
-            training={
-                "epochs_run": len(val_losses),
-                "best_epoch": int(np.argmin(val_losses)) + 1,
-                "steps_per_epoch": steps_per_epoch,
-                "seconds": round(fit_seconds, 1),
-                "examples_per_second": round(throughput.examples_per_second, 1),
-                "padding": "max_seq_len" if pad_to_max else "per batch",
-                "history": {k: [float(v) for v in values] for k, values in history.history.items()},
-            },
+            training=training,
             metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "baseline": baseline},
             versions=library_versions(),
         )
