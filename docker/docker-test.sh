@@ -3,7 +3,8 @@
 #  1. build the dev image; train on the sample data for one short epoch inside it;
 #  2. check that every file the container wrote belongs to the invoking user (and, when that user
 #     is root, that the uid mapping works for another uid too);
-#  3. build the api image with that model inside; start it; wait for /health and /ready;
+#  3. build the api image with that model inside (named by MODEL_DIR); start it; wait for /health
+#     and /ready;
 #  4. post the README's example to /predict, check the answer and the JSON request log line;
 #  5. stop it (SIGTERM, graceful) and print the image sizes.
 # The models/latest_model_config.json of the user is restored and the test model removed at the end.
@@ -58,8 +59,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # === 3. api image with that model, started ===
-say "building the api image"
-$MAKE --no-print-directory build_api
+say "building the api image with MODEL_DIR=models/$new_model (as --model_dir spells it from the project)"
+$MAKE --no-print-directory build_api MODEL_DIR="models/$new_model"
 port=$(free_port)
 $DOCKER run -d --name "$name" -p "127.0.0.1:$port:5000" "$API_IMAGE" >/dev/null
 url="http://127.0.0.1:$port"

@@ -47,8 +47,11 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
     dataclass (and for `serve` the BERTCLF_* environment) supplies every default in one place.
     """
     for f in dataclasses.fields(config_cls):
-        default = f.default
-        where = f"; env {env_name(f.name)}" if env else ""
+        text = f.metadata["help"]
+        if "(default:" not in text:  # a help that explains its default says it better than the value
+            text += f" (default: {f.default})"
+        if env:
+            text += f" [env {env_name(f.name)}]"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         parser.add_argument(
             *names,
@@ -57,7 +60,7 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
             default=argparse.SUPPRESS,
             choices=f.metadata.get("choices"),
             metavar=f.name.upper(),
-            help=f"{f.metadata['help']} (default: {default}{where})",
+            help=text,
         )
 
 

@@ -191,7 +191,7 @@ class PredictConfig(Workspace):
         None,
         "use this model folder instead of the one latest_model_config.json names: models/trained/<folder> "
         "(from the current folder), trained/<folder> (inside models_dir) or just <folder>; it must lie "
-        "inside models_dir",
+        "inside models_dir (default: the one latest_model_config.json names)",
         str,
     )
     engine: str = _opt(
@@ -244,7 +244,7 @@ class ServeConfig(PredictConfig):
     max_items: int = _opt(256, "most texts accepted in one request")
     max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
     reload_interval: float = _opt(2.0, "seconds between checks of latest_model_config.json for a new model")
-    log_file: str | None = _opt(None, "also append the JSON request log to this file", str)
+    log_file: str | None = _opt(None, "also append the JSON request log to this file (default: stdout only)", str)
 
     def __post_init__(self) -> None:
         super().__post_init__()
