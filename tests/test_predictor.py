@@ -1,6 +1,9 @@
 """A trained folder loads, predicts in input order, reloads to the same outputs, and runs on ONNX
 with a TensorFlow fallback."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -8,6 +11,7 @@ from bertclf import predictor as predictor_module
 from bertclf.batches import encode
 from bertclf.config import ConfigError, PredictConfig
 from bertclf.predictor import Predictor
+from bertclf.registry import RegistryError
 from bertclf.runtime import UnsupportedModel
 from conftest import make_texts
 
@@ -58,3 +62,12 @@ def test_from_config_takes_the_folder_in_any_spelling(trained_models, monkeypatc
     for spelling in (f"{models.name}/trained/{folder.name}", f"trained/{folder.name}", folder.name):
         chosen = Predictor.from_config(PredictConfig(models_dir=models.name, model_dir=spelling, precision="int8"))
         assert (chosen.folder, chosen.precision) == (folder.resolve(), "int8")
+
+
+def test_labels_that_do_not_match_the_output_layer_are_refused(trained_models, tmp_path):
+    _, folder = trained_models
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    (copy / "labels.json").write_text(json.dumps(["animal", "fruit"]))
+    with pytest.raises(RegistryError, match=r"labels.json names 2 classes but the model outputs 3"):
+        Predictor(copy)

@@ -1,5 +1,6 @@
 """Concurrent requests share forward passes; each gets its own answer or its own failure."""
 
+import contextlib
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -7,7 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from bertclf.serve.batcher import Batcher
+from bertclf.serve.batcher import Batcher, Overloaded
 
 
 class CountingPredictor:
@@ -80,3 +81,89 @@ def test_failure_reaches_every_waiting_request_and_the_thread_survives():
         batcher.submit(["x"]).result(timeout=10)
     current[0] = CountingPredictor()
     assert batcher.submit(["x"]).result(timeout=10).labels == ["a"]
+
+
+class Poisoned(CountingPredictor):
+    """Fails any forward pass that holds the text "poison", as a text the tokenizer cannot take."""
+
+    def predict_proba(self, texts):
+        if "poison" in texts:
+            self.calls.append(list(texts))
+            raise ValueError("cannot encode this text")
+        return super().predict_proba(texts)
+
+
+def run_together(batcher, requests, gate):
+    """Submit every request while a pass is busy, release it, and collect each outcome."""
+    blocker = batcher.submit(["busy"])
+
+    def lead():  # runs the model on "busy"; its own outcome is not what the tests look at
+        with contextlib.suppress(Exception):
+            blocker.result(timeout=10)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    time.sleep(0.2)
+    futures = [batcher.submit(texts) for texts in requests]
+    gate.set()
+    leader.join(10)
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result(timeout=10).labels)
+        except Exception as err:
+            outcomes.append(type(err).__name__)
+    return outcomes
+
+
+def test_one_bad_request_fails_alone_in_a_shared_pass():
+    gate = threading.Event()
+    predictor = Poisoned(gate)
+    batcher = Batcher(lambda: predictor)
+    outcomes = run_together(batcher, [["a"], ["poison", "b"], ["cccccccccc"]], gate)
+    assert outcomes == [["a"], "ValueError", ["b"]]
+    assert ["a", "poison", "b", "cccccccccc"] in predictor.calls, "they were first tried together"
+
+
+def test_every_waiter_is_answered_when_the_answer_cannot_be_built():
+    class FewerLabels(CountingPredictor):
+        classes = ("a",)  # the model returns two columns: labels.json does not match the model
+
+    gate = threading.Event()
+    batcher = Batcher(lambda: FewerLabels(gate))
+    started = time.monotonic()
+    outcomes = run_together(batcher, [["x"], ["y"], ["z"]], gate)
+    assert outcomes == ["RuntimeError"] * 3 and time.monotonic() - started < 5
+
+
+def test_a_waiter_gives_up_at_its_deadline_even_when_nobody_computes():
+    batcher = Batcher(lambda: CountingPredictor())
+    future = batcher.submit(["late"])
+    batcher._model.acquire()  # a pass that never ends (a stuck model)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FutureTimeout):
+            future.result(timeout=0.3)
+        assert time.monotonic() - started < 2
+        assert batcher.waiting_texts == 0, "the dropped request is no longer waiting"
+    finally:
+        batcher._model.release()
+
+
+def test_admission_is_bounded_by_waiting_texts_and_refused_at_once():
+    gate = threading.Event()
+    predictor = CountingPredictor(gate)
+    batcher = Batcher(lambda: predictor, max_waiting_texts=3)
+    blocker = batcher.submit(["busy"])
+    leader = threading.Thread(target=blocker.result, kwargs={"timeout": 10})
+    leader.start()
+    time.sleep(0.2)
+    admitted = batcher.submit(["a", "b", "c"])
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit(["d"])
+    assert time.monotonic() - started < 0.1 and refused.value.retry_after >= 1
+    gate.set()
+    leader.join(10)
+    assert admitted.result(timeout=10).labels == ["a", "a", "a"]
+    assert batcher.submit(["d"]).result(timeout=10).labels == ["a"], "admitted again once the queue drained"

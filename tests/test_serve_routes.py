@@ -3,6 +3,7 @@ JSON error and the right status, never a 500."""
 
 import io
 import json
+import time
 
 import pytest
 
@@ -43,6 +44,11 @@ def test_optional_scores_add_per_class_probabilities(client):
         (dict(json={"x": []}), 400, '"x" is empty'),
         (dict(json={"x": ["ok", 5]}), 400, '"x"[1] is int'),
         (dict(json={"x": ["ok", None]}), 400, '"x"[1] is NoneType'),
+        (
+            dict(data='{"x": ["ok", "half \\ud800 a pair"]}', content_type="application/json"),
+            400,
+            '"x"[1] is not valid Unicode',
+        ),
         (dict(json={"x": ["a"] * 9}), 413, "more than the 8 allowed"),
         (dict(json={"x": ["a"], "return_scores": "yes"}), 400, "return_scores"),
         (dict(data='{"x": ["' + "a" * 5000 + '"]}', content_type="application/json"), 413, "larger than 4096 bytes"),
@@ -75,3 +81,42 @@ def test_huge_single_text_is_truncated_not_refused(models):
     wait_until(lambda: app.extensions["bertclf"].manager.ready)
     response = app.test_client().post("/predict", json={"x": ["apple " * 50_000]})
     assert response.status_code == 200 and len(response.get_json()["predictions"]) == 1
+
+
+def test_texts_of_every_other_kind_are_answered(client):
+    # What we answer rather than refuse (the README says so): empty and blank texts, control
+    # characters, line separators, combining and zero-width marks, non-characters, CJK, emoji.
+    texts = ["", "   \t\n", "a\x00b\x1b[31m", "\u2028\u0085", "e\u0301\u200b", "\U0010ffff\ufffe", "日本語", "🙂" * 50]
+    body = client.post("/predict", json={"x": texts}).get_json()
+    assert len(body["predictions"]) == len(texts)
+
+
+def test_a_busy_worker_refuses_at_once_with_retry_after(models):
+    app = make_app(models[0], max_waiting_texts=2, request_timeout=5)
+    state = app.extensions["bertclf"]
+    wait_until(lambda: state.manager.ready)
+    client = app.test_client()
+    state.batcher._model.acquire()  # the model is busy with another pass
+    try:
+        waiting = state.batcher.submit(["a", "b"])  # fills the queue
+        response = client.post("/predict", json={"x": ["apple"]})
+        assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+        assert response.get_json()["error"].startswith("server is busy (2 texts waiting); retry after")
+    finally:
+        state.batcher._model.release()
+    assert waiting.result(timeout=30).labels and client.post("/predict", json={"x": ["apple"]}).status_code == 200
+
+
+def test_a_request_past_its_deadline_is_a_503_with_retry_after(models):
+    app = make_app(models[0], request_timeout=0.3)
+    state = app.extensions["bertclf"]
+    wait_until(lambda: state.manager.ready)
+    state.batcher._model.acquire()  # a pass that does not end in time
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/predict", json={"x": ["apple"]})
+        assert time.monotonic() - started < 3
+    finally:
+        state.batcher._model.release()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"].startswith("prediction took longer than 0.3 s; retry after 1 s")

@@ -47,6 +47,12 @@ class Predictor:
             # Exported folders hold no optimizer state on purpose; Keras warns that it skips loading it.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
+        outputs = int(self.classifier.output_dense.kernel.shape[-1])
+        if outputs != len(self.classes):
+            raise RegistryError(
+                f"{self.folder / LABELS_FILE} names {len(self.classes)} classes but the model outputs {outputs}: "
+                "the folder is inconsistent; export it again with `make train`"
+            )
         self.preprocessor = self.classifier.preprocessor
         if max_seq_len:
             positions = self.classifier.backbone.get_config().get("max_sequence_length", max_seq_len)

@@ -65,7 +65,12 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
         metrics.set_model(new.name, new.config.get("id", ""), previous)
 
     manager = ModelManager(config, load, on_swap=swapped, on_failure=metrics.reload_failures.inc)
-    batcher = Batcher(lambda: manager.predictor, max_texts=config.max_items, on_batch=metrics.batch_texts.observe)
+    batcher = Batcher(
+        lambda: manager.predictor,
+        max_texts=config.max_items,
+        max_waiting_texts=config.max_waiting_texts,
+        on_batch=metrics.batch_texts.observe,
+    )
     app.extensions["bertclf"] = State(config, manager, batcher, metrics)
     requestlog.configure(config.log_file)
     requestlog.install(app, metrics)

@@ -1,11 +1,13 @@
 """Gather concurrent requests into shared model batches, one forward pass at a time per worker."""
 
 import collections
+import math
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -19,6 +21,18 @@ class Answer:
     classes: list
 
 
+class Overloaded(Exception):
+    """More texts are waiting than this worker admits; answer 503 at once, not after a wait."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"{retry_after} s")
+        self.retry_after = retry_after
+
+
+class ModelNotLoaded(RuntimeError):
+    """No model is loaded (yet)."""
+
+
 class Batcher:
     """Requests that queue up while the model is busy share the next forward pass.
 
@@ -29,37 +43,70 @@ class Batcher:
     the model is never called from two threads at once, and every pass takes the current
     predictor once: a hot swap never splits a batch.
 
+    A request's failure is its own: when a shared pass fails, its requests are run again one by
+    one, so only the one that cannot be computed fails. Every request taken into a pass is
+    answered on every path, and a waiter gives up at its deadline whoever holds the model.
+
     Args:
         current: callable returning the Predictor to use now (None while loading).
         max_texts: most texts in one gathered batch (a single larger request still runs whole).
+        max_waiting_texts: most texts allowed to wait for a pass; `submit` raises Overloaded
+            beyond it (None: no bound). A request alone is always admitted.
         wait_seconds: how long a leader waits for company before its pass (default 0).
         on_batch: called with the number of texts of each forward pass (for metrics).
     """
 
-    def __init__(self, current, max_texts=256, wait_seconds=0.0, on_batch=None):
+    def __init__(self, current, max_texts=256, max_waiting_texts=None, wait_seconds=0.0, on_batch=None):
         self.current = current
         self.on_batch = on_batch or (lambda size: None)
         self.max_texts = max_texts
+        self.max_waiting_texts = max_waiting_texts
         self.wait_seconds = wait_seconds
         self._pending: collections.deque[tuple[list[str], _Request]] = collections.deque()  # not yet in a pass
+        self._waiting_texts = 0  # texts in _pending
+        self._rate = 0.0  # texts per second of recent passes, for Retry-After
         self._changed = threading.Condition()  # guards _pending; notified when a pass ends
         self._model = threading.Lock()  # held by the leader for the length of a pass
 
-    def submit(self, texts) -> Future:
-        """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer."""
+    @property
+    def waiting_texts(self) -> int:
+        """Texts admitted and not yet taken into a pass."""
+        return self._waiting_texts
+
+    def retry_after(self) -> int:
+        """Seconds until the texts waiting now are likely computed (at least 1), for Retry-After."""
+        if self._rate <= 0:
+            return 1
+        return max(1, math.ceil(self._waiting_texts / self._rate))
+
+    def submit(self, texts) -> "_Request":
+        """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer.
+
+        Raises:
+            Overloaded: max_waiting_texts texts are already waiting.
+        """
+        texts = list(texts)
         future = _Request(self)
         with self._changed:
-            self._pending.append((list(texts), future))
+            limit = self.max_waiting_texts
+            if limit is not None and self._waiting_texts and self._waiting_texts + len(texts) > limit:
+                raise Overloaded(self.retry_after())
+            self._pending.append((texts, future))
+            self._waiting_texts += len(texts)
         return future
 
     def _serve(self, future, timeout):
-        """Lead passes until `future` is answered, or wait while another thread leads."""
+        """Lead passes until `future` is answered, or wait while another thread leads; give up at
+        the deadline (a request not yet taken into a pass is dropped, never computed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not future.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._drop(future)
+                raise FutureTimeout
             if self._model.acquire(blocking=False):
                 try:
-                    if not future.done():
-                        self._pass()
+                    self._pass()
                 finally:
                     self._model.release()
                     with self._changed:
@@ -69,12 +116,13 @@ class Batcher:
                 # Checked under the condition: the leader releases the model before notifying.
                 if future.done() or not self._model.locked():
                     continue
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    # Not run yet: drop it, nobody will read its answer.
-                    self._pending = collections.deque(item for item in self._pending if item[1] is not future)
-                    raise FutureTimeout
                 self._changed.wait(left)
+
+    def _drop(self, future):
+        with self._changed:
+            kept = collections.deque(item for item in self._pending if item[1] is not future)
+            self._waiting_texts -= sum(len(texts) for texts, f in self._pending if f is future)
+            self._pending = kept
 
     def _take(self):
         with self._changed:
@@ -84,6 +132,7 @@ class Batcher:
                 item = self._pending.popleft()
                 batch.append(item)
                 count += len(item[0])
+            self._waiting_texts -= count
             return batch
 
     def _pass(self):
@@ -92,31 +141,65 @@ class Batcher:
         batch = self._take()
         if not batch:
             return
-        predictor = self.current()
+        started = time.perf_counter()
         try:
+            predictor = self.current()
             if predictor is None:
-                raise RuntimeError("no model is loaded yet")
-            texts = [text for item, _ in batch for text in item]
-            rows = predictor.predict_proba(texts)
-            self.on_batch(len(texts))
-        except Exception as err:
+                raise ModelNotLoaded("no model is loaded yet")
+            self._answer(predictor, batch)
+        except BaseException as err:
             for _, future in batch:
-                future.set_exception(err)
+                if not future.done():
+                    future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+        finally:
+            for _, future in batch:  # never leave a waiter without an answer
+                if not future.done():
+                    future.set_exception(RuntimeError("the forward pass ended without an answer"))
+        texts = sum(len(item) for item, _ in batch)
+        rate = texts / max(time.perf_counter() - started, 1e-6)
+        self._rate = rate if self._rate <= 0 else 0.8 * self._rate + 0.2 * rate
+
+    def _answer(self, predictor, batch):
+        """Answer every request of `batch`; if the shared pass fails, run them one by one so only
+        the failing one fails."""
+        try:
+            answers = self._compute(predictor, batch)
+        except Exception:
+            if len(batch) == 1:
+                raise
+            for item in batch:
+                try:
+                    self._answer(predictor, [item])
+                except Exception as err:
+                    item[1].set_exception(err)  # this request's failure, handed to it alone
             return
-        start = 0
-        for texts_of_one, future in batch:
+        for (_, future), answer in zip(batch, answers, strict=True):
+            future.set_result(answer)
+
+    def _compute(self, predictor, batch) -> list[Answer]:
+        texts = [text for item, _ in batch for text in item]
+        rows: Any = predictor.predict_proba(texts)
+        classes = predictor.classes
+        if rows.shape != (len(texts), len(classes)):
+            raise RuntimeError(f"the model gave {rows.shape} scores for {len(texts)} texts and {len(classes)} labels")
+        self.on_batch(len(texts))
+        answers, start = [], 0
+        for texts_of_one, _ in batch:
             part = rows[start : start + len(texts_of_one)]
             start += len(texts_of_one)
             best = part.argmax(axis=1)
-            future.set_result(
+            answers.append(
                 Answer(
                     model=predictor.name,
-                    labels=[predictor.classes[i] for i in best],
+                    labels=[classes[i] for i in best],
                     probabilities=[float(part[i, j]) for i, j in enumerate(best)],
                     scores=part.tolist(),
-                    classes=predictor.classes,
+                    classes=list(classes),
                 )
             )
+        return answers
 
 
 class _Request(Future):

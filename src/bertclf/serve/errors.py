@@ -11,10 +11,11 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the client can fix (or wait out); `status` is the HTTP status code."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 # Werkzeug's own errors, reworded to say what to do.
@@ -24,10 +25,11 @@ HTTP_MESSAGES = {
 }
 
 
-def error_response(status: int, message: str):
+def error_response(status: int, message: str, headers: dict[str, str] | None = None):
     """The JSON error response."""
     response = jsonify(error=message)
     response.status_code = status
+    response.headers.update(headers or {})
     return response
 
 
@@ -36,7 +38,7 @@ def register_error_handlers(app):
 
     @app.errorhandler(ApiError)
     def _api_error(err):
-        return error_response(err.status, err.message)
+        return error_response(err.status, err.message, err.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(err):

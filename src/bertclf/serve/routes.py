@@ -6,6 +6,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from bertclf.serve.batcher import ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 
 bp = Blueprint("api", __name__)
@@ -48,6 +49,13 @@ def parse_texts(max_items: int):
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ApiError(400, f'"x"[{i}] is {type(text).__name__}, not a string')
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON allows "\ud800" escapes that are no Unicode text (a lone surrogate half).
+            raise ApiError(
+                400, f'"x"[{i}] is not valid Unicode (it holds a lone surrogate such as \\ud800); send UTF-8 text'
+            ) from None
     scores = payload.get("return_scores", False)
     if not isinstance(scores, bool):
         raise ApiError(400, '"return_scores" must be true or false')
@@ -61,9 +69,23 @@ def predict():
     if not s.manager.ready:
         raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)")
     try:
-        answer = s.batcher.submit(texts).result(timeout=s.config.timeout)
+        answer = s.batcher.submit(texts).result(timeout=s.config.request_timeout)
+    except Overloaded as busy:
+        raise ApiError(
+            503,
+            f"server is busy ({s.batcher.waiting_texts} texts waiting); retry after {busy.retry_after} s",
+            {"Retry-After": str(busy.retry_after)},
+        ) from None
+    except ModelNotLoaded:
+        raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)") from None
     except FutureTimeout:
-        raise ApiError(503, "prediction timed out; retry, or send fewer texts per request") from None
+        wait = s.batcher.retry_after()
+        raise ApiError(
+            503,
+            f"prediction took longer than {s.config.request_timeout:g} s; retry after {wait} s, or send fewer "
+            "texts per request",
+            {"Retry-After": str(wait)},
+        ) from None
     body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
     if with_scores:
         body["scores"] = [dict(zip(answer.classes, row, strict=True)) for row in answer.scores]
