@@ -2,6 +2,7 @@
 hot-swapped, and the old model kept when a new one is broken."""
 
 import json
+import os
 import shutil
 import threading
 
@@ -42,7 +43,9 @@ def test_hot_swap_to_a_new_latest_model(app, client, models):
     assert manager.check_once() is False  # unchanged pointer: nothing reloads
 
 
-@pytest.mark.parametrize("case", ["half-written", "missing folder", "outside models", "broken weights"])
+@pytest.mark.parametrize(
+    "case", ["half-written", "missing folder", "outside models", "broken weights", "fifo labels", "fewer labels"]
+)
 def test_broken_new_model_keeps_the_old_one(app, client, models, case, tmp_path):
     manager = app.extensions["bertclf"].manager
     before = client.post("/predict", json={"x": ["apple"]}).get_json()["model"]
@@ -57,10 +60,20 @@ def test_broken_new_model_keeps_the_old_one(app, client, models, case, tmp_path)
         pointer.write_text(json.dumps({"model_dir": str(tmp_path / "elsewhere")}))
     else:
         broken, config = copy_model(models[1], "20260101-000000_broken-00000000")
-        (broken / "model.weights.h5").write_bytes(b"not hdf5")
+        if case == "broken weights":
+            (broken / "model.weights.h5").write_bytes(b"not hdf5")
+        elif case == "fifo labels":  # opening it would block the watcher for good
+            (broken / "labels.json").unlink()
+            os.mkfifo(broken / "labels.json")
+        else:
+            (broken / "labels.json").write_text(json.dumps(["animal", "fruit"]))
         update_latest(models[0], broken, config)
-    assert manager.check_once() is False
-    assert manager.check_once() is False
+    checks = []
+    watcher = threading.Thread(target=lambda: checks.extend([manager.check_once(), manager.check_once()]))
+    watcher.start()
+    watcher.join(timeout=60)
+    assert not watcher.is_alive(), "the watcher is never stuck on a model folder"
+    assert checks == [False, False]
     assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == before
     status = client.get("/model").get_json()
     assert status["last_error"] and status["reload_failures"] == 1  # logged and counted once
@@ -82,3 +95,16 @@ def test_model_folder_with_code_is_refused(models):
     wait_until(lambda: app.extensions["bertclf"].manager.last_error is not None)
     assert app.test_client().get("/ready").status_code == 503
     assert "can run code" in app.test_client().get("/model").get_json()["last_error"]
+
+
+def test_a_good_model_swaps_in_after_a_hostile_one(app, client, models):
+    manager = app.extensions["bertclf"].manager
+    hostile, config = copy_model(models[1], "20260101-000000_fifo-00000000")
+    (hostile / "labels.json").unlink()
+    os.mkfifo(hostile / "labels.json")
+    update_latest(models[0], hostile, config)
+    assert manager.check_once() is False and "labels.json: a FIFO" in manager.last_error
+    good, config = copy_model(models[1], "20260101-000000_good-11111111")
+    update_latest(models[0], good, config)
+    assert manager.check_once() is True
+    assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == config["name"]

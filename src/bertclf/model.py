@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from bertclf.batches import Encoded, predict_in_order, traced_forward
 from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
+from bertclf.safety import keras_safe_mode
 
 
 def build_classifier(checkpoint: Checkpoint, num_classes: int, max_seq_len: int, dropout: float):
@@ -28,10 +29,11 @@ def build_classifier(checkpoint: Checkpoint, num_classes: int, max_seq_len: int,
             f"{checkpoint.name} was trained with; use {checkpoint.max_sequence_length} or less."
         )
     preset = str(checkpoint.path)
-    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(preset, sequence_length=max_seq_len)
-    return keras_hub.models.TextClassifier.from_preset(
-        preset, num_classes=num_classes, preprocessor=preprocessor, dropout=dropout
-    )
+    with keras_safe_mode():
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(preset, sequence_length=max_seq_len)
+        return keras_hub.models.TextClassifier.from_preset(
+            preset, num_classes=num_classes, preprocessor=preprocessor, dropout=dropout
+        )
 
 
 def compile_classifier(classifier, learning_rate, jit_compile=False):

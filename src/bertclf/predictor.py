@@ -12,7 +12,7 @@ from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
 from bertclf.runtime import OnnxForward, UnsupportedModel
-from bertclf.safety import check_preset_is_data
+from bertclf.safety import check_preset_is_data, keras_safe_mode
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ class Predictor:
         self.config = read_json_object(self.folder / MODEL_CONFIG_FILE, RegistryError)
         self.classes = load_labels(self.folder / LABELS_FILE)
         self.batch_size = batch_size
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), keras_safe_mode():
             # Exported folders hold no optimizer state on purpose; Keras warns that it skips loading it.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
