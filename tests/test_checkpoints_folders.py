@@ -7,6 +7,7 @@ import pytest
 
 from bertclf.checkpoints import CheckpointError, resolve
 from bertclf.checkpoints.folders import inspect_folder
+from bertclf.safety import UnsafeModelError
 from conftest import save_tiny_hf_bert
 
 
@@ -58,5 +59,5 @@ def test_preset_of_another_backbone_is_refused(tmp_path):
             }
         )
     )
-    with pytest.raises(CheckpointError, match=r"backbone 'GPT2Backbone' is not one we fine-tune"):
+    with pytest.raises(UnsafeModelError, match=r"refuses to load class 'GPT2Backbone'; only the BERT, ALBERT"):
         inspect_folder(tmp_path)
