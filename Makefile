@@ -134,7 +134,7 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 		echo "warning: pyproject.toml changed since the $(DEV_IMAGE) image was built; its dependencies may be out of date: run 'make build_dev' (or RUN_IN=native)" >&2; fi
 	@gpu="$(GPU)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "note: GPU=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; fi; \
-	$(DOCKER) run --rm -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
+	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
 		$${gpu:+--gpus device=$$gpu} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
 		sh -c "tensorboard --logdir models/trained --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
 		exec python -m bertclf train $(TRAIN_ARGS)"

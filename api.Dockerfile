@@ -59,8 +59,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     BERTCLF_PORT=5000
 USER bertclf
 EXPOSE 5000
+# /ready, not /health: healthy means "can answer /predict now" (a model is loaded and no forward
+# pass is stuck), not merely "the process is up".
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('BERTCLF_PORT', '5000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('BERTCLF_PORT', '5000'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # `bertclf serve` execs gunicorn, so gunicorn is tini's direct child and gets its signals.
 CMD ["python", "-m", "bertclf", "serve"]

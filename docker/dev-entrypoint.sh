@@ -8,6 +8,16 @@ if [ "$(id -u)" != "0" ]; then
     exec "$@"  # already a non-root user (docker run --user ...)
 fi
 
+# HOST_UID/HOST_GID must be positive integers written plainly: "00" or "+0" would be root to
+# setpriv while looking like a user id here.
+for name in HOST_UID HOST_GID; do
+    eval "value=\${$name:-}"
+    case "$value" in
+        "") ;;
+        0*|*[!0-9]*) echo "dev-entrypoint: $name=$value is not a positive integer (e.g. $name=\$(id -u)); refusing" >&2
+                     exit 64 ;;
+    esac
+done
 uid="${HOST_UID:-$(stat -c %u /workspace)}"
 gid="${HOST_GID:-$(stat -c %g /workspace)}"
 if [ "$uid" = "0" ]; then
@@ -26,4 +36,5 @@ fi
 export HOME=/home/bertclf
 mkdir -p "$HOME" && chown "$uid:$gid" "$HOME"
 
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+# no-new-privs: nothing the command runs can gain privileges (setuid binaries, file capabilities).
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"

@@ -57,6 +57,11 @@ if [ "$(id -u)" = 0 ]; then
     [ "$owner" = "4321:4321" ] || fail "a file written for uid 4321 is owned by $owner"
     say "in a folder owned by 4321:4321 the container runs as 4321 and its files belong to 4321:4321"
 fi
+# HOST_UID=00 is root to setpriv: the entrypoint must refuse it, not run as root.
+if $DOCKER run --rm -e HOST_UID=00 "${DEV_IMAGE:-bertclf-dev}" id -u >/dev/null 2>&1; then
+    fail "the dev entrypoint accepted HOST_UID=00"
+fi
+say "HOST_UID=00 refused by the entrypoint"
 
 # === 3. api image with that model, started ===
 say "building the api image with MODEL_DIR=models/$new_model (as --model_dir spells it from the project)"

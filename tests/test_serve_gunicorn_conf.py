@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,38 @@ def test_gunicorn_serves_the_readme_example(server):
     assert process.wait(timeout=30) == 0
     log_lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line["endpoint"] == "/predict" and line["status_code"] == 200 for line in log_lines)
+
+
+def workers_of(master):
+    """The pids of the master's worker processes."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def test_a_killed_worker_is_replaced_and_takes_no_request_before_its_model_is_loaded(server):
+    port, process, _ = server
+    before = workers_of(process.pid)
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 60
+    body = json.dumps({"x": ["apple cat"]})
+    # Until the replacement is up and has served for a while: every request goes to a worker
+    # with a model (the sibling, then both), none is answered "still loading".
+    replaced_at = None
+    while time.monotonic() < deadline:
+        statuses.append(request(port, "POST", "/predict", body, {"Content-Type": "application/json"})[0])
+        now = workers_of(process.pid)
+        if replaced_at is None and len(now) == 2 and now != before:
+            replaced_at = time.monotonic()
+        if replaced_at is not None and time.monotonic() - replaced_at > 15:
+            break
+    assert replaced_at is not None, "gunicorn started a new worker"
+    assert statuses and set(statuses) == {200}, [s for s in statuses if s != 200][:5]

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -39,7 +40,13 @@ def test_hot_swap_to_a_new_latest_model(app, client, models):
     update_latest(models[0], other, config)
     assert manager.check_once() is True
     assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == config["name"]
-    assert client.get("/model").get_json()["model_dir"] == str(other.resolve())
+    assert client.get("/model").get_json()["model_dir"] == f"trained/{other.name}"
+    info = [
+        line
+        for line in client.get("/metrics").get_data(as_text=True).splitlines()
+        if line.startswith("bertclf_model_info{")
+    ]
+    assert len(info) == 1 and config["id"] in info[0], "/metrics shows only the model being served"
     assert manager.check_once() is False  # unchanged pointer: nothing reloads
 
 
@@ -108,3 +115,41 @@ def test_a_good_model_swaps_in_after_a_hostile_one(app, client, models):
     update_latest(models[0], good, config)
     assert manager.check_once() is True
     assert client.post("/predict", json={"x": ["apple"]}).get_json()["model"] == config["name"]
+
+
+def test_model_status_shows_no_host_path(app, client, models):
+    manager = app.extensions["bertclf"].manager
+    text = client.get("/model").get_data(as_text=True)
+    status = json.loads(text)
+    assert status["model_dir"] == f"trained/{models[1].name}" and status["config"]["hyperparameters"]["data"]
+    assert "/" not in status["config"]["data"]["data"]["file"]
+    (models[0] / "latest_model_config.json").write_text(json.dumps({"model_dir": "trained/gone"}))
+    manager.check_once()
+    text = client.get("/model").get_data(as_text=True)
+    assert "gone" in json.loads(text)["last_error"]
+    root = str(models[0].resolve())
+    assert root not in text and str(models[0].parent) not in text
+
+
+def test_a_restarted_worker_serves_the_last_good_model_when_the_pointer_is_broken(app, models):
+    served = app.extensions["bertclf"].manager.folder
+    assert (models[0] / ".last_good_model.json").is_file(), "recorded beside the pointer"
+    (models[0] / "latest_model_config.json").write_text('{"model_dir": "trained/')  # broken for good
+    restarted = make_app(models[0])  # a worker gunicorn starts now
+    manager = restarted.extensions["bertclf"].manager
+    wait_until(lambda: manager.ready)
+    assert manager.folder == served
+    assert restarted.test_client().post("/predict", json={"x": ["apple"]}).status_code == 200
+    manager.check_once()  # the pointer is still broken: it keeps serving and says why
+    assert manager.ready and "is not valid" in manager.status()["last_error"]
+    manager.stop()
+
+
+def test_ready_says_no_when_the_model_is_stuck(app, client):
+    batcher = app.extensions["bertclf"].batcher
+    assert client.get("/ready").status_code == 200
+    batcher._pass_started = time.monotonic() - 1000  # a pass that has run for 1000 s
+    response = client.get("/ready")
+    batcher._pass_started = None
+    assert response.status_code == 503
+    assert response.get_json()["error"].startswith("stuck: the model has been computing one batch for 10")

@@ -194,6 +194,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         str(cfg.timeout),
         "--graceful-timeout",
         str(cfg.graceful_timeout),
+        "--forwarded-allow-ips",
+        cfg.forwarded_allow_ips,
         "bertclf.serve.app:create_app()",
     ]
     log.info("serving on http://%s:%d with %d worker(s) x %d thread(s)", cfg.host, cfg.port, cfg.workers, cfg.threads)

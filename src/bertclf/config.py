@@ -247,14 +247,24 @@ class ServeConfig(PredictConfig):
     )
     timeout: int = _opt(
         120,
-        "seconds a worker may go without a heartbeat before gunicorn kills and restarts it (a stuck "
-        "worker, not a slow request: requests have request_timeout)",
+        "seconds a worker may go without a heartbeat, or one forward pass may run, before the worker is "
+        "ended and gunicorn starts a fresh one (a stuck worker, not a slow request: see request_timeout)",
     )
     graceful_timeout: int = _opt(30, "seconds to finish in-flight requests on shutdown")
     max_items: int = _opt(256, "most texts accepted in one request")
     max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
     reload_interval: float = _opt(2.0, "seconds between checks of latest_model_config.json for a new model")
     log_file: str | None = _opt(None, "also append the JSON request log to this file (default: stdout only)", str)
+    # Nobody by default: X-Forwarded-For is a header any client can send.
+    forwarded_allow_ips: str = _opt(
+        "",
+        "comma-separated addresses of proxies whose X-Forwarded-For is trusted for the logged user_ip, or * "
+        "(default: none; user_ip is the peer address)",
+    )
+
+    def trusted_proxies(self) -> frozenset[str]:
+        """forwarded_allow_ips as a set of addresses."""
+        return frozenset(part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip())
 
     def __post_init__(self) -> None:
         super().__post_init__()

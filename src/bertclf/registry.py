@@ -13,6 +13,9 @@ from typing import Any
 from bertclf.files import staged_folder, write_json_atomic
 
 LATEST_FILE = "latest_model_config.json"
+# Beside the pointer: the last folder the server loaded from it, for a worker that (re)starts while
+# the pointer is broken.
+LAST_GOOD_FILE = ".last_good_model.json"
 MODEL_CONFIG_FILE = "model_config.json"
 LABELS_FILE = "labels.json"
 INCOMPLETE_PREFIX = ".incomplete-"
@@ -124,6 +127,31 @@ def latest_model_folder(models_dir: str | Path) -> Path:
             raise TypeError
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         raise RegistryError(f'{pointer} is not valid: it must be JSON with "model_dir": "trained/<folder>".') from None
+    return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
+
+
+def record_last_good(models_dir: str | Path, model_folder: Path) -> bool:
+    """Note `model_folder` as the last model served from the pointer (best effort: a read-only
+    models/ keeps its baked-in pointer anyway). Returns whether it was written."""
+    models_dir = Path(models_dir)
+    relative = Path(os.path.relpath(Path(model_folder).resolve(), models_dir.resolve())).as_posix()
+    try:
+        write_json_atomic(models_dir / LAST_GOOD_FILE, {"model_dir": relative})
+    except OSError:
+        return False
+    return True
+
+
+def last_good_model_folder(models_dir: str | Path) -> Path:
+    """The folder record_last_good noted, checked like the pointer's."""
+    models_dir = Path(models_dir)
+    try:
+        value = json.loads((models_dir / LAST_GOOD_FILE).read_text(encoding="utf-8"))
+        relative = value["model_dir"]
+        if not isinstance(relative, str):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise RegistryError(f"no usable {models_dir / LAST_GOOD_FILE}") from None
     return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
 
 

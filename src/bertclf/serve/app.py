@@ -73,7 +73,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     )
     app.extensions["bertclf"] = State(config, manager, batcher, metrics)
     requestlog.configure(config.log_file)
-    requestlog.install(app, metrics)
+    requestlog.install(app, metrics, config.trusted_proxies())
     register_error_handlers(app)
     app.register_blueprint(bp)
     manager.start()

@@ -67,6 +67,12 @@ class Batcher:
         self._rate = 0.0  # texts per second of recent passes, for Retry-After
         self._changed = threading.Condition()  # guards _pending; notified when a pass ends
         self._model = threading.Lock()  # held by the leader for the length of a pass
+        self._pass_started: float | None = None  # monotonic start of the pass running now
+
+    def busy_for(self) -> float:
+        """Seconds the forward pass running now has taken (0 when idle): a stuck model shows here."""
+        started = self._pass_started
+        return 0.0 if started is None else time.monotonic() - started
 
     @property
     def waiting_texts(self) -> int:
@@ -142,6 +148,7 @@ class Batcher:
         if not batch:
             return
         started = time.perf_counter()
+        self._pass_started = time.monotonic()
         try:
             predictor = self.current()
             if predictor is None:
@@ -154,6 +161,7 @@ class Batcher:
             if not isinstance(err, Exception):
                 raise
         finally:
+            self._pass_started = None
             for _, future in batch:  # never leave a waiter without an answer
                 if not future.done():
                     future.set_exception(RuntimeError("the forward pass ended without an answer"))

@@ -7,6 +7,24 @@ worker_class = "gthread"  # threads feed the worker's batcher; the model runs on
 accesslog = None
 
 
+def post_worker_init(worker):
+    """Before a worker takes requests from the socket: wait until its model is loaded (a worker
+    that gunicorn restarts must not answer 503 "loading" while its sibling could serve), then
+    watch for a stuck forward pass."""
+    import time
+
+    from bertclf.serve.watchdog import Watchdog, exit_worker
+
+    state = worker.wsgi.extensions["bertclf"]
+    # Loading fails for good (last_error) or ends; heartbeats keep gunicorn from killing a slow load.
+    # Ten minutes at most: past that the worker serves its 503s and /ready says why.
+    deadline = time.monotonic() + 600
+    while not state.manager.ready and state.manager.last_error is None and time.monotonic() < deadline:
+        worker.notify()
+        time.sleep(0.1)
+    Watchdog(state.batcher.busy_for, state.config.timeout, exit_worker).start()
+
+
 def child_exit(server, worker):
     """Drop a finished worker's live gauges from the shared metrics folder."""
     from prometheus_client import multiprocess

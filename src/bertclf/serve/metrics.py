@@ -55,15 +55,30 @@ class Metrics:
 
     def set_model(self, name, model_id, previous=None):
         """Mark `name` as the served model (and unmark the previous one)."""
-        if previous is not None:
-            self.model_info.remove(*previous)
+        if previous is not None and tuple(previous) != (name, model_id):
+            # Set to 0, not removed: multiprocess gauges cannot remove a label; render() drops zeros.
+            self.model_info.labels(*previous).set(0)
         self.model_info.labels(name, model_id).set(1)
         self.ready.set(1)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every worker's metrics."""
+        """The Prometheus text exposition of every worker's metrics; model_info only for the models
+        being served now."""
         if self.registry is not None:
-            return generate_latest(self.registry)
+            return generate_latest(_ServedModelsOnly(self.registry))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
+        return generate_latest(_ServedModelsOnly(registry))
+
+
+class _ServedModelsOnly:
+    """A registry view without the model_info samples of models no longer served (value 0)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        for metric in self.source.collect():
+            if metric.name == "bertclf_model_info":
+                metric.samples = [sample for sample in metric.samples if sample.value != 0]
+            yield metric

@@ -1,11 +1,12 @@
 """Which model a worker serves: loaded after the fork, warmed, and hot-swapped when the pointer changes."""
 
+import json
 import logging
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from bertclf.registry import chosen_model_folder
+from bertclf.registry import RegistryError, chosen_model_folder, last_good_model_folder, record_last_good
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,27 @@ class ModelManager:
         """The folder the settings name now (raises RegistryError if they name nothing usable)."""
         return chosen_model_folder(self.config.models_dir, self.config.model_dir)
 
+    def _folder_to_serve(self) -> Path:
+        """The wanted folder; for a worker serving nothing yet whose pointer is broken, the last
+        model a worker of this server loaded from it (recorded beside the pointer)."""
+        try:
+            return self.wanted_folder()
+        except RegistryError as err:
+            if self.predictor is not None or self.config.model_dir:
+                raise
+            try:
+                fallback = last_good_model_folder(self.config.models_dir)
+            except RegistryError:
+                raise err from None
+            if fallback != self.folder:
+                log.warning("%s; serving the last model that loaded from it, %s", err, fallback)
+            return fallback
+
     # === Loading ===
     def check_once(self):
         """Load and swap in the wanted model if it differs from the served one. Returns True on a swap."""
         try:
-            folder = self.wanted_folder()
+            folder = self._folder_to_serve()
             if folder == self.folder:
                 return False
             started = time.perf_counter()
@@ -74,6 +91,8 @@ class ModelManager:
         self.on_swap(predictor, previous)
         self.last_error = None
         self.reloads += 1
+        if not self.config.model_dir:
+            record_last_good(self.config.models_dir, folder)
         log.info(
             "serving %s from %s (loaded and warmed in %.1f s)", predictor.name, folder, time.perf_counter() - started
         )
@@ -101,18 +120,42 @@ class ModelManager:
         return self.predictor is not None
 
     def status(self) -> dict:
-        """What /model reports: the folder, the model's config and labels, and any reload error."""
+        """What /model reports: the folder (relative to models/), the model's config and labels,
+        and any reload error. No host path: a client learns nothing of the server's file system."""
         predictor = self.predictor
+        root = Path(self.config.models_dir).resolve()
+        folder = None
+        if self.folder is not None:
+            folder = self.folder.relative_to(root).as_posix() if root in self.folder.parents else self.folder.name
         return {
             "ready": predictor is not None,
             "model": predictor.name if predictor else None,
-            "model_dir": str(self.folder) if self.folder else None,
+            "model_dir": folder,
             "pinned": bool(self.config.model_dir),
             "labels": predictor.classes if predictor else None,
             "engine": getattr(predictor, "engine", None),
             "precision": getattr(predictor, "precision", None),
-            "config": predictor.config if predictor else None,
-            "last_error": self.last_error,
+            "config": public_config(predictor.config) if predictor else None,
+            "last_error": self.last_error.replace(str(root), "<models_dir>") if self.last_error else None,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
         }
+
+
+# Settings that hold paths of the machine that trained the model: /model shows their file names.
+PATH_SETTINGS = ("data", "validation_data", "test_data", "models_dir", "model")
+
+
+def public_config(config: dict) -> dict:
+    """A model_config.json without host paths: data files and path settings by file name only."""
+    public = json.loads(json.dumps(config))
+    for entry in (public.get("data") or {}).values():
+        if isinstance(entry, dict):
+            for key in ("file", "given"):
+                if isinstance(entry.get(key), str):
+                    entry[key] = PurePath(entry[key]).name
+    settings = public.get("hyperparameters") or {}
+    for key in PATH_SETTINGS:
+        if isinstance(settings.get(key), str):
+            settings[key] = PurePath(settings[key]).name
+    return public

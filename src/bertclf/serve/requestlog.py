@@ -23,7 +23,18 @@ def configure(log_file=None):
             log.addHandler(handler)
 
 
-def install(app, metrics):
+def client_ip(trusted: frozenset[str]) -> str | None:
+    """The client's address: the peer's, or, when the peer is a proxy the operator trusts
+    (forwarded_allow_ips), the address that proxy appended to X-Forwarded-For. Anyone can send
+    that header; only a trusted proxy's word is taken."""
+    peer = request.remote_addr
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded and ("*" in trusted or peer in trusted):
+        return forwarded.split(",")[-1].strip() or peer
+    return peer
+
+
+def install(app, metrics, trusted_proxies: frozenset[str] = frozenset()):
     """Time every request; log it and count it once its response is ready."""
 
     @app.before_request
@@ -45,10 +56,11 @@ def install(app, metrics):
                         "response": body,
                         "status_code": response.status_code,
                         "response_time": elapsed,
-                        "user_ip": request.headers.get("X-Forwarded-For", request.remote_addr),
+                        "user_ip": client_ip(trusted_proxies),
                         "user_agent": request.headers.get("User-Agent"),
                     },
-                    ensure_ascii=False,
+                    # Escaped: U+2028, U+0085 and friends would split the line for some readers.
+                    ensure_ascii=True,
                 )
             )
         return response

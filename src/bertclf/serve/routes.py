@@ -99,10 +99,14 @@ def health():
 
 @bp.get("/ready")
 def ready():
+    """200 when this worker can answer /predict now: a model is loaded and not stuck."""
     s = state()
     if not s.manager.ready:
-        error = s.manager.last_error
+        error = s.manager.status()["last_error"]
         raise ApiError(503, f"model not loaded yet{': ' + error if error else ''}")
+    busy = s.batcher.busy_for()
+    if busy > s.config.request_timeout:
+        raise ApiError(503, f"stuck: the model has been computing one batch for {busy:.0f} s")
     return jsonify(status="ready", model=s.manager.predictor.name)
 
 
