@@ -109,9 +109,9 @@ def update_latest(models_dir: str | Path, model_folder: str | Path, model_config
     The pointer holds the folder relative to models/ plus the model's config, so a person can pin a
     model by editing `model_dir`.
     """
-    models_dir = Path(models_dir)
-    relative = Path(os.path.relpath(Path(model_folder).resolve(), models_dir.resolve())).as_posix()
-    write_json_atomic(models_dir / LATEST_FILE, {"model_dir": relative, **model_config})
+    write_json_atomic(
+        Path(models_dir) / LATEST_FILE, {"model_dir": _relative(models_dir, model_folder), **model_config}
+    )
 
 
 def latest_model_folder(models_dir: str | Path) -> Path:
@@ -120,23 +120,16 @@ def latest_model_folder(models_dir: str | Path) -> Path:
     pointer = models_dir / LATEST_FILE
     if not pointer.is_file():
         raise RegistryError(f"{pointer} does not exist: train a model first (`make train`).")
-    try:
-        value = json.loads(pointer.read_text(encoding="utf-8"))
-        relative = value["model_dir"]
-        if not isinstance(relative, str):
-            raise TypeError
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise RegistryError(f'{pointer} is not valid: it must be JSON with "model_dir": "trained/<folder>".') from None
-    return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
+    return _pointed(
+        models_dir, pointer, f'{pointer} is not valid: it must be JSON with "model_dir": "trained/<folder>".'
+    )
 
 
 def record_last_good(models_dir: str | Path, model_folder: Path) -> bool:
     """Note `model_folder` as the last model served from the pointer (best effort: a read-only
     models/ keeps its baked-in pointer anyway). Returns whether it was written."""
-    models_dir = Path(models_dir)
-    relative = Path(os.path.relpath(Path(model_folder).resolve(), models_dir.resolve())).as_posix()
     try:
-        write_json_atomic(models_dir / LAST_GOOD_FILE, {"model_dir": relative})
+        write_json_atomic(Path(models_dir) / LAST_GOOD_FILE, {"model_dir": _relative(models_dir, model_folder)})
     except OSError:
         return False
     return True
@@ -144,15 +137,8 @@ def record_last_good(models_dir: str | Path, model_folder: Path) -> bool:
 
 def last_good_model_folder(models_dir: str | Path) -> Path:
     """The folder record_last_good noted, checked like the pointer's."""
-    models_dir = Path(models_dir)
-    try:
-        value = json.loads((models_dir / LAST_GOOD_FILE).read_text(encoding="utf-8"))
-        relative = value["model_dir"]
-        if not isinstance(relative, str):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise RegistryError(f"no usable {models_dir / LAST_GOOD_FILE}") from None
-    return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
+    pointer = Path(models_dir) / LAST_GOOD_FILE
+    return _pointed(Path(models_dir), pointer, f"no usable {pointer}")
 
 
 def find_model_folder(models_dir: str | Path, model_dir: str | Path) -> Path:
@@ -190,6 +176,24 @@ def find_model_folder(models_dir: str | Path, model_dir: str | Path) -> Path:
 def chosen_model_folder(models_dir: str | Path, model_dir: str | Path | None = None) -> Path:
     """`model_dir` when given (see find_model_folder), else the folder latest_model_config.json names."""
     return find_model_folder(models_dir, model_dir) if model_dir else latest_model_folder(models_dir)
+
+
+def _relative(models_dir: str | Path, model_folder: str | Path) -> str:
+    """A model folder as a pointer names it: relative to models/."""
+    return Path(os.path.relpath(Path(model_folder).resolve(), Path(models_dir).resolve())).as_posix()
+
+
+def _pointed(models_dir: Path, pointer: Path, invalid: str) -> Path:
+    """The folder a pointer file's "model_dir" names (relative to models/), checked; `invalid` is
+    the message for a pointer that cannot be read."""
+    try:
+        value = json.loads(pointer.read_text(encoding="utf-8"))
+        relative = value["model_dir"]
+        if not isinstance(relative, str):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
+        raise RegistryError(invalid) from None
+    return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
 
 
 def _checked(models_dir: Path, path: Path, named: str) -> Path:
