@@ -20,7 +20,7 @@ class ApiError(Exception):
 
 # Werkzeug's own errors, reworded to say what to do.
 HTTP_MESSAGES = {
-    404: "no such endpoint; use POST /predict, GET /health, /ready, /model or /metrics",
+    404: "no such endpoint; use POST /predict, GET /health, /ready, /model, /metrics or /openapi.json",
     405: "method not allowed; /predict takes POST with a JSON body",
 }
 
@@ -45,7 +45,9 @@ def register_error_handlers(app):
         if err.code == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             return error_response(413, f"request body is larger than {limit} bytes; send fewer or shorter texts")
-        return error_response(err.code, HTTP_MESSAGES.get(err.code, err.description))
+        # Keep what the error says in its headers (Allow on a 405), not its HTML content type.
+        headers = {k: v for k, v in err.get_headers() if k.lower() not in ("content-type", "content-length")}
+        return error_response(err.code or 500, HTTP_MESSAGES.get(err.code or 500, err.description or ""), headers)
 
     @app.errorhandler(Exception)
     def _unexpected(err):

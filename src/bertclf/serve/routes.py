@@ -8,6 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from bertclf.serve.batcher import ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
+from bertclf.serve.openapi import document
 
 bp = Blueprint("api", __name__)
 EXAMPLE = '{"x": ["How do I reverse a list?"]}'
@@ -113,6 +114,12 @@ def ready():
 @bp.get("/model")
 def model():
     return jsonify(state().manager.status())
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 document of every route, request, response and error."""
+    return jsonify(document(state().config))
 
 
 @bp.get("/metrics")

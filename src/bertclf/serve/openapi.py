@@ -1,0 +1,176 @@
+"""The HTTP contract as an OpenAPI 3.1 document, served at /openapi.json and fuzzed by the tests.
+
+Written by hand next to the routes rather than generated: it is the promise to clients, and every
+status code a route can answer is listed here (the fuzz test fails on any answer it does not list).
+"""
+
+from typing import Any
+
+from bertclf import __version__
+from bertclf.config import ServeConfig
+
+JSON = "application/json"
+ERROR = {"$ref": "#/components/schemas/Error"}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds after which a retry is likely to succeed",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": ERROR}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def document(config: ServeConfig) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this server, with its limits (max_items) filled in."""
+    predict_request = {
+        "type": "object",
+        "required": ["x"],
+        "properties": {
+            "x": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "maxItems": config.max_items,
+                "description": "the texts to classify; any Unicode text, empty and control characters included",
+            },
+            "return_scores": {"type": "boolean", "default": False, "description": "add every class's probability"},
+        },
+        "example": {"x": ["How do I reverse a list?"]},
+    }
+    predict_response = {
+        "type": "object",
+        "required": ["model", "predictions", "probabilities"],
+        "properties": {
+            "model": {"type": "string", "description": "the name of the model that computed the answer"},
+            "predictions": {"type": "array", "items": {"type": "string"}, "description": "a label per text"},
+            "probabilities": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0, "maximum": 1},
+                "description": "the probability of each predicted label",
+            },
+            "scores": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
+                "description": "with return_scores: every class's probability, per text",
+            },
+        },
+    }
+    status: dict[str, Any] = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+    ready = {**status, "properties": {"status": {"type": "string"}, "model": {"type": "string"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bertclf",
+            "version": __version__,
+            "description": 'A fine-tuned BERT-family text classifier. Every error answers {"error": "..."}.',
+        },
+        "paths": {
+            "/predict": {
+                "post": {
+                    "summary": "classify texts, in input order",
+                    "operationId": "predict",
+                    "requestBody": {"required": True, "content": {JSON: {"schema": predict_request}}},
+                    "responses": {
+                        "200": {
+                            "description": "a label and its probability per text",
+                            "content": {JSON: {"schema": predict_response}},
+                        },
+                        "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
+                        "413": _error(
+                            f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
+                        ),
+                        "415": _error("the Content-Type is not application/json"),
+                        "503": _error(
+                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
+                        ),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "the process is up",
+                    "operationId": "health",
+                    "responses": {"200": {"description": "up", "content": {JSON: {"schema": status}}}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "this worker can answer /predict now",
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {
+                            "description": "a model is loaded and not stuck",
+                            "content": {JSON: {"schema": ready}},
+                        },
+                        "503": _error("no model loaded yet (and why), or a forward pass is stuck"),
+                    },
+                }
+            },
+            "/model": {
+                "get": {
+                    "summary": "the served model: folder, labels, config, last reload error",
+                    "operationId": "model",
+                    "responses": {
+                        "200": {
+                            "description": "the model's status",
+                            "content": {
+                                JSON: {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ready", "model", "model_dir", "labels", "last_error"],
+                                        "properties": {
+                                            "ready": {"type": "boolean"},
+                                            "model": {"type": ["string", "null"]},
+                                            "model_dir": {
+                                                "type": ["string", "null"],
+                                                "description": "relative to the models folder",
+                                            },
+                                            "labels": {"type": ["array", "null"], "items": {"type": "string"}},
+                                            "last_error": {"type": ["string", "null"]},
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics, summed over workers",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "the text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "this document",
+                    "operationId": "openapi",
+                    "responses": {
+                        "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "additionalProperties": False,
+                    "properties": {"error": {"type": "string", "description": "what is wrong and how to fix it"}},
+                }
+            }
+        },
+    }

@@ -1,0 +1,146 @@
+"""The OpenAPI document describes every route, and a property-based fuzzer (schemathesis) driven by
+it finds no answer the document does not promise, from a real gunicorn server with a tiny model."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup
+
+from bertclf.config import ServeConfig
+from bertclf.serve.openapi import document
+from conftest import make_app, wait_until
+
+
+def test_every_route_is_documented(models):
+    app = make_app(models[0])
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    spec = document(ServeConfig(max_items=8))
+    assert routes == set(spec["paths"])
+    assert (
+        spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["x"][
+            "maxItems"
+        ]
+        == 8
+    )
+    schemathesis.openapi.from_dict(spec)  # a valid OpenAPI 3.1 document, or this raises
+    assert app.test_client().get("/openapi.json").get_json() == document(app.extensions["bertclf"].config)
+
+
+@pytest.fixture(scope="module")
+def served_schema(tmp_path_factory, trained_models):
+    """A real server (gunicorn, one worker, the tiny model) and the schema it serves."""
+    source, _ = trained_models
+    models = tmp_path_factory.mktemp("fuzz") / "models"
+    shutil.copytree(source, models)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(models.parent / "server.log", "w")  # noqa: SIM115 - open for the module's whole run
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bertclf",
+            "serve",
+            "--port",
+            str(port),
+            "--models_dir",
+            str(models),
+            "--max_items",
+            "16",
+            "--max_body_bytes",
+            "8192",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, (models.parent / "server.log").read_text()
+        try:
+            if urllib.request.urlopen(url + "/ready", timeout=5).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    yield schemathesis.openapi.from_url(url + "/openapi.json")
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@schemathesis.check
+def no_server_error_but_a_documented_503(ctx, response, case):
+    """A fuzzed request may be refused (4xx) or find the server busy (503), never break it."""
+    if response.status_code >= 500 and response.status_code != 503:
+        raise AssertionError(f"{response.status_code} for {case.method} {case.path}: {response.text[:200]}")
+
+
+CHECKS = [
+    no_server_error_but_a_documented_503,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def test_fuzzed_requests_get_only_documented_answers(served_schema):
+    # Driven with Hypothesis directly: schemathesis's pytest plugin does not run under pytest 9.
+    operations = [result.ok() for result in served_schema.get_all_operations()]
+    # (schemathesis leaves out the document's own route.)
+    assert {op.label for op in operations} >= {
+        "POST /predict",
+        "GET /health",
+        "GET /ready",
+        "GET /model",
+        "GET /metrics",
+    }
+
+    # Valid requests to every route; invalid ones where there is something to get wrong (a body).
+    runs = [(op, schemathesis.GenerationMode.POSITIVE) for op in operations]
+    runs += [(op, schemathesis.GenerationMode.NEGATIVE) for op in operations if op.method.upper() == "POST"]
+    for operation, mode in runs:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case):
+            case.call_and_validate(checks=CHECKS)
+
+        fuzz()
+
+
+def test_an_answer_the_document_does_not_list_fails_the_checks(models):
+    app = make_app(models[0], max_items=4)
+    config = app.extensions["bertclf"].config
+    wait_until(lambda: app.extensions["bertclf"].manager.ready)
+    spec = document(config)
+    without_413 = json.loads(json.dumps(spec))
+    del without_413["paths"]["/predict"]["post"]["responses"]["413"]
+    for promised, expected_ok in ((spec, True), (without_413, False)):
+        case = schemathesis.openapi.from_dict(promised)["/predict"]["POST"].Case(
+            body={"x": ["a"] * 5}, media_type="application/json"
+        )
+        response = case.call(app=app)
+        assert response.status_code == 413
+        if expected_ok:
+            case.validate_response(response, checks=CHECKS)
+        else:
+            with pytest.raises(
+                FailureGroup, match=r"Undocumented status code\n\n +Received: 413\n +Documented: 200, 400, 415, 503"
+            ):
+                case.validate_response(response, checks=CHECKS)
