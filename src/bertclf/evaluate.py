@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from bertclf.config import TrainConfig
 from bertclf.data import DataError, load_splits
 from bertclf.files import sha256_of
+from bertclf.registry import MODEL_CONFIG_FILE
 
 if TYPE_CHECKING:  # evaluation runs a predictor it is given; it never loads one itself
     from bertclf.predictor import Predictor
@@ -150,7 +151,7 @@ def find_training_files(
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise DataError(
-                f"{model_folder / 'model_config.json'} does not record the {role} file's SHA-256; "
+                f"{model_folder / MODEL_CONFIG_FILE} does not record the {role} file's SHA-256; "
                 "the test split cannot be rebuilt"
             )
         typed = Path(str(entry.get("given") or hyperparameters[role]))
@@ -189,11 +190,10 @@ def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | 
     """
     hyperparameters = predictor.config.get("hyperparameters") or {}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in hyperparameters.items() if k in known})
+    settings = {k: v for k, v in hyperparameters.items() if k in known}
     files = find_training_files(predictor.config, predictor.folder, moved)
-    paths: dict[str, str | None] = {role: os.fspath(path) for role, path in files.items()}
-    cfg = dataclasses.replace(cfg, **paths)  # type: ignore[arg-type]  # only the str | None file fields
-    test = load_splits(cfg).test
+    settings.update({role: os.fspath(path) for role, path in files.items()})
+    test = load_splits(TrainConfig(**settings)).test
     index = {label: i for i, label in enumerate(predictor.classes)}
     y_true = np.array([index[label] for label in test.labels])
     y_pred = predictor.predict_proba(list(test.texts)).argmax(axis=1)

@@ -20,13 +20,17 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError) -> dict:
-    """A JSON file that must hold an object; anything else raises `error` naming the file."""
-    path = Path(path)
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """A JSON file's value; a missing, unreadable, malformed or over-deep file raises `error` naming it."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise error(f"{path}: not a readable JSON file ({err})") from None
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueError) -> dict:
+    """A JSON file that must hold an object; anything else raises `error` naming the file."""
+    value = read_json(path, error)
     if not isinstance(value, dict):
         raise error(f"{path}: expected a JSON object")
     return value

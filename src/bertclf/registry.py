@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bertclf.files import staged_folder, write_json_atomic
+from bertclf.files import read_json, read_json_object, staged_folder, write_json_atomic
 
 LATEST_FILE = "latest_model_config.json"
 # Beside the pointer: the last folder the server loaded from it, for a worker that (re)starts while
@@ -94,10 +94,7 @@ def save_labels(classes: list[str], path: str | Path) -> None:
 
 def load_labels(path: str | Path) -> list[str]:
     """Read a labels.json written by save_labels; refuses anything but a list of strings."""
-    try:
-        classes = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise RegistryError(f"{path}: not a readable JSON file ({err})") from None
+    classes = read_json(path, RegistryError)
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < 2:
         raise RegistryError(f"{path}: expected a JSON list of at least two class names")
     return classes
@@ -187,12 +184,11 @@ def _pointed(models_dir: Path, pointer: Path, invalid: str) -> Path:
     """The folder a pointer file's "model_dir" names (relative to models/), checked; `invalid` is
     the message for a pointer that cannot be read."""
     try:
-        value = json.loads(pointer.read_text(encoding="utf-8"))
-        relative = value["model_dir"]
-        if not isinstance(relative, str):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
-        raise RegistryError(invalid) from None
+        relative = read_json_object(pointer, RegistryError).get("model_dir")
+    except RegistryError:
+        relative = None
+    if not isinstance(relative, str):
+        raise RegistryError(invalid)
     return _checked(models_dir, (models_dir.resolve() / relative).resolve(), relative)
 
 

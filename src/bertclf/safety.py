@@ -40,9 +40,9 @@ def _allowed_module(module: Any) -> bool:
     )
 
 
-def _walk(node: Any, where: Path, depth: int = 0) -> None:
-    if depth > MAX_JSON_DEPTH:
-        raise UnsafeModelError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+def _walk(node: Any, where: Path) -> None:
+    """Refuse any object spec that names a class, module or registration outside the allowlist
+    (the depth is already bounded: _read_json checked it)."""
     if isinstance(node, dict):
         if "class_name" in node:
             name, module, registered = node.get("class_name"), node.get("module"), node.get("registered_name")
@@ -56,10 +56,10 @@ def _walk(node: Any, where: Path, depth: int = 0) -> None:
             if registered not in (None, name, f"keras_hub>{name}", f"keras>{name}"):
                 raise UnsafeModelError(f"{where}: refuses registered class {registered!r}")
         for value in node.values():
-            _walk(value, where, depth + 1)
+            _walk(value, where)
     elif isinstance(node, list):
         for value in node:
-            _walk(value, where, depth + 1)
+            _walk(value, where)
 
 
 def _read_json(path: Path, size: int) -> Any:

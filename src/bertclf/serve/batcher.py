@@ -149,22 +149,19 @@ class Batcher:
             return
         started = time.perf_counter()
         self._pass_started = time.monotonic()
+        failure: BaseException = RuntimeError("the forward pass ended without an answer")
         try:
             predictor = self.current()
             if predictor is None:
                 raise ModelNotLoaded("no model is loaded yet")
             self._answer(predictor, batch)
-        except BaseException as err:
+        except Exception as err:
+            failure = err
+        finally:  # every path, interrupts included: no waiter is left without an answer
+            self._pass_started = None
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
-        finally:
-            self._pass_started = None
-            for _, future in batch:  # never leave a waiter without an answer
-                if not future.done():
-                    future.set_exception(RuntimeError("the forward pass ended without an answer"))
+                    future.set_exception(failure)
         texts = sum(len(item) for item, _ in batch)
         rate = texts / max(time.perf_counter() - started, 1e-6)
         self._rate = rate if self._rate <= 0 else 0.8 * self._rate + 0.2 * rate

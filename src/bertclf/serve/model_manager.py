@@ -119,6 +119,11 @@ class ModelManager:
     def ready(self) -> bool:
         return self.predictor is not None
 
+    def public_error(self) -> str | None:
+        """The last load error, with the models folder's host path left out."""
+        root = str(Path(self.config.models_dir).resolve())
+        return self.last_error.replace(root, "<models_dir>") if self.last_error else None
+
     def status(self) -> dict:
         """What /model reports: the folder (relative to models/), the model's config and labels,
         and any reload error. No host path: a client learns nothing of the server's file system."""
@@ -136,7 +141,7 @@ class ModelManager:
             "engine": getattr(predictor, "engine", None),
             "precision": getattr(predictor, "precision", None),
             "config": public_config(predictor.config) if predictor else None,
-            "last_error": self.last_error.replace(str(root), "<models_dir>") if self.last_error else None,
+            "last_error": self.public_error(),
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
         }

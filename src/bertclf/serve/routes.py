@@ -12,6 +12,7 @@ from bertclf.serve.openapi import document
 
 bp = Blueprint("api", __name__)
 EXAMPLE = '{"x": ["How do I reverse a list?"]}'
+LOADING = "the model is still loading; retry in a few seconds (GET /ready says when)"
 
 
 def state():
@@ -68,7 +69,7 @@ def predict():
     s = state()
     texts, with_scores = parse_texts(s.config.max_items)
     if not s.manager.ready:
-        raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)")
+        raise ApiError(503, LOADING)
     try:
         answer = s.batcher.submit(texts).result(timeout=s.config.request_timeout)
     except Overloaded as busy:
@@ -78,7 +79,7 @@ def predict():
             {"Retry-After": str(busy.retry_after)},
         ) from None
     except ModelNotLoaded:
-        raise ApiError(503, "the model is still loading; retry in a few seconds (GET /ready says when)") from None
+        raise ApiError(503, LOADING) from None
     except FutureTimeout:
         wait = s.batcher.retry_after()
         raise ApiError(
@@ -103,7 +104,7 @@ def ready():
     """200 when this worker can answer /predict now: a model is loaded and not stuck."""
     s = state()
     if not s.manager.ready:
-        error = s.manager.status()["last_error"]
+        error = s.manager.public_error()
         raise ApiError(503, f"model not loaded yet{': ' + error if error else ''}")
     busy = s.batcher.busy_for()
     if busy > s.config.request_timeout:
