@@ -114,8 +114,8 @@ class Server:
             try:
                 if requests.get(self.url + "/ready", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or listening while the worker still loads its model
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}")
             time.sleep(0.5)
