@@ -250,3 +250,12 @@ def copy_model(folder, name):
     config.update(id=name[-8:], name=f"BERT 2026-01-01 00:00:00 {name[-8:]}")
     (other / "model_config.json").write_text(json.dumps(config))
     return other, config
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability table (`make test-reliability`), when scenarios ran."""
+    from servers import REPORT, table
+
+    if REPORT:
+        terminalreporter.write_sep("=", "reliability")
+        terminalreporter.write_line(table(REPORT))

@@ -8,7 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from bertclf.serve.batcher import Batcher, Overloaded
+from bertclf.serve.batcher import Batcher, ClientGone, Overloaded
 
 
 class CountingPredictor:
@@ -167,3 +167,45 @@ def test_admission_is_bounded_by_waiting_texts_and_refused_at_once():
     leader.join(10)
     assert admitted.result(timeout=10).labels == ["a", "a", "a"]
     assert batcher.submit(["d"]).result(timeout=10).labels == ["a"], "admitted again once the queue drained"
+
+
+def test_work_of_a_client_that_went_away_is_dropped_unless_started():
+    gate = threading.Event()
+    predictor = CountingPredictor(gate)
+    batcher = Batcher(lambda: predictor)
+    leader = threading.Thread(target=batcher.submit(["busy"]).result, kwargs={"timeout": 10})
+    leader.start()  # the model is busy; the next requests wait
+    time.sleep(0.2)
+    left = threading.Event()
+    abandoned = batcher.submit(["abandoned"], gone=left.is_set)
+    stays = batcher.submit(["stays"], gone=lambda: False)
+    waiter = {}
+
+    def wait():
+        try:
+            abandoned.result(timeout=10)
+        except ClientGone:
+            waiter["gone_after"] = time.monotonic() - started
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    started = time.monotonic()
+    left.set()  # the client closes its connection while its texts wait
+    thread.join(5)
+    assert waiter["gone_after"] < 1, "the waiting thread is freed at once, not at its deadline"
+    assert batcher.waiting_texts == 1
+    gate.set()
+    leader.join(10)
+    assert stays.result(timeout=10).labels == ["a"]
+    assert ["abandoned"] not in predictor.calls and all("abandoned" not in call for call in predictor.calls)
+
+
+def test_a_pass_skips_requests_whose_client_has_gone():
+    predictor = CountingPredictor()
+    batcher = Batcher(lambda: predictor)
+    gone = batcher.submit(["gone"], gone=lambda: True)
+    here = batcher.submit(["here"])
+    assert here.result(timeout=10).labels == ["a"]
+    with pytest.raises(ClientGone):
+        gone.result(timeout=10)
+    assert predictor.calls == [["here"]] and batcher.waiting_texts == 0

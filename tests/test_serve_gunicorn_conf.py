@@ -6,28 +6,12 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(port, method, path, body=None, headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request(method, path, body=body, headers=headers or {})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, data
+from servers import request, serving, workers_of
 
 
 @pytest.fixture
@@ -35,27 +19,9 @@ def server(tmp_path, trained_models):
     source, _ = trained_models
     models = tmp_path / "models"
     shutil.copytree(source, models)
-    port = free_port()
-    options = f"--port {port} --models_dir {models} --workers 2 --threads 4 --max_body_bytes 4096 --graceful_timeout 10"
-    # A file, not a pipe: an unread pipe would block the workers.
-    with open(tmp_path / "server.log", "w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bertclf", "serve", *options.split()], stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 180
-        ready = 0
-        while ready < 6:  # several answers in a row: both workers have loaded
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not become ready"
-            try:
-                ready = ready + 1 if request(port, "GET", "/ready")[0] == 200 else 0
-            except OSError:  # not listening yet
-                ready = 0
-            time.sleep(0.2)
+    options = "--workers 2 --threads 4 --max_body_bytes 4096 --graceful_timeout 10"
+    with serving(models, tmp_path / "server.log", *options.split()) as (port, process):
         yield port, process, tmp_path / "server.log"
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_gunicorn_serves_the_readme_example(server):
@@ -115,19 +81,6 @@ def test_gunicorn_serves_the_readme_example(server):
     assert any(line["endpoint"] == "/predict" and line["status_code"] == 200 for line in log_lines)
 
 
-def workers_of(master):
-    """The pids of the master's worker processes."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            pids.append(int(stat.parent.name))
-    return sorted(pids)
-
-
 def test_a_killed_worker_is_replaced_and_takes_no_request_before_its_model_is_loaded(server):
     port, process, _ = server
     before = workers_of(process.pid)
@@ -148,3 +101,31 @@ def test_a_killed_worker_is_replaced_and_takes_no_request_before_its_model_is_lo
             break
     assert replaced_at is not None, "gunicorn started a new worker"
     assert statuses and set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+
+
+def test_the_deadline_counts_the_wait_for_a_free_request_thread(tmp_path, trained_models):
+    """With one request thread held by a client that sends its body slowly, a request queued
+    behind it past its deadline is answered 503 with Retry-After, not computed late."""
+    source, _ = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(source, models)
+    options = ["--threads", "1", "--request_timeout", "1"]
+    with serving(models, tmp_path / "server.log", *options, ready_in_a_row=1) as (port, _):
+        slow = socket.create_connection(("127.0.0.1", port))
+        body = json.dumps({"x": ["apple"]}).encode()
+        head = f"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        slow.sendall(head.encode() + body[:3])  # the thread now waits for the rest of the body
+        time.sleep(0.5)
+        queued = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        queued.request("POST", "/predict", json.dumps({"x": ["cat"]}), {"Content-Type": "application/json"})
+        time.sleep(2)
+        slow.sendall(body[3:])  # the thread is free again; the queued request is 2 s old
+        started = time.monotonic()
+        response = queued.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 503 and response.headers["Retry-After"].isdigit(), answer
+        assert "waited 2" in answer["error"] and time.monotonic() - started < 1
+        # The slow client's own sending is not the server's wait: it is served.
+        assert slow.recv(100).startswith(b"HTTP/1.1 200")
+        slow.close()
+        queued.close()

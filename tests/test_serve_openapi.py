@@ -3,11 +3,6 @@ it finds no answer the document does not promise, from a real gunicorn server wi
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import schemathesis
@@ -23,6 +18,7 @@ from schemathesis.core.failures import FailureGroup
 from bertclf.config import ServeConfig
 from bertclf.serve.openapi import document
 from conftest import make_app, wait_until
+from servers import serving
 
 
 def test_every_route_is_documented(models):
@@ -46,41 +42,9 @@ def served_schema(tmp_path_factory, trained_models):
     source, _ = trained_models
     models = tmp_path_factory.mktemp("fuzz") / "models"
     shutil.copytree(source, models)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(models.parent / "server.log", "w")  # noqa: SIM115 - open for the module's whole run
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bertclf",
-            "serve",
-            "--port",
-            str(port),
-            "--models_dir",
-            str(models),
-            "--max_items",
-            "16",
-            "--max_body_bytes",
-            "8192",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, (models.parent / "server.log").read_text()
-        try:
-            if urllib.request.urlopen(url + "/ready", timeout=5).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    yield schemathesis.openapi.from_url(url + "/openapi.json")
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    options = ["--max_items", "16", "--max_body_bytes", "8192"]
+    with serving(models, models.parent / "server.log", *options, ready_in_a_row=1) as (port, _):
+        yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
 
 
 @schemathesis.check

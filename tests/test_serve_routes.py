@@ -3,6 +3,7 @@ JSON error and the right status, never a 500."""
 
 import io
 import json
+import socket
 import time
 
 import pytest
@@ -120,3 +121,17 @@ def test_a_request_past_its_deadline_is_a_503_with_retry_after(models):
         state.batcher._model.release()
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert response.get_json()["error"].startswith("prediction took longer than 0.3 s; retry after 1 s")
+
+
+def test_a_client_that_closed_its_connection_is_seen_as_gone():
+    from bertclf.serve.routes import client_gone
+
+    assert client_gone({}) is None  # not under gunicorn: never asked
+    server, client = socket.socketpair()
+    gone = client_gone({"gunicorn.socket": server})
+    assert gone() is False
+    client.sendall(b"GET /next HTTP/1.1\r\n")  # a pipelined next request: still there
+    assert gone() is False and server.recv(100), "the peek left the bytes for gunicorn"
+    client.close()
+    assert gone() is True
+    server.close()

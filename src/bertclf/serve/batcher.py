@@ -33,6 +33,14 @@ class ModelNotLoaded(RuntimeError):
     """No model is loaded (yet)."""
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its texts were taken into a pass; they never were."""
+
+
+# How often a waiting request asks whether its client is still there.
+GONE_CHECK_SECONDS = 0.2
+
+
 class Batcher:
     """Requests that queue up while the model is busy share the next forward pass.
 
@@ -45,7 +53,8 @@ class Batcher:
 
     A request's failure is its own: when a shared pass fails, its requests are run again one by
     one, so only the one that cannot be computed fails. Every request taken into a pass is
-    answered on every path, and a waiter gives up at its deadline whoever holds the model.
+    answered on every path, and a waiter gives up at its deadline whoever holds the model. A
+    request whose client has gone away is dropped if no pass has taken it yet.
 
     Args:
         current: callable returning the Predictor to use now (None while loading).
@@ -85,14 +94,19 @@ class Batcher:
             return 1
         return max(1, math.ceil(self._waiting_texts / self._rate))
 
-    def submit(self, texts) -> "_Request":
+    def submit(self, texts, gone=None) -> "_Request":
         """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer.
+
+        Args:
+            texts: the request's texts.
+            gone: callable returning True once the client has closed its connection (None: never
+                asked); `.result` then raises ClientGone if the texts were not taken into a pass.
 
         Raises:
             Overloaded: max_waiting_texts texts are already waiting.
         """
         texts = list(texts)
-        future = _Request(self)
+        future = _Request(self, gone)
         with self._changed:
             limit = self.max_waiting_texts
             if limit is not None and self._waiting_texts and self._waiting_texts + len(texts) > limit:
@@ -110,6 +124,8 @@ class Batcher:
             if left is not None and left <= 0:
                 self._drop(future)
                 raise FutureTimeout
+            if future.gone is not None and future.gone() and self._drop(future):
+                raise ClientGone
             if self._model.acquire(blocking=False):
                 try:
                     self._pass()
@@ -122,13 +138,19 @@ class Batcher:
                 # Checked under the condition: the leader releases the model before notifying.
                 if future.done() or not self._model.locked():
                     continue
+                if future.gone is not None:
+                    left = GONE_CHECK_SECONDS if left is None else min(left, GONE_CHECK_SECONDS)
                 self._changed.wait(left)
 
-    def _drop(self, future):
+    def _drop(self, future) -> bool:
+        """Take `future` out of the queue; False if a pass has already taken it."""
         with self._changed:
-            kept = collections.deque(item for item in self._pending if item[1] is not future)
-            self._waiting_texts -= sum(len(texts) for texts, f in self._pending if f is future)
-            self._pending = kept
+            dropped = sum(len(texts) for texts, f in self._pending if f is future)
+            if not any(f is future for _, f in self._pending):
+                return False
+            self._pending = collections.deque(item for item in self._pending if item[1] is not future)
+            self._waiting_texts -= dropped
+            return True
 
     def _take(self):
         with self._changed:
@@ -136,9 +158,12 @@ class Batcher:
             count = 0
             while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_texts):
                 item = self._pending.popleft()
+                self._waiting_texts -= len(item[0])
+                if item[1].gone is not None and item[1].gone():
+                    item[1].set_exception(ClientGone())  # nobody would read the answer
+                    continue
                 batch.append(item)
                 count += len(item[0])
-            self._waiting_texts -= count
             return batch
 
     def _pass(self):
@@ -210,9 +235,10 @@ class Batcher:
 class _Request(Future):
     """A queued request; waiting on it runs the model when nobody else is."""
 
-    def __init__(self, batcher):
+    def __init__(self, batcher, gone=None):
         super().__init__()
         self._batcher = batcher
+        self.gone = gone
 
     def result(self, timeout=None):
         self._batcher._serve(self, timeout)

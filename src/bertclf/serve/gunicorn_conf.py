@@ -2,7 +2,9 @@
 
 # Never preload: TensorFlow state created in the master does not survive fork (gunicorn#2369).
 preload_app = False
-worker_class = "gthread"  # threads feed the worker's batcher; the model runs on one thread
+# gthread (threads feed the worker's batcher; the model runs on one thread), telling the app when
+# each request was queued, so its deadline counts the wait for a free thread too.
+worker_class = "bertclf.serve.worker.ThreadWorker"
 # Request lines come from the app as JSON; gunicorn's own access log would duplicate them.
 accesslog = None
 

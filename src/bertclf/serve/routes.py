@@ -1,14 +1,16 @@
 """The endpoints: POST /predict, GET /health, /ready, /model, /metrics."""
 
 import json
+import socket
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from bertclf.serve.batcher import ModelNotLoaded, Overloaded
+from bertclf.serve.batcher import ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
+from bertclf.serve.worker import queue_wait
 
 bp = Blueprint("api", __name__)
 EXAMPLE = '{"x": ["How do I reverse a list?"]}'
@@ -64,14 +66,42 @@ def parse_texts(max_items: int):
     return texts, scores
 
 
+def client_gone(environ):
+    """A callable telling whether the client closed its connection (None outside gunicorn)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def gone() -> bool:
+        try:  # a closed connection reads as b"" at once; a live one has nothing to read (or its next request)
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:  # reset by the peer
+            return True
+
+    return gone
+
+
 @bp.post("/predict")
 def predict():
     s = state()
     texts, with_scores = parse_texts(s.config.max_items)
     if not s.manager.ready:
         raise ApiError(503, LOADING)
+    # The deadline counts the wait in gunicorn's queue for a free thread too.
+    waited = queue_wait()
+    left = s.config.request_timeout - waited
+    if left <= 0:
+        wait = s.batcher.retry_after()
+        raise ApiError(
+            503,
+            f"server is busy: the request waited {waited:.1f} s for a free thread, past its "
+            f"{s.config.request_timeout:g} s deadline; retry after {wait} s",
+            {"Retry-After": str(wait)},
+        )
     try:
-        answer = s.batcher.submit(texts).result(timeout=s.config.request_timeout)
+        answer = s.batcher.submit(texts, gone=client_gone(request.environ)).result(timeout=left)
     except Overloaded as busy:
         raise ApiError(
             503,
@@ -88,6 +118,9 @@ def predict():
             "texts per request",
             {"Retry-After": str(wait)},
         ) from None
+    except ClientGone:
+        # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the log.
+        raise ApiError(499, "the client closed the connection before its texts were computed") from None
     body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
     if with_scores:
         body["scores"] = [dict(zip(answer.classes, row, strict=True)) for row in answer.scores]

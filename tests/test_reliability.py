@@ -1,0 +1,339 @@
+"""`make test-reliability`: the real server (gunicorn, 2 workers, the tiny model, 127.0.0.1 only)
+under overload, a killed worker, hot swaps under load and hostile model folders; with the fuzz run
+and the hostile archives, each scenario adds one row to the table printed at the end (README,
+"Reliability", says what each row means)."""
+
+import collections
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from conftest import WORDS, copy_model
+from servers import JSON, REPORT, predict, server_rss, serving, workers_of
+
+pytestmark = pytest.mark.reliability
+
+
+@dataclass
+class Tally:
+    """What the clients of one scenario saw."""
+
+    scenario: str
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+    latencies: dict = field(default_factory=lambda: collections.defaultdict(list))  # status -> seconds
+    errors: list = field(default_factory=list)  # connection failures and wrong answers, described
+    hangs: int = 0  # no answer within the clients' patience
+    peak_rss: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status, seconds, error=None):
+        with self._lock:
+            self.statuses[status] += 1
+            self.latencies[status].append(seconds)
+            if error:
+                self.errors.append(error)
+
+    def fail(self, error, hang=False):
+        with self._lock:
+            if hang:
+                self.hangs += 1
+            else:
+                self.errors.append(error)
+
+    @property
+    def requests(self):
+        return sum(self.statuses.values()) + len(self.errors) + self.hangs - self.wrong_answers
+
+    @property
+    def wrong_answers(self):
+        return sum(1 for e in self.errors if e.startswith("answer:"))
+
+    def p99(self, *statuses):
+        seconds = [s for status in statuses or self.latencies for s in self.latencies[status]]
+        return float(np.percentile(seconds, 99)) if seconds else 0.0
+
+    def report(self):
+        """Add this scenario's row to the table printed at the end of the run."""
+        refused = sum(n for status, n in self.statuses.items() if 400 <= status < 500)
+        other = sum(n for status, n in self.statuses.items() if status >= 500 and status != 503) + len(self.errors)
+        REPORT.append(
+            {
+                "scenario": self.scenario,
+                "requests": self.requests,
+                "200s": self.statuses[200],
+                "503s": self.statuses[503],
+                "4xx": refused,
+                "other errors": other,
+                "hangs": self.hangs,
+                "p99 ms": round(self.p99() * 1000),
+                "peak RSS MB": round(self.peak_rss / 2**20),
+            }
+        )
+
+
+@contextlib.contextmanager
+def watching_memory(master, tally):
+    """Sample the server's resident memory (master and workers) until the block ends."""
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            tally.peak_rss = max(tally.peak_rss, server_rss(master))
+            done.wait(0.25)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def drive(port, tally, clients, seconds, texts_of, check, patience):
+    """`clients` threads POST /predict back to back for `seconds`, each on a fresh connection;
+    `check(texts, status, answer, headers, seconds)` returns an error description or None. A request
+    unanswered after `patience` seconds counts as a hang."""
+    stop = time.monotonic() + seconds
+
+    def client(number):
+        k = 0
+        while time.monotonic() < stop:
+            texts = texts_of(number, k)
+            k += 1
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=patience)
+            try:
+                connection.request("POST", "/predict", json.dumps({"x": texts}), JSON)
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                took = time.perf_counter() - started
+                tally.add(response.status, took, check(texts, response.status, answer, response.headers, took))
+            except TimeoutError:
+                tally.fail("hang", hang=True)
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                tally.fail(f"{type(err).__name__}: {err}")
+            finally:
+                connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + patience + 30)
+    assert not any(thread.is_alive() for thread in threads), "a client never returned"
+
+
+def sentence(rng, words=30):
+    vocabulary = [w for ws in WORDS.values() for w in ws]
+    return " ".join(rng.choice(vocabulary, words))
+
+
+@pytest.fixture
+def models(tmp_path, trained_models):
+    """A private models/ folder with the tiny model (A) and B: the same weights with the labels
+    rotated, so every answer shows which of the two computed it."""
+    source, folder = trained_models
+    target = tmp_path / "models"
+    shutil.copytree(source, target)
+    a = target / "trained" / folder.name
+    b, _ = copy_model(a, "20260101-000000_rotated_b0b0b0b0")
+    labels = json.loads((a / "labels.json").read_text())
+    (b / "labels.json").write_text(json.dumps(labels[1:] + labels[:1]))
+    return target, a, b
+
+
+def point_to(models_dir, folder):
+    """Write latest_model_config.json as training does (whole, then renamed)."""
+    config = json.loads((folder / "model_config.json").read_text())
+    config["model_dir"] = str(folder.relative_to(models_dir))
+    temporary = models_dir / "latest_model_config.json.tmp"
+    temporary.write_text(json.dumps(config))
+    os.replace(temporary, models_dir / "latest_model_config.json")
+
+
+def name_of(folder):
+    return json.loads((folder / "model_config.json").read_text())["name"]
+
+
+# === Overload ===
+REQUEST_TIMEOUT = 5.0
+OVERLOAD = {
+    "workers": 2,
+    "compute_threads": 1,
+    "request_timeout": REQUEST_TIMEOUT,
+    "max_waiting_texts": 256,
+    "max_items": 64,
+}
+
+
+def options(settings):
+    return [part for name, value in settings.items() for part in (f"--{name}", str(value))]
+
+
+def test_overload(tmp_path, models):
+    """64 clients sending 64 long texts each, back to back, for 30 s: far more than the server
+    computes. Every answer is a 200 or a 503 with Retry-After; refusals are immediate; no request
+    waits past its deadline; memory stays flat; right after the burst a request is served at once."""
+    models_dir, _, _ = models
+    tally = Tally("overload: 64 clients x 64 texts, 30 s")
+    rng = np.random.default_rng(0)
+    corpus = [sentence(rng) for _ in range(512)]
+
+    def texts_of(client, k):
+        start = (client * 7 + k * 64) % (len(corpus) - 64)
+        return corpus[start : start + 64]
+
+    def check(texts, status, answer, headers, seconds):
+        if status == 200:
+            return None if len(answer["predictions"]) == len(texts) else f"answer: {len(texts)} texts, {answer}"
+        if status == 503:
+            return None if headers.get("Retry-After", "").isdigit() else "answer: a 503 without Retry-After"
+        return f"answer: {status} {answer}"
+
+    with serving(models_dir, tmp_path / "server.log", *options(OVERLOAD)) as (port, process):
+        for _ in range(10):  # warm both workers
+            assert predict(port, corpus[:64])[0] == 200
+        before = server_rss(process.pid)
+        with watching_memory(process.pid, tally):
+            drive(port, tally, 64, 30, texts_of, check, patience=REQUEST_TIMEOUT + 30)
+        after_burst = []
+        for text in corpus[:20]:
+            started = time.perf_counter()
+            status, _ = predict(port, [text])
+            after_burst.append((status, time.perf_counter() - started))
+        after = server_rss(process.pid)
+    tally.report()
+
+    assert tally.hangs == 0 and not tally.errors, (tally.errors[:5], tally.hangs)
+    assert set(tally.statuses) <= {200, 503} and tally.statuses[200] > 0 and tally.statuses[503] > 0, tally.statuses
+    slowest = max(max(times) for times in tally.latencies.values())
+    assert slowest < REQUEST_TIMEOUT + 1.0, f"a request waited {slowest:.1f} s, past its {REQUEST_TIMEOUT} s deadline"
+    refusals = sorted(tally.latencies[503])
+    assert refusals[len(refusals) // 2] < 0.5, f"median 503 took {refusals[len(refusals) // 2]:.2f} s: not at once"
+    assert after < before * 1.2 + (50 << 20), f"memory grew from {before >> 20} MB to {after >> 20} MB"
+    assert all(status == 200 for status, _ in after_burst), after_burst
+    assert max(seconds for _, seconds in after_burst) < 1.0, after_burst
+
+
+# === A worker killed under load ===
+def test_kill_9_of_a_worker_under_load(tmp_path, models):
+    """8 clients for 25 s; 5 s in, one worker gets SIGKILL. The master replaces it; only requests
+    the killed worker held fail (at most one per client); none is answered "loading", none hangs."""
+    models_dir, a, _ = models
+    tally = Tally("kill -9 of a worker, 8 clients, 25 s")
+    rng = np.random.default_rng(1)
+    corpus = [sentence(rng, 12) for _ in range(64)]
+
+    def check(texts, status, answer, headers, seconds):
+        return None if status == 200 and answer["model"] == name_of(a) else f"answer: {status} {answer}"
+
+    with serving(models_dir, tmp_path / "server.log", "--workers", "2") as (port, process):
+        before = workers_of(process.pid)
+        assert len(before) == 2
+
+        def kill():
+            time.sleep(5)
+            os.kill(before[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill)
+        killer.start()
+        with watching_memory(process.pid, tally):
+            drive(port, tally, 8, 25, lambda n, k: corpus[(n * 8 + k) % 60 : (n * 8 + k) % 60 + 4], check, 40)
+        killer.join()
+        after = workers_of(process.pid)
+    tally.report()
+
+    assert len(after) == 2 and before[0] not in after, "the master started a replacement"
+    assert tally.hangs == 0 and set(tally.statuses) == {200}, (tally.statuses, tally.hangs)
+    assert len(tally.errors) <= 8, f"{len(tally.errors)} failures, more than the killed worker held: {tally.errors}"
+    assert tally.statuses[200] > 100
+
+
+# === Hot swaps under load ===
+def test_hot_swap_under_load(tmp_path, models):
+    """8 clients for 60 s while the pointer alternates between A and B every 5 s and is written
+    broken once: no error; each answer is exactly what the model it names computes; memory comes
+    back to its level before the swaps."""
+    models_dir, a, b = models
+    tally = Tally("hot swap every 5 s (+1 broken), 8 clients, 60 s")
+    rng = np.random.default_rng(2)
+    corpus = [sentence(rng, 10) for _ in range(40)]
+    expected = {}  # model name -> {text: (prediction, probability)}
+
+    def texts_of(client, k):
+        return corpus[(client * 5 + k) % 36 : (client * 5 + k) % 36 + 4]
+
+    def check(texts, status, answer, headers, seconds):
+        if status != 200:
+            return f"answer: {status} {answer}"
+        if answer["model"] not in expected:
+            return f"answer: unknown model {answer['model']!r}"
+        want = expected[answer["model"]]
+        for text, label, probability in zip(texts, answer["predictions"], answer["probabilities"], strict=True):
+            if want[text][0] != label or abs(want[text][1] - probability) > 1e-4:
+                return f"answer: {answer['model']} said {label} {probability} for {text!r}, not {want[text]}"
+        return None
+
+    settings = ["--workers", "2", "--reload_interval", "0.5"]
+    with serving(models_dir, tmp_path / "server.log", *settings) as (port, process):
+        for folder in (b, a):  # what each model answers alone; ends on A, as it started
+            point_to(models_dir, folder)
+            wait_serving(port, name_of(folder))
+            status, answer = predict(port, corpus)
+            assert status == 200 and answer["model"] == name_of(folder)
+            expected[name_of(folder)] = dict(
+                zip(corpus, zip(answer["predictions"], answer["probabilities"], strict=True), strict=True)
+            )
+        assert expected[name_of(a)] != expected[name_of(b)]
+        drive(port, tally, 8, 5, texts_of, check, 30)  # the level before the swaps: warm, under load
+        before = server_rss(process.pid)
+
+        def swap():
+            for step in range(11):
+                time.sleep(5)
+                if step == 5:
+                    (models_dir / "latest_model_config.json").write_text('{"model_dir": "trained/')  # cut short
+                else:
+                    point_to(models_dir, b if step % 2 == 0 else a)
+
+        swapper = threading.Thread(target=swap)
+        swapper.start()
+        with watching_memory(process.pid, tally):
+            drive(port, tally, 8, 60, texts_of, check, 30)
+        swapper.join()
+        wait_serving(port, name_of(a))
+        time.sleep(2)
+        after = server_rss(process.pid)
+        seen = collections.Counter((line["response"] or {}).get("model") for line in log_lines(tmp_path / "server.log"))
+    tally.report()
+
+    assert tally.hangs == 0 and not tally.errors and set(tally.statuses) == {200}, (tally.errors[:5], tally.statuses)
+    assert seen[name_of(a)] > 50 and seen[name_of(b)] > 50, seen
+    assert after < before + (40 << 20), f"memory grew from {before >> 20} MB to {after >> 20} MB over the swaps"
+
+
+def wait_serving(port, name, timeout=60):
+    """Until both workers answer with model `name`."""
+    deadline = time.monotonic() + timeout
+    in_a_row = 0
+    while in_a_row < 6:
+        assert time.monotonic() < deadline, f"the server did not switch to {name}"
+        status, answer = predict(port, ["apple"])
+        in_a_row = in_a_row + 1 if status == 200 and answer["model"] == name else 0
+        time.sleep(0.1)
+
+
+def log_lines(path):
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            yield json.loads(line)
