@@ -299,12 +299,12 @@ def test_hot_swap_under_load(tmp_path, models):
         before = server_rss(process.pid)
 
         def swap():
-            for step in range(11):
+            for step in range(11):  # B, A, B, A, B, broken, A, B, A, B, A
                 time.sleep(5)
                 if step == 5:
                     (models_dir / "latest_model_config.json").write_text('{"model_dir": "trained/')  # cut short
                 else:
-                    point_to(models_dir, b if step % 2 == 0 else a)
+                    point_to(models_dir, b if step % 2 == (0 if step < 5 else 1) else a)
 
         swapper = threading.Thread(target=swap)
         swapper.start()

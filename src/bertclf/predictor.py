@@ -7,7 +7,7 @@ from pathlib import Path
 import keras_hub
 import numpy as np
 
-from bertclf.batches import encode, predict_in_order, traced_forward
+from bertclf.batches import encode, predict_in_order, traced_forward, traced_preprocessor
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
@@ -63,6 +63,7 @@ class Predictor:
                 )
             self.preprocessor.sequence_length = max_seq_len
         self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
+        self._tokenize = traced_preprocessor(self.preprocessor)
         self.name = self.config.get("name", self.folder.name)
         self.engine, self.precision = self._pick_engine(engine, precision, threads)
 
@@ -104,7 +105,7 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        return predict_in_order(self._forward, encode(self.preprocessor, list(texts)), self.batch_size)
+        return predict_in_order(self._forward, encode(self._tokenize, list(texts)), self.batch_size)
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""

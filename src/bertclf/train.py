@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf import __version__
-from bertclf.batches import dataset, encode, predict_in_order, traced_forward
+from bertclf.batches import dataset, encode, predict_in_order, traced_forward, traced_preprocessor
 from bertclf.checkpoints import resolve
 from bertclf.config import TrainConfig
 from bertclf.data import Splits, load_splits
@@ -163,7 +163,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     classifier = build_classifier(checkpoint, len(classes), cfg.max_seq_len, cfg.dropout)
     preprocessor = classifier.preprocessor
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
-    encoded = {part: encode(preprocessor, getattr(splits, part).texts) for part in parts}
+    tokenize = traced_preprocessor(preprocessor)
+    encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
     classifier.preprocessor = None
     if cfg.head_init == "probe":
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
