@@ -62,7 +62,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test lint test test-slow bench bench-train bench-serve \
+	start_api-native start_api-docker build_dev build_api docker-test lint test test-reliability test-slow bench bench-train bench-serve \
 	clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
@@ -182,6 +182,9 @@ lint: $(STAMP) ## ruff (lint, import order, format check) and mypy on src/
 
 test: lint ## lint, then run the fast offline test suite
 	$(BIN)/python -m pytest
+
+test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1) under overload, kill -9, hot swaps, hostile input (~5 min); prints a table
+	$(BIN)/python -m pytest -m reliability tests/test_reliability.py
 
 test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"

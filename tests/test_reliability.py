@@ -5,20 +5,28 @@ and the hostile archives, each scenario adds one row to the table printed at the
 
 import collections
 import contextlib
+import gzip
 import http.client
 import json
 import os
 import shutil
 import signal
+import struct
+import tarfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+import schemathesis
 
+from bertclf.checkpoints import archives
 from conftest import WORDS, copy_model
 from servers import JSON, REPORT, predict, server_rss, serving, workers_of
+from test_checkpoints_archives import tar_with
+from test_serve_openapi import CHECKS, fuzz
 
 pytestmark = pytest.mark.reliability
 
@@ -33,6 +41,7 @@ class Tally:
     errors: list = field(default_factory=list)  # connection failures and wrong answers, described
     hangs: int = 0  # no answer within the clients' patience
     peak_rss: int = 0
+    rss_change: tuple[int, int] | None = None  # server memory before and after, where the scenario checks it
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, status, seconds, error=None):
@@ -75,7 +84,8 @@ class Tally:
                 "other errors": other,
                 "hangs": self.hangs,
                 "p99 ms": round(self.p99() * 1000),
-                "peak RSS MB": round(self.peak_rss / 2**20),
+                "peak RSS MB": round(self.peak_rss / 2**20) if self.peak_rss else "-",
+                "RSS before→after MB": "→".join(str(n >> 20) for n in self.rss_change) if self.rss_change else "-",
             }
         )
 
@@ -212,6 +222,7 @@ def test_overload(tmp_path, models):
             status, _ = predict(port, [text])
             after_burst.append((status, time.perf_counter() - started))
         after = server_rss(process.pid)
+    tally.rss_change = (before, after)
     tally.report()
 
     assert tally.hangs == 0 and not tally.errors, (tally.errors[:5], tally.hangs)
@@ -315,6 +326,7 @@ def test_hot_swap_under_load(tmp_path, models):
         time.sleep(2)
         after = server_rss(process.pid)
         seen = collections.Counter((line["response"] or {}).get("model") for line in log_lines(tmp_path / "server.log"))
+    tally.rss_change = (before, after)
     tally.report()
 
     assert tally.hangs == 0 and not tally.errors and set(tally.statuses) == {200}, (tally.errors[:5], tally.statuses)
@@ -337,3 +349,150 @@ def log_lines(path):
     for line in path.read_text().splitlines():
         if line.startswith("{"):
             yield json.loads(line)
+
+
+# === Hostile model folders under load ===
+def hostile_folders(a):
+    """Copies of model A, each broken the way an attacker or an accident would: (name, folder)."""
+    cases = {}
+
+    def case(name, change):
+        folder = a.parent / f"20260101-000000_hostile-{name}"
+        shutil.copytree(a, folder)
+        change(folder)
+        cases[name] = folder
+
+    def replace(path, make):
+        path.unlink()
+        make(path)
+
+    case("fifo-labels", lambda f: replace(f / "labels.json", os.mkfifo))
+    case("symlinked-weights", lambda f: replace(f / "model.weights.h5", lambda p: p.symlink_to(a / p.name)))
+    outside = shutil.copy(a / "labels.json", a.parents[2] / "outside-labels.json")  # not A's own file
+    case("hardlinked-labels", lambda f: replace(f / "labels.json", lambda p: os.link(outside, p)))
+    case("deep-config", lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000))
+    case("huge-json", lambda f: (f / "metadata.json").write_text(json.dumps({"x": "a" * (9 << 20)})))
+    case("fewer-labels", lambda f: (f / "labels.json").write_text(json.dumps(["fruit", "tool"])))
+    case(
+        "foreign-class", lambda f: (f / "config.json").write_text(json.dumps({"module": "os", "class_name": "system"}))
+    )
+    case("pickle", lambda f: (f / "weights.pkl").write_bytes(b"\x80\x04K\x01."))
+    case("not-json", lambda f: (f / "model_config.json").write_text("{not json"))
+    case("no-weights", lambda f: (f / "model.weights.h5").unlink())
+    case("cut-weights", lambda f: (f / "model.weights.h5").write_bytes((a / "model.weights.h5").read_bytes()[:5000]))
+    return cases
+
+
+def test_hostile_model_folders_under_load(tmp_path, models):
+    """4 clients while the pointer names one hostile folder after another: every request is served
+    by model A meanwhile, each folder is refused by every worker, and a good model swaps in after
+    them (nothing stalled the model watcher)."""
+    models_dir, a, b = models
+    tally = Tally("hostile model folders (11), 4 clients")
+    cases = hostile_folders(a)
+    rng = np.random.default_rng(3)
+    corpus = [sentence(rng, 8) for _ in range(20)]
+
+    def check(texts, status, answer, headers, seconds):
+        return None if status == 200 and answer["model"] == name_of(a) else f"answer: {status} {answer}"
+
+    settings = ["--workers", "2", "--reload_interval", "0.5"]
+    log = tmp_path / "server.log"
+    with serving(models_dir, log, *settings) as (port, process):
+
+        def point_to_each():
+            for folder in cases.values():
+                pointer = json.loads((a / "model_config.json").read_text())  # the hostile copy's may be broken
+                pointer["model_dir"] = str(folder.relative_to(models_dir))
+                (models_dir / "latest_model_config.json.tmp").write_text(json.dumps(pointer))
+                os.replace(models_dir / "latest_model_config.json.tmp", models_dir / "latest_model_config.json")
+                time.sleep(2)
+
+        pointer = threading.Thread(target=point_to_each)
+        pointer.start()
+        with watching_memory(process.pid, tally):
+            drive(port, tally, 4, 2 * len(cases) + 1, lambda n, k: corpus[(n + k) % 16 : (n + k) % 16 + 4], check, 30)
+        pointer.join()
+        point_to(models_dir, b)
+        wait_serving(port, name_of(b), timeout=30)
+        refusals = [line for line in log.read_text().splitlines() if "model not (re)loaded" in line]
+    tally.report()
+
+    assert tally.hangs == 0 and not tally.errors and set(tally.statuses) == {200}, (tally.errors[:5], tally.statuses)
+    for name in cases:
+        refused_by = sum(f"hostile-{name}" in line for line in refusals)
+        assert refused_by >= 2, f"{name}: refused by {refused_by} of 2 workers:\n" + "\n".join(refusals)
+
+
+# === Fuzzing from the OpenAPI document ===
+def test_fuzz_from_the_openapi_document(tmp_path, models):
+    """schemathesis, 300 examples per route and mode, against 2 workers: no 5xx but documented
+    503s, every answer as the document says (the 30-example run is in `make test`)."""
+    models_dir, _, _ = models
+    tally = Tally("fuzz: up to 300 cases per route and mode (schemathesis)")
+
+    @schemathesis.check
+    def counted(ctx, response, case):
+        tally.add(response.status_code, response.elapsed)
+
+    with serving(models_dir, tmp_path / "server.log", "--workers", "2", "--max_items", "16") as (port, process):
+        schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
+        with watching_memory(process.pid, tally):
+            fuzz(schema, max_examples=300, checks=[counted, *CHECKS])
+    tally.report()
+    assert tally.statuses[200] > 0 and not any(status >= 500 and status != 503 for status in tally.statuses)
+
+
+# === Hostile archives ===
+def test_hostile_archives_are_refused_with_the_real_caps(tmp_path):
+    """Archives that declare more than the caps, or two files of one name, are refused before
+    anything is written; the caps are the real ones (3 GiB a member, 4 GiB in all)."""
+    tally = Tally("hostile archives (zip and tar.gz)")
+    cases = {
+        "tar: one member over 3 GiB": declared_tar(tmp_path / "big.tar.gz", [("bert_model.ckpt.data", 5 << 30)]),
+        "zip: one member over 3 GiB": declared_zip(tmp_path / "big.zip", [("bert_model.ckpt.data", 7 << 29)]),
+        "zip: members over 4 GiB together": declared_zip(
+            tmp_path / "many.zip", [(f"part{i}.index", 5 << 29) for i in range(2)]
+        ),
+        "tar: one name twice": tar_with(tmp_path / "dup.tar.gz", [("a/vocab.txt", b"one"), ("b/vocab.txt", b"two")]),
+        "zip: one name twice": declared_zip(tmp_path / "dup.zip", [("a/vocab.txt", 1), ("b/vocab.txt", 1)]),
+    }
+    for name, archive in cases.items():
+        started = time.perf_counter()
+        try:
+            archives.extract(archive, tmp_path / "out", lambda member: True)
+        except archives.ArchiveError:
+            tally.add(400, time.perf_counter() - started)  # refused, as it should be
+        else:
+            tally.add(200, time.perf_counter() - started, f"answer: {name} was unpacked")
+        assert not (tmp_path / "out").exists(), f"{name}: something was written"
+    tally.report()
+    assert tally.statuses[400] == len(cases), tally.errors
+    assert max(tally.latencies[400]) < 1, "refused from the headers, before reading gigabytes"
+
+
+def declared_tar(path, members):
+    """A .tar.gz whose headers declare the given sizes, with (almost) no data behind them: what
+    a decompression bomb looks like to a reader that trusts headers."""
+    with gzip.open(path, "wb") as out:
+        for name, size in members:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            out.write(info.tobuf())  # the data is missing: the reader must stop at the header
+    return path
+
+
+def declared_zip(path, members):
+    """A .zip whose central directory declares the given sizes (under 4 GiB each, so no zip64)
+    over one stored byte each."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, _ in members:
+            z.writestr(name, b"x")
+    data = bytearray(path.read_bytes())
+    at = 0
+    for _, size in members:
+        at = data.index(b"PK\x01\x02", at)  # the next central directory entry
+        data[at + 24 : at + 28] = struct.pack("<I", size)  # its uncompressed size
+        at += 4
+    path.write_bytes(bytes(data))
+    return path

@@ -63,9 +63,11 @@ CHECKS = [
 ]
 
 
-def test_fuzzed_requests_get_only_documented_answers(served_schema):
+def fuzz(schema, max_examples, checks=CHECKS):
+    """Valid requests to every route, and invalid ones where there is something to get wrong (a
+    body), `max_examples` of each, every answer through `checks`."""
     # Driven with Hypothesis directly: schemathesis's pytest plugin does not run under pytest 9.
-    operations = [result.ok() for result in served_schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]
     # (schemathesis leaves out the document's own route.)
     assert {op.label for op in operations} >= {
         "POST /predict",
@@ -74,18 +76,20 @@ def test_fuzzed_requests_get_only_documented_answers(served_schema):
         "GET /model",
         "GET /metrics",
     }
-
-    # Valid requests to every route; invalid ones where there is something to get wrong (a body).
     runs = [(op, schemathesis.GenerationMode.POSITIVE) for op in operations]
     runs += [(op, schemathesis.GenerationMode.NEGATIVE) for op in operations if op.method.upper() == "POST"]
     for operation, mode in runs:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def fuzz(case):
-            case.call_and_validate(checks=CHECKS)
+        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def run(case):
+            case.call_and_validate(checks=checks)
 
-        fuzz()
+        run()
+
+
+def test_fuzzed_requests_get_only_documented_answers(served_schema):
+    fuzz(served_schema, max_examples=30)
 
 
 def test_an_answer_the_document_does_not_list_fails_the_checks(models):

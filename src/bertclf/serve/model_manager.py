@@ -68,6 +68,7 @@ class ModelManager:
     # === Loading ===
     def check_once(self):
         """Load and swap in the wanted model if it differs from the served one. Returns True on a swap."""
+        folder = None
         try:
             folder = self._folder_to_serve()
             if folder == self.folder:
@@ -77,6 +78,8 @@ class ModelManager:
             predictor.predict(WARMUP_TEXTS)  # first calls trace the graph; users should not pay for it
         except Exception as err:
             message = f"{type(err).__name__}: {err}"
+            if folder is not None and str(folder) not in message:  # e.g. h5py's errors name no file
+                message = f"{folder}: {message}"
             if message != self.last_error:
                 log.error(
                     "model not (re)loaded, %s: %s",
