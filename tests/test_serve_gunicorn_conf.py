@@ -129,3 +129,40 @@ def test_the_deadline_counts_the_wait_for_a_free_request_thread(tmp_path, traine
         assert slow.recv(100).startswith(b"HTTP/1.1 200")
         slow.close()
         queued.close()
+
+
+def test_clients_that_stall_mid_request_cannot_hold_the_request_threads(tmp_path, trained_models):
+    """Two clients stall halfway through their headers, on a worker with two threads: once
+    client_timeout has passed they are cut off and a third client is served; one that stalls in
+    its body gets a 408. (Before, the threads waited for them forever and nobody was served.)"""
+    source, _ = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(source, models)
+    options = ["--threads", "2", "--client_timeout", "2"]
+    with serving(models, tmp_path / "server.log", *options, ready_in_a_row=1) as (port, _):
+        stalled = []
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\n")  # and no more
+            stalled.append(s)
+        time.sleep(0.5)
+        started = time.monotonic()
+        status, data = request(
+            port, "POST", "/predict", json.dumps({"x": ["apple"]}), {"Content-Type": "application/json"}
+        )
+        assert status == 200 and time.monotonic() - started < 5, data
+        for s in stalled:
+            s.settimeout(5)
+            assert s.recv(100) == b"", "the stalled connection was closed"
+            s.close()
+
+        body = json.dumps({"x": ["apple"]}).encode()
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.settimeout(10)
+        head = f"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        slow.sendall(head.encode() + body[:5])
+        answer = b""
+        while b"}" not in answer and (part := slow.recv(1000)):
+            answer += part
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive whole within 2 s" in answer, answer
+        slow.close()

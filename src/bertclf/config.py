@@ -250,6 +250,11 @@ class ServeConfig(PredictConfig):
         "seconds a worker may go without a heartbeat, or one forward pass may run, before the worker is "
         "ended and gunicorn starts a fresh one (a stuck worker, not a slow request: see request_timeout)",
     )
+    # 30 s: a full 1 MiB body arrives in ~8 s even at 1 Mbit/s; a client slower than that, or one
+    # that stalls halfway, must not hold a request thread (there are only `threads` of them).
+    client_timeout: float = _opt(
+        30.0, "seconds a client has to send a whole request (headers and body); a slower one is cut off"
+    )
     graceful_timeout: int = _opt(30, "seconds to finish in-flight requests on shutdown")
     max_items: int = _opt(256, "most texts accepted in one request")
     max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
@@ -275,6 +280,7 @@ class ServeConfig(PredictConfig):
                 (self.compute_threads is None or self.compute_threads >= 1, "compute_threads must be at least 1"),
                 (self.timeout >= 1 and self.graceful_timeout >= 1, "timeouts must be at least 1 second"),
                 (self.request_timeout > 0, f"request_timeout must be above 0, got {self.request_timeout}"),
+                (self.client_timeout > 0, f"client_timeout must be above 0, got {self.client_timeout}"),
                 (self.max_waiting_texts >= 1, f"max_waiting_texts must be at least 1, got {self.max_waiting_texts}"),
                 (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
                 (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),

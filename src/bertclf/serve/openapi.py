@@ -82,6 +82,7 @@ def document(config: ServeConfig) -> dict[str, Any]:
                             "content": {JSON: {"schema": predict_response}},
                         },
                         "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
+                        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
                         "413": _error(
                             f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
                         ),

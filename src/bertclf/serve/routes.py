@@ -5,12 +5,12 @@ import socket
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from bertclf.serve.batcher import ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
-from bertclf.serve.worker import queue_wait
+from bertclf.serve.worker import queue_wait, request_read
 
 bp = Blueprint("api", __name__)
 EXAMPLE = '{"x": ["How do I reverse a list?"]}'
@@ -21,11 +21,26 @@ def state():
     return current_app.extensions["bertclf"]
 
 
-def parse_texts(max_items: int):
+@bp.before_app_request
+def _bodiless_requests_have_arrived():
+    if request.method != "POST":  # only /predict reads a body; the rest have arrived with their headers
+        request_read()
+
+
+def parse_texts(max_items: int, client_timeout: float):
     """The request's texts, or an ApiError saying exactly what is wrong with the body."""
     if not request.is_json:
         raise ApiError(415, f"send JSON with Content-Type: application/json, e.g. {EXAMPLE}")
-    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413
+    cut_short = ApiError(
+        408, f"the request body did not arrive whole within {client_timeout:g} s; send the whole request at once"
+    )
+    try:
+        raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413
+    except (ClientDisconnected, OSError):  # the read deadline shut the connection's reading side
+        raise cut_short from None
+    request_read()
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise cut_short
     if request.content_length is None and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
         # A chunked body is cut at the limit without an error; reaching the limit means it was longer.
         raise RequestEntityTooLarge()
@@ -86,7 +101,7 @@ def client_gone(environ):
 @bp.post("/predict")
 def predict():
     s = state()
-    texts, with_scores = parse_texts(s.config.max_items)
+    texts, with_scores = parse_texts(s.config.max_items, s.config.client_timeout)
     if not s.manager.ready:
         raise ApiError(503, LOADING)
     # The deadline counts the wait in gunicorn's queue for a free thread too.
