@@ -71,3 +71,15 @@ def test_labels_that_do_not_match_the_output_layer_are_refused(trained_models, t
     (copy / "labels.json").write_text(json.dumps(["animal", "fruit"]))
     with pytest.raises(RegistryError, match=r"labels.json names 2 classes but the model outputs 3"):
         Predictor(copy)
+
+
+@pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
+def test_bert_folders_tokenize_without_tensorflow_to_the_same_probabilities(trained_models, engine):
+    from bertclf.batches import predict_in_order, traced_preprocessor
+
+    predictor = Predictor(trained_models[1], engine=engine, max_seq_len=16)
+    texts = [*TEXTS, "Apple, CAT!", "", "zebra " * 40, "中文 émoji 👍 \u200b"]
+    through_keras_hub = encode(traced_preprocessor(predictor.preprocessor), texts)
+    expected = predict_in_order(predictor._forward, through_keras_hub, 64)
+    assert np.array_equal(predictor._encode(texts).features["token_ids"], through_keras_hub.features["token_ids"])
+    np.testing.assert_allclose(predictor.predict_proba(texts), expected, atol=1e-6)
