@@ -42,6 +42,7 @@ class ModelManager:
         self.reload_failures = 0
         self.reloads = 0
         self._stop = threading.Event()
+        self._checking = threading.Lock()
         self._thread = None
 
     # === What should be served ===
@@ -68,6 +69,15 @@ class ModelManager:
     # === Loading ===
     def check_once(self):
         """Load and swap in the wanted model if it differs from the served one. Returns True on a swap."""
+        with self._checking:  # one check at a time (the watcher's, or a caller's such as a test)
+            swapped = self._check()
+        if swapped:
+            # A Keras model is a web of reference cycles: free the old one now, not at some later
+            # collection (measured: without this a worker grew ~10 MB per swap for a while).
+            gc.collect()
+        return swapped
+
+    def _check(self):
         folder = None
         try:
             folder = self._folder_to_serve()
@@ -91,14 +101,10 @@ class ModelManager:
             self.last_error = message
             return False
         previous = self.predictor
-        self.predictor, self.folder = predictor, folder  # the swap: readers take one reference
-        self.on_swap(predictor, previous)
-        # A Keras model is a web of reference cycles: free the old one now, not at some later
-        # collection (measured: without this a worker grew ~10 MB per swap for a while).
-        del previous
-        gc.collect()
         self.last_error = None
         self.reloads += 1
+        self.predictor, self.folder = predictor, folder  # the swap: readers take one reference
+        self.on_swap(predictor, previous)
         if not self.config.model_dir:
             record_last_good(self.config.models_dir, folder)
         log.info(
