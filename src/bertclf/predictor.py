@@ -1,5 +1,6 @@
 """Load an exported model folder and classify texts with it; no web framework here."""
 
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+# Keras deserialisation keeps process-wide state (its safe-mode scope, custom objects): two threads
+# loading at once (a model watcher and a caller) can break each other's load.
+_ONE_LOAD_AT_A_TIME = threading.Lock()
 
 
 def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
@@ -65,7 +71,7 @@ class Predictor:
         self.config = read_json_object(self.folder / MODEL_CONFIG_FILE, RegistryError)
         self.classes = load_labels(self.folder / LABELS_FILE)
         self.batch_size = batch_size
-        with warnings.catch_warnings(), keras_safe_mode():
+        with _ONE_LOAD_AT_A_TIME, warnings.catch_warnings(), keras_safe_mode():
             # Exported folders hold no optimizer state on purpose; Keras warns that it skips loading it.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
