@@ -27,6 +27,7 @@ HOSTILE = [
     "\u2028line\u2029para",
     "tab\tnew\nline\rcr\x0bvt\x0cff",
     "\x00nul\x7fdel\x1besc",
+    "text before a NUL\x00 and after it",
     "\ufeffbom \u3164filler \u034fcgj \u2060joiner",
     "\u202eright-to-left override\u202c",
     # URLs, e-mail and code

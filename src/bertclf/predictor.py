@@ -11,6 +11,7 @@ import numpy as np
 from bertclf.batches import Encoded, encode, predict_in_order, traced_forward, traced_preprocessor
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
+from bertclf.pieces import SentencePieces, tokenizer_class
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
 from bertclf.runtime import OnnxForward, UnsupportedModel
 from bertclf.safety import check_preset_is_data, keras_safe_mode
@@ -29,24 +30,28 @@ _ONE_LOAD_AT_A_TIME = threading.Lock()
 
 
 def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
-    """texts -> token arrays. For BERT folders, the TensorFlow-free WordPiece tokenizer (the very
-    ids of KerasHub's preprocessor, proven in tests/test_wordpiece.py; ~90 us for one text against
-    ~1.2 ms through TensorFlow); for the others (ALBERT's SentencePiece, DistilBERT), KerasHub's
-    preprocessor traced once."""
-    config = read_json_object(folder / "tokenizer.json", RegistryError)
-    if config.get("class_name") == "BertTokenizer":
-        wordpiece = WordPiece.from_preset(folder)
-        length = preprocessor.sequence_length
+    """texts -> token arrays, without TensorFlow where the folder allows: BERT's WordPiece in plain
+    Python (~90 us for one text against ~1.2 ms through TensorFlow), ALBERT's SentencePiece with
+    the sentencepiece library; the very ids of KerasHub's preprocessor (tests/test_wordpiece.py,
+    tests/test_pieces.py). Others (DistilBERT) run KerasHub's preprocessor, traced once."""
+    kind = tokenizer_class(folder)
+    plain: WordPiece | SentencePieces | None = None
+    if kind == "BertTokenizer":
+        plain = WordPiece.from_preset(folder)
+    elif kind == "AlbertTokenizer":
+        plain = SentencePieces.from_preset(folder)
+    if plain is None:
+        tokenize = traced_preprocessor(preprocessor)
+        return lambda texts: encode(tokenize, texts)
+    length = preprocessor.sequence_length
 
-        def encode_with_wordpiece(texts: list[str]) -> Encoded:
-            features = wordpiece.encode(texts, length)
-            mask = features["padding_mask"]
-            features["padding_mask"] = mask.astype(np.int32)
-            return Encoded(features, mask.sum(axis=1).astype(np.int32))
+    def encode_plainly(texts: list[str]) -> Encoded:
+        features = plain.encode(texts, length)
+        mask = features["padding_mask"]
+        features["padding_mask"] = mask.astype(np.int32)
+        return Encoded(features, mask.sum(axis=1).astype(np.int32))
 
-        return encode_with_wordpiece
-    tokenize = traced_preprocessor(preprocessor)
-    return lambda texts: encode(tokenize, texts)
+    return encode_plainly
 
 
 class Predictor:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bertclf.files import read_json_object
+from bertclf.pieces import pack
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): NFKC_Casefold removes them.
 _DEFAULT_IGNORABLE = re.compile(
@@ -164,14 +165,4 @@ class WordPiece:
 
     def encode(self, texts: list[str], sequence_length: int) -> dict[str, np.ndarray]:
         """Model inputs for a batch: [CLS] ids [SEP], cut to `sequence_length`, padded with [PAD]."""
-        token_ids = np.full((len(texts), sequence_length), self.pad_id, dtype=np.int32)
-        padding_mask = np.zeros((len(texts), sequence_length), dtype=bool)
-        for row, text in enumerate(texts):
-            ids = [self.cls_id, *self.tokenize(text)[: sequence_length - 2], self.sep_id]
-            token_ids[row, : len(ids)] = ids
-            padding_mask[row, : len(ids)] = True
-        return {
-            "token_ids": token_ids,
-            "segment_ids": np.zeros_like(token_ids),
-            "padding_mask": padding_mask,
-        }
+        return pack([self.tokenize(t) for t in texts], sequence_length, self.cls_id, self.sep_id, self.pad_id)
