@@ -83,3 +83,31 @@ def test_bert_folders_tokenize_without_tensorflow_to_the_same_probabilities(trai
     expected = predict_in_order(predictor._forward, through_keras_hub, 64)
     assert np.array_equal(predictor._encode(texts).features["token_ids"], through_keras_hub.features["token_ids"])
     np.testing.assert_allclose(predictor.predict_proba(texts), expected, atol=1e-6)
+
+
+def test_a_distilbert_folder_tokenizes_without_tensorflow_to_the_same_probabilities(tmp_path):
+    """DistilBERT's tokenizer is BERT's WordPiece; its model takes no segment_ids."""
+    import keras_hub
+
+    from bertclf.batches import predict_in_order, traced_preprocessor
+    from conftest import VOCAB
+
+    folder = tmp_path / "distil"
+    tokenizer = keras_hub.models.DistilBertTokenizer(vocabulary=VOCAB, lowercase=True)
+    preprocessor = keras_hub.models.DistilBertTextClassifierPreprocessor(tokenizer, sequence_length=16)
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=8, max_sequence_length=16
+    )
+    keras_hub.models.DistilBertTextClassifier(backbone, num_classes=2, preprocessor=preprocessor).save_to_preset(
+        str(folder)
+    )
+    (folder / "labels.json").write_text(json.dumps(["a", "b"]))
+    (folder / "model_config.json").write_text(json.dumps({"name": "DistilBERT test"}))
+    predictor = Predictor(folder)
+    assert predictor.engine == "tensorflow"  # no fused graph for DistilBERT
+    texts = [*TEXTS, "Apple, CAT!", "", "zebra " * 40]
+    through_keras_hub = encode(traced_preprocessor(predictor.preprocessor), texts)
+    assert set(predictor._encode(texts).features) == set(through_keras_hub.features) == {"token_ids", "padding_mask"}
+    assert np.array_equal(predictor._encode(texts).features["token_ids"], through_keras_hub.features["token_ids"])
+    expected = predict_in_order(predictor._forward, through_keras_hub, 64)
+    np.testing.assert_allclose(predictor.predict_proba(texts), expected, atol=1e-6)

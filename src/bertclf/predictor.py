@@ -32,11 +32,12 @@ _ONE_LOAD_AT_A_TIME = threading.Lock()
 def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
     """texts -> token arrays, without TensorFlow where the folder allows: BERT's WordPiece in plain
     Python (~90 us for one text against ~1.2 ms through TensorFlow), ALBERT's SentencePiece with
-    the sentencepiece library; the very ids of KerasHub's preprocessor (tests/test_wordpiece.py,
-    tests/test_pieces.py). Others (DistilBERT) run KerasHub's preprocessor, traced once."""
+    the sentencepiece library (DistilBERT's is BERT's WordPiece); the very ids of KerasHub's
+    preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). Any other tokenizer runs
+    KerasHub's preprocessor, traced once."""
     kind = tokenizer_class(folder)
     plain: WordPiece | SentencePieces | None = None
-    if kind == "BertTokenizer":
+    if kind in ("BertTokenizer", "DistilBertTokenizer"):
         plain = WordPiece.from_preset(folder)
     elif kind == "AlbertTokenizer":
         plain = SentencePieces.from_preset(folder)
@@ -44,9 +45,12 @@ def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
         tokenize = traced_preprocessor(preprocessor)
         return lambda texts: encode(tokenize, texts)
     length = preprocessor.sequence_length
+    segments = kind != "DistilBertTokenizer"  # DistilBERT has no segment embedding and takes no segment_ids
 
     def encode_plainly(texts: list[str]) -> Encoded:
         features = plain.encode(texts, length)
+        if not segments:
+            del features["segment_ids"]
         mask = features["padding_mask"]
         features["padding_mask"] = mask.astype(np.int32)
         return Encoded(features, mask.sum(axis=1).astype(np.int32))
