@@ -7,7 +7,7 @@ import numpy as np
 from bertclf.pieces import SentencePieces, pack
 from conftest import make_texts
 from test_wordpiece import HOSTILE, random_texts
-from tiny_tf1 import write_albert
+from tiny_tf1 import sentencepiece_proto, write_albert
 
 
 def test_albert_ids_equal_the_keras_hub_preprocessor(tmp_path):
@@ -43,34 +43,16 @@ def test_pack_cuts_to_fit_and_pads():
 def test_a_real_sized_sentencepiece_model_gives_the_keras_hub_ids():
     """A case-folding unigram model of up to 1,000 pieces trained on the hostile corpus and sentences,
     so most of them are spelled by real pieces rather than <unk>; random texts add unknown ones."""
-    import io
-
     import keras_hub
-    import sentencepiece
     import tensorflow as tf
 
     from bertclf.batches import traced_preprocessor
 
     sentences, _ = make_texts(100)
     texts = [*HOSTILE, *sentences, *random_texts(500, seed=5)]
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter([*HOSTILE, *sentences] * 3),
-        model_writer=model,
-        vocab_size=1000,
-        model_type="unigram",
-        normalization_rule_name="nmt_nfkc_cf",
-        pad_id=0,
-        unk_id=1,
-        bos_id=-1,
-        eos_id=-1,
-        pad_piece="<pad>",
-        unk_piece="<unk>",
-        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        hard_vocab_limit=False,
-        minloglevel=2,
+    proto = sentencepiece_proto(
+        [*HOSTILE, *sentences] * 3, vocab_size=1000, normalization_rule_name="nmt_nfkc_cf", minloglevel=2
     )
-    proto = model.getvalue()
     tokenizer = keras_hub.models.AlbertTokenizer(proto=proto)
     preprocessor = keras_hub.models.AlbertTextClassifierPreprocessor(tokenizer, sequence_length=96)
     expected = np.asarray(traced_preprocessor(preprocessor)(tf.constant(texts))["token_ids"])

@@ -119,16 +119,15 @@ def write_bert(folder, vocab=VOCAB, variables=None):
     return folder
 
 
-def train_sentencepiece(path):
-    """A tiny SentencePiece model with ALBERT's special pieces, trained on the test sentences."""
+def sentencepiece_proto(texts, vocab_size, **options) -> bytes:
+    """A unigram SentencePiece model with ALBERT's special pieces, trained on `texts`."""
     import sentencepiece as spm
 
-    texts, _ = make_texts(20)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts),
         model_writer=model,
-        vocab_size=40,
+        vocab_size=vocab_size,
         model_type="unigram",
         pad_id=0,
         unk_id=1,
@@ -138,9 +137,19 @@ def train_sentencepiece(path):
         unk_piece="<unk>",
         user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
         hard_vocab_limit=False,
+        **options,
     )
-    path.write_bytes(model.getvalue())
-    return spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    return model.getvalue()
+
+
+def train_sentencepiece(path):
+    """A tiny SentencePiece model with ALBERT's special pieces, trained on the test sentences."""
+    import sentencepiece as spm
+
+    texts, _ = make_texts(20)
+    proto = sentencepiece_proto(texts, vocab_size=40)
+    path.write_bytes(proto)
+    return spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
 
 
 def write_albert(folder, variables=None):

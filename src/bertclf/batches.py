@@ -62,9 +62,8 @@ def encode(preprocessor, texts, chunk=1024) -> Encoded:
         chunk: texts per preprocessor call (bounds memory, keeps the calls vectorised).
     """
     parts = []
-    tokenize = preprocessor
     for start in range(0, len(texts), chunk):
-        out = tokenize(tf.constant(texts[start : start + chunk]))
+        out = preprocessor(tf.constant(texts[start : start + chunk]))
         parts.append({key: np.asarray(value, dtype=np.int32) for key, value in out.items()})
     features = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     lengths = features["padding_mask"].sum(axis=1).astype(np.int32)

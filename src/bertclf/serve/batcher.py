@@ -145,11 +145,11 @@ class Batcher:
     def _drop(self, future) -> bool:
         """Take `future` out of the queue; False if a pass has already taken it."""
         with self._changed:
-            dropped = sum(len(texts) for texts, f in self._pending if f is future)
-            if not any(f is future for _, f in self._pending):
+            mine = [texts for texts, f in self._pending if f is future]
+            if not mine:
                 return False
             self._pending = collections.deque(item for item in self._pending if item[1] is not future)
-            self._waiting_texts -= dropped
+            self._waiting_texts -= sum(len(texts) for texts in mine)
             return True
 
     def _take(self):
