@@ -109,7 +109,7 @@ help: ## list targets and variables
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[train,test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) ## create .venv and install everything (every target that runs Python does this first)

@@ -1,4 +1,5 @@
-# Serving image: CPU only, non-root, gunicorn under tini, health-checked.
+# Serving image: CPU only, no TensorFlow (ONNX Runtime on the model's serving/model.onnx), non-root,
+# gunicorn under tini, health-checked.
 #   make build_api && make start_api api_port=5000
 # The model is either copied in at build time (the default: the folder latest_model_config.json
 # names, or MODEL_DIR=models/trained/<folder>), or mounted read-only at run time over /app/models:
@@ -16,15 +17,14 @@ RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md /src/
 COPY src /src/src
 # The proxy CA certificate (if any) is a BuildKit secret: visible to this step only, in no layer.
-# Dependencies exactly as pyproject.toml pins them, without the test extras.
+# The serving core exactly as pyproject.toml pins it: no `train` extra (TensorFlow, Keras, pandas...),
+# no test extra; then drop the test suites shipped inside packages, and pip (nothing installs at run time).
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     /opt/venv/bin/pip install /src \
-    # Serving never trains: drop what only training and its plots use, and the test suites
-    # shipped inside packages.
-    && /opt/venv/bin/pip uninstall --yes matplotlib contourpy fonttools kiwisolver pillow pyparsing cycler \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
         -exec rm -rf {} + \
+    && /opt/venv/bin/pip uninstall --yes pip \
     && rm -rf /src
 # One model folder (MODEL_DIR, default: the one latest_model_config.json names) and a pointer to
 # it, picked here so that the rest of models/ never reaches a layer of the final image.
@@ -51,7 +51,6 @@ COPY --from=build --chown=root:root --chmod=a+rX,go-w /bundle /app/models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     HOME=/tmp \
     BERTCLF_MODELS_DIR=/app/models \
     # Inside a container the port is the boundary: listen on every interface.
@@ -61,7 +60,7 @@ USER bertclf
 EXPOSE 5000
 # /ready, not /health: healthy means "can answer /predict now" (a model is loaded and no forward
 # pass is stuck), not merely "the process is up".
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('BERTCLF_PORT', '5000'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # `bertclf serve` execs gunicorn, so gunicorn is tini's direct child and gets its signals.

@@ -34,7 +34,7 @@ COPY pyproject.toml /tmp/bertclf/pyproject.toml
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     python3 -c "import tomllib; p = tomllib.load(open('/tmp/bertclf/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['test']))" > /tmp/bertclf/requirements.txt \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['train'] + p['optional-dependencies']['test']))" > /tmp/bertclf/requirements.txt \
     && pip install -r /tmp/bertclf/requirements.txt \
     && rm -rf /tmp/bertclf
 

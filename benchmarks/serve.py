@@ -38,9 +38,9 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from bertclf.batches import encode  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
 from bertclf.evaluate import evaluate_saved_model  # noqa: E402
+from bertclf.pipeline import encode  # noqa: E402
 from bertclf.predictor import Predictor  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
 

@@ -17,11 +17,11 @@ import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the rep
 
 import numpy as np  # noqa: E402
 
-from bertclf.batches import dataset, encode  # noqa: E402
 from bertclf.checkpoints import resolve  # noqa: E402
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
 from bertclf.model import build_classifier, compile_classifier  # noqa: E402
+from bertclf.pipeline import dataset, encode  # noqa: E402
 
 
 def main():

@@ -39,10 +39,11 @@ def predict(port, texts, timeout=30):
 
 
 @contextlib.contextmanager
-def serving(models_dir, log_path, *options, ready_in_a_row=6, start_timeout=180):
+def serving(models_dir, log_path, *options, ready_in_a_row=6, start_timeout=180, env=None):
     """Run `python -m bertclf serve --models_dir models_dir *options` on a free port until the
     block ends; yields (port, process) once /ready answered 200 `ready_in_a_row` times in a row
-    (with two workers: both have loaded). The server's output goes to `log_path`."""
+    (with two workers: both have loaded). The server's output goes to `log_path`; `env` replaces
+    the environment."""
     port = free_port()
     # A file, not a pipe: an unread pipe would block the workers.
     with open(log_path, "w+") as log:
@@ -50,6 +51,7 @@ def serving(models_dir, log_path, *options, ready_in_a_row=6, start_timeout=180)
             [sys.executable, "-m", "bertclf", "serve", "--port", str(port), "--models_dir", str(models_dir), *options],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         try:
             deadline = time.monotonic() + start_timeout

@@ -2,15 +2,8 @@
 
 import numpy as np
 
-from bertclf.batches import (
-    LENGTH_MULTIPLE,
-    dataset,
-    encode,
-    predict_in_order,
-    sorted_order,
-    traced_forward,
-    training_order,
-)
+from bertclf.batches import LENGTH_MULTIPLE, predict_in_order, sorted_order, training_order
+from bertclf.pipeline import dataset, encode, traced_forward
 from conftest import detached_classifier
 
 

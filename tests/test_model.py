@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from bertclf.batches import encode
 from bertclf.checkpoints import resolve
 from bertclf.checkpoints.folders import inspect_folder
 from bertclf.config import ConfigError
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from bertclf.pipeline import encode
 from conftest import make_texts, save_tiny_hf_bert
 
 

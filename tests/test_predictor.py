@@ -7,42 +7,50 @@ import shutil
 import numpy as np
 import pytest
 
-from bertclf import predictor as predictor_module
-from bertclf.batches import encode
+from bertclf import graph as graph_module
 from bertclf.config import ConfigError, PredictConfig
+from bertclf.graph import UnsupportedModel
+from bertclf.pipeline import encode
 from bertclf.predictor import Predictor
 from bertclf.registry import RegistryError
-from bertclf.runtime import UnsupportedModel
+from bertclf.runtime import SERVING_GRAPH
 from conftest import make_texts
 
 TEXTS = ["apple cat dog horse tiger whale zebra saw drill hammer", "saw", "lemon mango", "the big cat", "hammer"]
 
 
-def test_predictor_uses_onnx_and_falls_back_to_tensorflow(trained_models, monkeypatch):
+def test_predictor_uses_the_folders_graph_and_falls_back_to_tensorflow(trained_models, tmp_path, monkeypatch):
     _, folder = trained_models
     fast = Predictor(folder)
-    assert (fast.engine, fast.precision) == ("onnx", "fp32")
+    assert (fast.engine, fast.precision, fast.classifier) == ("onnx", "fp32", None), "no Keras model loaded"
     slow = Predictor(folder, engine="tensorflow")
     np.testing.assert_allclose(fast.predict_proba(TEXTS), slow.predict_proba(TEXTS), atol=1e-5)
+
+    # A folder without a graph whose backbone has none either (as DistilBERT) runs on TensorFlow.
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    (old / SERVING_GRAPH).unlink()
 
     def unsupported(*args, **kwargs):
         raise UnsupportedModel("no ONNX graph for AlbertBackbone yet")
 
-    monkeypatch.setattr(predictor_module, "OnnxForward", unsupported)
-    fallback = Predictor(folder)
+    monkeypatch.setattr(graph_module, "build_graph", unsupported)
+    fallback = Predictor(old)
     assert fallback.engine == "tensorflow"
     np.testing.assert_allclose(fallback.predict_proba(TEXTS), slow.predict_proba(TEXTS), atol=1e-6)
     with pytest.raises(ConfigError, match=r"^engine onnx: no ONNX graph for AlbertBackbone yet; use engine auto"):
-        Predictor(folder, engine="onnx")
+        Predictor(old, engine="onnx")
     with pytest.raises(ConfigError, match=r"int8 needs the ONNX engine"):
-        Predictor(folder, precision="int8")
+        Predictor(old, precision="int8")
 
 
 def test_max_seq_len_override_truncates(trained_models):
     _, folder = trained_models
     short = Predictor(folder, max_seq_len=8)
-    assert encode(short.preprocessor, ["apple " * 50]).lengths[0] == 8
+    assert short._encode(["apple " * 50]).lengths[0] == 8
     assert len(short.predict(["apple " * 50])[0]) == 1
+    with pytest.raises(ConfigError, match=r"max_seq_len 65 is longer than the 64 positions this model has; use 64"):
+        Predictor(folder, max_seq_len=65)
 
 
 def test_reload_gives_identical_predictions(tiny_run):
@@ -69,27 +77,42 @@ def test_labels_that_do_not_match_the_output_layer_are_refused(trained_models, t
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
     (copy / "labels.json").write_text(json.dumps(["animal", "fruit"]))
-    with pytest.raises(RegistryError, match=r"labels.json names 2 classes but the model outputs 3"):
+    with pytest.raises(RegistryError, match=r"model.onnx outputs 3 classes but labels.json names 2"):
         Predictor(copy)
+    with pytest.raises(RegistryError, match=r"labels.json names 2 classes but the model outputs 3"):
+        Predictor(copy, engine="tensorflow")
+
+
+def test_the_served_graph_gives_the_keras_models_probabilities_on_the_test_split(tiny_run):
+    from bertclf.data import load_splits
+
+    cfg, folder, _ = tiny_run
+    texts = load_splits(cfg).test.texts
+    served, keras = Predictor(folder), Predictor(folder, engine="tensorflow")
+    assert served.engine == "onnx" and served.classifier is None, "from serving/model.onnx, no Keras model"
+    np.testing.assert_allclose(served.predict_proba(texts), keras.predict_proba(texts), atol=1e-4)
 
 
 @pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
 def test_bert_folders_tokenize_without_tensorflow_to_the_same_probabilities(trained_models, engine):
-    from bertclf.batches import predict_in_order, traced_preprocessor
+    from bertclf.batches import predict_in_order
+    from bertclf.pipeline import traced_preprocessor
 
     predictor = Predictor(trained_models[1], engine=engine, max_seq_len=16)
+    keras = predictor if engine == "tensorflow" else Predictor(trained_models[1], engine="tensorflow", max_seq_len=16)
     texts = [*TEXTS, "Apple, CAT!", "", "zebra " * 40, "中文 émoji 👍 \u200b"]
-    through_keras_hub = encode(traced_preprocessor(predictor.preprocessor), texts)
-    expected = predict_in_order(predictor._forward, through_keras_hub, 64)
+    through_keras_hub = encode(traced_preprocessor(keras.preprocessor), texts)
+    expected = predict_in_order(keras._forward, through_keras_hub, 64)
     assert np.array_equal(predictor._encode(texts).features["token_ids"], through_keras_hub.features["token_ids"])
-    np.testing.assert_allclose(predictor.predict_proba(texts), expected, atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_proba(texts), expected, atol=1e-5)
 
 
 def test_a_distilbert_folder_tokenizes_without_tensorflow_to_the_same_probabilities(tmp_path):
     """DistilBERT's tokenizer is BERT's WordPiece; its model takes no segment_ids."""
     import keras_hub
 
-    from bertclf.batches import predict_in_order, traced_preprocessor
+    from bertclf.batches import predict_in_order
+    from bertclf.pipeline import traced_preprocessor
     from conftest import VOCAB
 
     folder = tmp_path / "distil"

@@ -56,7 +56,7 @@ def test_interrupted_write_keeps_previous_latest(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(files.json, "dump", crash)
+    monkeypatch.setattr(files.os, "fsync", crash)  # the temp file is written, not yet in place
     with pytest.raises(KeyboardInterrupt):
         update_latest(tmp_path, final, {"id": "new"})
     assert (tmp_path / "latest_model_config.json").read_text() == before

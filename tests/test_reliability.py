@@ -352,6 +352,18 @@ def log_lines(path):
 
 
 # === Hostile model folders under load ===
+def external_data(graph):
+    """The graph with its first weight read from a file outside the folder."""
+    import onnx
+
+    model = onnx.load(graph)
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../../../etc/passwd")
+    return model.SerializeToString()
+
+
 def hostile_folders(a):
     """Copies of model A, each broken the way an attacker or an accident would: (name, folder)."""
     cases = {}
@@ -367,7 +379,8 @@ def hostile_folders(a):
         make(path)
 
     case("fifo-labels", lambda f: replace(f / "labels.json", os.mkfifo))
-    case("symlinked-weights", lambda f: replace(f / "model.weights.h5", lambda p: p.symlink_to(a / p.name)))
+    graph = a / "serving" / "model.onnx"
+    case("symlinked-graph", lambda f: replace(f / "serving" / "model.onnx", lambda p: p.symlink_to(graph)))
     outside = shutil.copy(a / "labels.json", a.parents[2] / "outside-labels.json")  # not A's own file
     case("hardlinked-labels", lambda f: replace(f / "labels.json", lambda p: os.link(outside, p)))
     case("deep-config", lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000))
@@ -378,8 +391,8 @@ def hostile_folders(a):
     )
     case("pickle", lambda f: (f / "weights.pkl").write_bytes(b"\x80\x04K\x01."))
     case("not-json", lambda f: (f / "model_config.json").write_text("{not json"))
-    case("no-weights", lambda f: (f / "model.weights.h5").unlink())
-    case("cut-weights", lambda f: (f / "model.weights.h5").write_bytes((a / "model.weights.h5").read_bytes()[:5000]))
+    case("external-data-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(external_data(graph)))
+    case("cut-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(graph.read_bytes()[:5000]))
     return cases
 
 

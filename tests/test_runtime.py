@@ -1,63 +1,130 @@
-"""The ONNX graph computes what the Keras model computes, padding and int8 included; other
-backbones are refused so the predictor can fall back."""
+"""A model folder's serving graph is hostile data until checked: only our operators, no external
+data, no functions or subgraphs, bounded size, our inputs and one output that matches labels.json."""
 
-import keras_hub
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
-from bertclf.batches import encode, predict_in_order, traced_forward
-from bertclf.predictor import softmax
-from bertclf.runtime import OnnxForward, UnsupportedModel, build_graph, quantize
+from bertclf import runtime
+from bertclf.graph import build_graph
+from bertclf.registry import RegistryError
+from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.safety import UnsafeModelError
 from conftest import detached_classifier
 
-TEXTS = [
-    "apple cat dog horse tiger whale zebra saw drill hammer",
-    "saw",
-    "lemon mango",
-    "the big cat",
-    "hammer",
-    "apple " * 40,
-]
+
+@pytest.fixture(scope="module")
+def graph(tiny_preset):
+    classifier, _ = detached_classifier(tiny_preset, max_seq_len=16)
+    return build_graph(classifier)
 
 
-def tiny_classifier(tiny_preset):
-    return detached_classifier(tiny_preset, max_seq_len=64)
+def write(folder, model):
+    (folder / "serving").mkdir(exist_ok=True)
+    (folder / SERVING_GRAPH).write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    return folder
 
 
-def test_onnx_graph_matches_keras_with_padding(tiny_preset):
-    classifier, preprocessor = tiny_classifier(tiny_preset)
-    # Random head and biases, so every weight of the graph shows in the output.
-    for weight in classifier.weights:
-        weight.assign(np.random.default_rng(len(weight.path)).normal(0, 0.3, weight.shape))
-    encoded = encode(preprocessor, TEXTS)
-    assert len(set(encoded.lengths)) > 3, "rows of different lengths: padding is exercised"
-    expected = softmax(predict_in_order(traced_forward(classifier), encoded, 4))
-    got = predict_in_order(OnnxForward(classifier), encoded, 4)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    # Padding must not change a text's result: each text alone gives the same row.
-    alone = np.concatenate([predict_in_order(OnnxForward(classifier), encode(preprocessor, [t]), 1) for t in TEXTS])
-    np.testing.assert_allclose(alone, got, atol=1e-5)
+def changed(graph, change):
+    model = onnx.ModelProto()
+    model.CopyFrom(graph)
+    change(model)
+    return model
 
 
-def test_int8_graph_runs_and_stays_close(tiny_preset):
-    classifier, preprocessor = tiny_classifier(tiny_preset)
-    encoded = encode(preprocessor, TEXTS)
-    full = predict_in_order(OnnxForward(classifier), encoded, 4)
-    int8 = OnnxForward(classifier, precision="int8")
-    ops = {node.op_type for node in quantize(build_graph(classifier)).graph.node}
-    assert {"QAttention", "MatMulInteger"} <= ops, "the matrix products run in int8"
-    quantized = predict_in_order(int8, encoded, 4)
-    assert quantized.shape == full.shape
-    np.testing.assert_allclose(quantized.sum(axis=1), 1, atol=1e-5)
-    assert np.abs(quantized - full).max() < 0.1
-    with pytest.raises(ValueError, match=r"precision"):
-        OnnxForward(classifier, precision="fp8")
+def test_our_graph_passes_and_runs(graph, tmp_path):
+    data = read_serving_graph(write(tmp_path, graph), 3)
+    features = {
+        "token_ids": np.array([[2, 5, 3, 0]]),
+        "segment_ids": np.zeros((1, 4)),
+        "padding_mask": np.array([[1, 1, 1, 0]]),
+    }
+    assert OnnxForward(data)(features).shape == (1, 3)
 
 
-def test_other_backbones_are_refused_by_the_graph_builder():
-    backbone = keras_hub.models.DistilBertBackbone(
-        vocabulary_size=10, num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=8, max_sequence_length=8
-    )
-    classifier = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=2, preprocessor=None)
-    with pytest.raises(UnsupportedModel, match=r"DistilBertBackbone"):
-        build_graph(classifier)
+def test_a_missing_graph_says_how_to_write_it(tmp_path):
+    with pytest.raises(RegistryError, match=r"has no serving/model.onnx.*python -m bertclf export-onnx --model_dir"):
+        read_serving_graph(tmp_path, 3)
+
+
+def test_output_size_must_match_the_labels(graph, tmp_path):
+    with pytest.raises(RegistryError, match=r"outputs 3 classes but labels.json names 4"):
+        read_serving_graph(write(tmp_path, graph), 4)
+
+
+def external(model):
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../../etc/passwd")
+
+
+def foreign_op(model):
+    model.graph.node.append(helper.make_node("Loop", ["x"], ["y"], name="loop"))
+
+
+def custom_domain(model):
+    model.opset_import.append(helper.make_opsetid("evil.ops", 1))
+    model.graph.node.append(helper.make_node("Run", ["x"], ["y"], domain="evil.ops"))
+
+
+def subgraph(model):
+    node = model.graph.node[-1]
+    node.attribute.append(helper.make_attribute("body", helper.make_graph([], "g", [], [])))
+
+
+def function(model):
+    model.functions.append(helper.make_function("evil", "f", ["x"], ["y"], [], [helper.make_opsetid("", 17)]))
+
+
+def float_input(model):
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+
+
+def second_output(model):
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]))
+
+
+def many_nodes(model):
+    model.graph.node.extend(helper.make_node("Add", ["a", "b"], [f"c{i}"]) for i in range(runtime.MAX_NODES))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (external, r"point to external data files"),
+        (foreign_op, r"operator ai.onnx.Loop is not one a serving graph uses"),
+        (custom_domain, r"imports operator sets \['evil.ops'\]"),
+        (subgraph, r"holds a subgraph"),
+        (function, r"defines functions"),
+        (float_input, r"inputs .*a serving graph takes int32"),
+        (second_output, r"outputs \['probabilities', 'logits'\]"),
+        (many_nodes, r"nodes, more than the 2048"),
+    ],
+)
+def test_graphs_that_are_not_ours_are_refused(graph, tmp_path, change, message):
+    with pytest.raises(UnsafeModelError, match=message + r".*export-onnx"):
+        read_serving_graph(write(tmp_path, changed(graph, change)), 3)
+
+
+def test_garbage_and_oversized_files_are_refused(graph, tmp_path, monkeypatch):
+    with pytest.raises(UnsafeModelError, match=r"not an ONNX model"):
+        read_serving_graph(write(tmp_path, b"\xff" * 100), 3)
+    write(tmp_path, graph)
+    monkeypatch.setattr(runtime, "MAX_GRAPH_BYTES", 1000)
+    with pytest.raises(UnsafeModelError, match=r"bytes, more than the 1000 a serving graph may have"):
+        read_serving_graph(tmp_path, 3)
+
+
+def test_a_hostile_graph_in_a_model_folder_is_refused_by_the_predictor(trained_models, tmp_path):
+    import shutil
+
+    from bertclf.predictor import Predictor
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_models[1], folder)
+    model = onnx.load(folder / SERVING_GRAPH)
+    write(folder, changed(model, external))
+    with pytest.raises(UnsafeModelError, match=r"external data"):
+        Predictor(folder)

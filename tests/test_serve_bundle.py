@@ -4,6 +4,7 @@ spelling) and a pointer to it; nothing when no model was trained; never a folder
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from bertclf.registry import RegistryError, latest_model_folder
@@ -25,6 +26,20 @@ def test_bundles_the_latest_model_with_its_pointer(project, tmp_path):
     assert copied == tmp_path / "bundle" / "trained" / name
     assert latest_model_folder(tmp_path / "bundle") == copied.resolve()
     assert [p.name for p in (tmp_path / "bundle" / "trained").iterdir()] == [name]
+    # What serving reads, not the Keras weights or the logs; and it serves the same answers.
+    assert not list(copied.glob("*.weights.h5")) and not (copied / "logs").exists()
+    from bertclf.predictor import Predictor
+
+    texts = ["apple cat", "saw hammer", "lemon"]
+    served = Predictor(copied).predict_proba(texts)
+    np.testing.assert_allclose(served, Predictor(models / "trained" / name).predict_proba(texts), atol=1e-6)
+
+
+def test_a_folder_without_its_serving_graph_is_refused(project, tmp_path):
+    models, name = project
+    (models / "trained" / name / "serving" / "model.onnx").unlink()
+    with pytest.raises(RegistryError, match=r"has no serving/model.onnx, which the api image serves.*export-onnx"):
+        bundle(models, tmp_path / "bundle")
 
 
 @pytest.mark.parametrize("spelling", ["models/trained/{}", "trained/{}", "{}"])

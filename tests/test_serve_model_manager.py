@@ -55,8 +55,8 @@ def test_a_swapped_out_model_is_freed(app, client, models):
     """Nothing keeps the old model alive after a swap (a cache of traced tokenizers once did:
     ~14 MB a swap, for good)."""
     manager = app.extensions["bertclf"].manager
-    client.post("/predict", json={"x": ["apple"]})  # the tokenizer has been traced and used
-    old = weakref.ref(manager.predictor.preprocessor)
+    client.post("/predict", json={"x": ["apple"]})  # the model has tokenized and computed
+    old = weakref.ref(manager.predictor)
     other, config = copy_model(models[1], "20260101-000000_copy-abcdef12")
     update_latest(models[0], other, config)
     assert manager.check_once() is True
@@ -64,7 +64,7 @@ def test_a_swapped_out_model_is_freed(app, client, models):
 
 
 @pytest.mark.parametrize(
-    "case", ["half-written", "missing folder", "outside models", "broken weights", "fifo labels", "fewer labels"]
+    "case", ["half-written", "missing folder", "outside models", "broken graph", "fifo labels", "fewer labels"]
 )
 def test_broken_new_model_keeps_the_old_one(app, client, models, case, tmp_path):
     manager = app.extensions["bertclf"].manager
@@ -80,8 +80,8 @@ def test_broken_new_model_keeps_the_old_one(app, client, models, case, tmp_path)
         pointer.write_text(json.dumps({"model_dir": str(tmp_path / "elsewhere")}))
     else:
         broken, config = copy_model(models[1], "20260101-000000_broken-00000000")
-        if case == "broken weights":
-            (broken / "model.weights.h5").write_bytes(b"not hdf5")
+        if case == "broken graph":
+            (broken / "serving" / "model.onnx").write_bytes(b"not onnx")
         elif case == "fifo labels":  # opening it would block the watcher for good
             (broken / "labels.json").unlink()
             os.mkfifo(broken / "labels.json")

@@ -92,7 +92,7 @@ def test_ids_equal_the_keras_hub_preprocessor(settings):
     import keras_hub
     import tensorflow as tf
 
-    from bertclf.batches import traced_preprocessor
+    from bertclf.pipeline import traced_preprocessor
 
     texts = HOSTILE + random_texts(2000, seed=1)
     vocab = vocabulary(texts)
@@ -112,11 +112,11 @@ def test_ids_equal_the_keras_hub_preprocessor(settings):
 
 
 def test_a_trained_model_folder_gives_the_ids_it_was_trained_with(tiny_run):
-    from bertclf.batches import encode
+    from bertclf.pipeline import encode
     from bertclf.predictor import Predictor
 
     _, folder, _ = tiny_run
-    predictor = Predictor(folder)
+    predictor = Predictor(folder, engine="tensorflow")  # KerasHub's preprocessor, as training tokenized
     texts = ["Apple, CAT and a drill!", "tiger", "", "zebra " * 50, "中文 émoji 👍"]
     expected = encode(predictor.preprocessor, texts)
     sequence_length = predictor.preprocessor.sequence_length

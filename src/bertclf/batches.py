@@ -4,10 +4,7 @@ Most real texts are far shorter than max_seq_len, and on a CPU the padding is mo
 a batch of 30-token questions padded to 128 does four times the work it needs.
 """
 
-import math
-
 import numpy as np
-import tensorflow as tf
 
 # Batches are sorted by length within pools of this many batches, so each batch holds texts of
 # similar length while the pool is still a random draw (the "group by length" of HF's Trainer).
@@ -42,32 +39,6 @@ class Encoded:
     @property
     def width(self):
         return next(iter(self.features.values())).shape[1]
-
-
-def traced_preprocessor(preprocessor):
-    """The preprocessor as one graph over a batch of strings: ~15x faster than calling it eagerly
-    for 32 texts. Trace it once per preprocessor and sequence length, and keep it beside the
-    preprocessor: a cache keyed by the preprocessor would keep every model alive (the graph holds
-    the preprocessor), so hot swaps would leak ~14 MB each."""
-    return tf.function(preprocessor, input_signature=[tf.TensorSpec((None,), tf.string)])
-
-
-def encode(preprocessor, texts, chunk=1024) -> Encoded:
-    """Run a KerasHub text-classifier preprocessor over all texts once.
-
-    Args:
-        preprocessor: e.g. BertTextClassifierPreprocessor (tokenizes, adds [CLS]/[SEP], truncates),
-            or `traced_preprocessor` of one (much faster when called more than once).
-        texts: list of strings.
-        chunk: texts per preprocessor call (bounds memory, keeps the calls vectorised).
-    """
-    parts = []
-    for start in range(0, len(texts), chunk):
-        out = preprocessor(tf.constant(texts[start : start + chunk]))
-        parts.append({key: np.asarray(value, dtype=np.int32) for key, value in out.items()})
-    features = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    lengths = features["padding_mask"].sum(axis=1).astype(np.int32)
-    return Encoded(features, lengths)
 
 
 def training_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
@@ -108,45 +79,6 @@ def sorted_order(lengths: np.ndarray, batch_size: int, call_cost=CALL_COST_TOKEN
         batches.append(order[cut[j] : j])
         j = cut[j]
     return batches[::-1]
-
-
-def dataset(encoded: Encoded, labels, batch_size, seed=None, shuffle=True, pad_to_max=False) -> tf.data.Dataset:
-    """A tf.data pipeline of (features, labels) batches padded per batch.
-
-    Args:
-        encoded: output of `encode`.
-        labels: int class indices, one per text.
-        batch_size: examples per batch.
-        seed: shuffling seed; each epoch draws a new order from the same generator.
-        shuffle: False gives the fixed, length-sorted order used for evaluation.
-        pad_to_max: pad every batch to max_seq_len (the slow way; for benchmarks only).
-    """
-    labels = np.asarray(labels, dtype=np.int32)
-    rng = np.random.default_rng(seed)
-
-    def generate():
-        if shuffle:
-            batches = training_order(encoded.lengths, batch_size, rng)
-        else:  # fixed-size batches (the step count is declared below), sorted by length
-            order = np.argsort(encoded.lengths, kind="stable")
-            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for index in batches:
-            features = (
-                {key: value[index] for key, value in encoded.features.items()} if pad_to_max else encoded.batch(index)
-            )
-            yield features, labels[index]
-
-    spec = {key: tf.TensorSpec((None, None), tf.int32) for key in encoded.features}
-    steps = math.ceil(len(encoded) / batch_size)
-    ds = tf.data.Dataset.from_generator(generate, output_signature=(spec, tf.TensorSpec((None,), tf.int32)))
-    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
-
-
-def traced_forward(model):
-    """`model(features, training=False)` as one graph for every (batch, length) shape: traced once,
-    and a call costs no tf.data pipeline or Keras predict loop (model.predict adds ~100 ms a call)."""
-    signature = {tensor.name: tf.TensorSpec((None, None), tf.int32) for tensor in model.inputs}
-    return tf.function(lambda features: model(features, training=False), input_signature=[signature])
 
 
 def predict_in_order(forward, encoded: Encoded, batch_size: int) -> np.ndarray:

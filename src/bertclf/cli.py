@@ -1,4 +1,4 @@
-"""Command line: `python -m bertclf train|predict|evaluate|serve|models|fetch|data`.
+"""Command line: `python -m bertclf train|predict|evaluate|serve|models|fetch|export-onnx|data`.
 
 Each subcommand's options are generated from its settings dataclass in config.py, so an option is
 declared once, with its help and default, and the CLI and BERTCLF_* variables agree.
@@ -17,6 +17,7 @@ from bertclf.config import (
     DEFAULT_MODEL,
     ConfigError,
     DataConfig,
+    ModelChoice,
     PredictConfig,
     ServeConfig,
     TrainConfig,
@@ -24,6 +25,7 @@ from bertclf.config import (
     env_name,
     option_type,
 )
+from bertclf.errors import USER_ERRORS, training_install_missing
 
 log = logging.getLogger("bertclf")
 
@@ -35,6 +37,7 @@ EPILOG = """examples:
   python -m bertclf evaluate --precision int8             # the latest model's test split, in int8
   python -m bertclf serve --port 5000                     # POST /predict {"x": ["..."]}
   python -m bertclf fetch albert_base_v2                  # download and convert ahead of training
+  python -m bertclf export-onnx --all                     # serving graphs for older model folders
 
 `python -m bertclf <command> --help` lists a command's options with their defaults.
 """
@@ -96,16 +99,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_predictor(args: argparse.Namespace) -> Any:
-    """The Predictor the options choose; a missing model fails before TensorFlow is loaded."""
-    from bertclf.registry import chosen_model_folder
-    from bertclf.startup import import_tensorflow
-
-    cfg = settings(PredictConfig, args)
-    chosen_model_folder(cfg.models_dir, cfg.model_dir)
-    import_tensorflow(verbose=args.verbose)
+    """The Predictor the options choose (it loads TensorFlow only for a model that needs it)."""
     from bertclf.predictor import Predictor
 
-    return Predictor.from_config(cfg)
+    return Predictor.from_config(settings(PredictConfig, args))
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -203,6 +200,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.execve(sys.executable, command, env)  # gunicorn takes this process over: signals reach it directly
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bertclf.graph import UnsupportedModel, export_folder
+    from bertclf.registry import chosen_model_folder
+    from bertclf.runtime import SERVING_GRAPH
+
+    cfg = settings(ModelChoice, args)
+    if args.all:
+        if cfg.model_dir:
+            raise ConfigError("give --model_dir or --all, not both")
+        trained = Path(cfg.models_dir) / "trained"
+        folders = sorted(p for p in trained.glob("*") if p.is_dir() and not p.name.startswith("."))
+        folders = [p for p in folders if not (p / SERVING_GRAPH).exists()]
+        if not folders:
+            print(f"every model folder in {trained} already has {SERVING_GRAPH}")
+            return 0
+    else:
+        folders = [chosen_model_folder(cfg.models_dir, cfg.model_dir)]
+    failed = 0
+    for folder in folders:
+        try:
+            print(f"{folder}: wrote {export_folder(folder)}")
+        except UnsupportedModel as err:
+            print(f"{folder}: {err}; this model serves on TensorFlow (the training install)")
+        except USER_ERRORS as err:
+            if not args.all:
+                raise
+            print(f"{folder}: skipped: {err}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from bertclf.download import download
 
@@ -275,6 +305,16 @@ COMMANDS = [
         tensorflow=True,
     ),
     Command(
+        "export-onnx",
+        "write serving/model.onnx into a model folder exported before serving went TensorFlow-free",
+        "Write the serving graph (serving/model.onnx, fp32) into a trained model folder from its Keras weights, "
+        "checked against the Keras model; the server then needs neither TensorFlow nor Keras for it. "
+        "`make train` writes it already; this is for folders exported before it did. Needs the training install.",
+        ModelChoice,
+        _cmd_export_onnx,
+        tensorflow=True,
+    ),
+    Command(
         "data",
         "download the Stack Overflow questions dataset (40,000 posts, 20 tags)",
         "Download the seed project's Stack Overflow dataset (columns post,tags) with a progress bar; an "
@@ -307,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "name", nargs="?", default=DEFAULT_MODEL, help=f"checkpoint name or folder (default: {DEFAULT_MODEL})"
             )
         add_options(sub, command.settings, env=command.settings is ServeConfig)
+        if command.name == "export-onnx":
+            sub.add_argument(
+                "--all", action="store_true", help="every folder in models_dir/trained/ that lacks the graph"
+            )
         if command.name == "evaluate":
             for role in ("data", "validation_data", "test_data"):
                 sub.add_argument(
@@ -328,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from bertclf.errors import USER_ERRORS
-
+    if args.verbose:
+        os.environ["BERTCLF_TF_LOGS"] = "1"  # TensorFlow's own start-up output, if a command loads it
     try:
         if args.command.tensorflow:
             from bertclf.startup import import_tensorflow
@@ -338,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.command.run(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        missing = training_install_missing(err)
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; models/latest_model_config.json still names the previous model", file=sys.stderr)

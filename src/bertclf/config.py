@@ -184,8 +184,8 @@ class TrainConfig(Workspace):
 
 
 @dataclass
-class PredictConfig(Workspace):
-    """Which trained model to use and how to run it (predict, evaluate, and serve)."""
+class ModelChoice(Workspace):
+    """Which trained model folder a command uses (export-onnx; predict, evaluate and serve too)."""
 
     model_dir: str | None = _opt(
         None,
@@ -194,6 +194,12 @@ class PredictConfig(Workspace):
         "inside models_dir (default: the one latest_model_config.json names)",
         str,
     )
+
+
+@dataclass
+class PredictConfig(ModelChoice):
+    """Which trained model to use and how to run it (predict, evaluate, and serve)."""
+
     engine: str = _opt(
         "auto",
         "inference engine: onnx (fast; BERT and ALBERT), tensorflow, or auto (onnx where it can)",

@@ -11,12 +11,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig
+from bertclf.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """The data cannot be used as given; the message names the file, row or column and the fix."""
 
 
 @dataclass

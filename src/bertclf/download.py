@@ -6,9 +6,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-
-class DownloadError(RuntimeError):
-    """A download failed; the message names the URL and how to get the file without us."""
+from bertclf.errors import DownloadError
 
 
 def download(url: str, dest, timeout=30, chunk=1 << 20, manual=None) -> Path:

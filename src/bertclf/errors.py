@@ -1,10 +1,51 @@
-"""The errors a user can fix: the CLI prints their message and exits 2 instead of a traceback."""
+"""The errors a user can fix: the CLI prints their message and exits 2 instead of a traceback.
 
-from bertclf.checkpoints import CheckpointError
+They live here, in a module that imports nothing heavy, so a serving-only install (no pandas,
+TensorFlow or requests) can still name them all.
+"""
+
 from bertclf.config import ConfigError
-from bertclf.data import DataError
-from bertclf.download import DownloadError
 from bertclf.registry import RegistryError
 from bertclf.safety import UnsafeModelError
 
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be found, fetched or used; the message says what to do instead."""
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the file, row or column and the fix."""
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message names the URL and how to get the file without us."""
+
+
 USER_ERRORS = (CheckpointError, ConfigError, DataError, DownloadError, RegistryError, UnsafeModelError)
+# What `pip install bertclf` leaves out: the `train` extra (see pyproject.toml).
+TRAINING_MODULES = frozenset(
+    [
+        "tensorflow",
+        "keras",
+        "keras_hub",
+        "tensorflow_text",
+        "safetensors",
+        "pandas",
+        "sklearn",
+        "matplotlib",
+        "tensorboard",
+        "tqdm",
+        "requests",
+    ]
+)
+
+
+def training_install_missing(err: ModuleNotFoundError) -> str | None:
+    """The message for a command that needs the training install, when `err` says it is missing."""
+    if (err.name or "").partition(".")[0] not in TRAINING_MODULES:
+        return None
+    return (
+        f"this command needs the training install (no module {err.name!r} here): "
+        "`pip install 'bertclf[train]'` (`make install` does it); a serving-only install runs "
+        "`serve` and `predict` on folders that have serving/model.onnx"
+    )

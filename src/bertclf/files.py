@@ -36,15 +36,14 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueErro
     return value
 
 
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of either."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so a reader sees the old file or the new one, never half of either."""
     path = Path(path)
     # A unique sibling name opened with "x": created with the user's umask (mkstemp would force 0600).
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        with open(tmp, "xb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +51,11 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    """Write JSON so a reader sees the old file or the new one, never half of either."""
+    write_bytes_atomic(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 @contextlib.contextmanager

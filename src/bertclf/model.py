@@ -5,9 +5,10 @@ import keras_hub
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bertclf.batches import Encoded, predict_in_order, traced_forward
+from bertclf.batches import Encoded, predict_in_order
 from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
+from bertclf.pipeline import traced_forward
 from bertclf.safety import keras_safe_mode
 
 

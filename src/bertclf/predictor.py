@@ -1,21 +1,24 @@
-"""Load an exported model folder and classify texts with it; no web framework here."""
+"""Load an exported model folder and classify texts with it; no web framework here, and no
+TensorFlow when the folder has its serving graph (see runtime.py)."""
 
-import threading
-import warnings
+import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import keras_hub
 import numpy as np
 
-from bertclf.batches import Encoded, encode, predict_in_order, traced_forward, traced_preprocessor
+from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
 from bertclf.pieces import SentencePieces, tokenizer_class
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
-from bertclf.runtime import OnnxForward, UnsupportedModel
-from bertclf.safety import check_preset_is_data, keras_safe_mode
+from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.safety import check_preset_is_data
+from bertclf.startup import import_tensorflow
 from bertclf.wordpiece import WordPiece
+
+log = logging.getLogger(__name__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -24,30 +27,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-# Keras deserialisation keeps process-wide state (its safe-mode scope, custom objects): two threads
-# loading at once (a model watcher and a caller) can break each other's load.
-_ONE_LOAD_AT_A_TIME = threading.Lock()
+def sequence_length(folder: Path, max_seq_len: int | None = None) -> int:
+    """Tokens per text: `max_seq_len` if given (at most the model's positions), else what the
+    model was trained with (its preprocessor.json)."""
+    trained = read_json_object(folder / "preprocessor.json", RegistryError).get("config", {}).get("sequence_length")
+    positions = read_json_object(folder / "config.json", RegistryError).get("config", {}).get("max_sequence_length")
+    if not isinstance(trained, int) or not isinstance(positions, int) or not 2 < trained <= positions:
+        raise RegistryError(f"{folder}: preprocessor.json and config.json do not give a usable sequence length")
+    if max_seq_len and max_seq_len > positions:
+        raise ConfigError(
+            f"max_seq_len {max_seq_len} is longer than the {positions} positions this model has; "
+            f"use {positions} or less"
+        )
+    return max_seq_len or trained
 
 
-def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
-    """texts -> token arrays, without TensorFlow where the folder allows: BERT's WordPiece in plain
-    Python (~90 us for one text against ~1.2 ms through TensorFlow), ALBERT's SentencePiece with
-    the sentencepiece library (DistilBERT's is BERT's WordPiece); the very ids of KerasHub's
-    preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). Any other tokenizer runs
-    KerasHub's preprocessor, traced once."""
+def plain_encoder(folder: Path, length: int) -> Callable[[list[str]], Encoded] | None:
+    """texts -> token arrays without TensorFlow, for every tokenizer a folder may name:
+    BERT's WordPiece (~90 us a text against ~1.2 ms through TensorFlow; DistilBERT's is the same
+    but takes no segment_ids) and ALBERT's SentencePiece, giving the very ids of KerasHub's
+    preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). None for any other tokenizer."""
     kind = tokenizer_class(folder)
-    plain: WordPiece | SentencePieces | None = None
+    plain: WordPiece | SentencePieces
     if kind in ("BertTokenizer", "DistilBertTokenizer"):
         plain = WordPiece.from_preset(folder)
     elif kind == "AlbertTokenizer":
         plain = SentencePieces.from_preset(folder)
-    if plain is None:
-        tokenize = traced_preprocessor(preprocessor)
-        return lambda texts: encode(tokenize, texts)
-    length = preprocessor.sequence_length
+    else:
+        return None
     segments = kind != "DistilBertTokenizer"  # DistilBERT has no segment embedding and takes no segment_ids
 
-    def encode_plainly(texts: list[str]) -> Encoded:
+    def encode(texts: list[str]) -> Encoded:
         features = plain.encode(texts, length)
         if not segments:
             del features["segment_ids"]
@@ -55,17 +65,19 @@ def text_encoder(folder: Path, preprocessor) -> Callable[[list[str]], Encoded]:
         features["padding_mask"] = mask.astype(np.int32)
         return Encoded(features, mask.sum(axis=1).astype(np.int32))
 
-    return encode_plainly
+    return encode
 
 
 class Predictor:
     """A trained classifier loaded from its folder.
 
     Args:
-        folder: a folder written by `bertclf train` (KerasHub preset + labels.json + model_config.json).
+        folder: a folder written by `bertclf train` (KerasHub preset, labels.json, model_config.json,
+            serving/model.onnx).
         batch_size: most texts per forward pass (batches are cut by length, see `sorted_order`).
-        engine: "onnx" (ONNX Runtime, fused kernels: ~2x faster on a CPU), "tensorflow", or
-            "auto": ONNX where the architecture has a fast graph (BERT, ALBERT), else TensorFlow.
+        engine: "onnx" (ONNX Runtime on the folder's serving graph: fused kernels, ~2x faster on a
+            CPU, no TensorFlow), "tensorflow" (the Keras model; needs the training install), or
+            "auto": ONNX where the folder has a graph (BERT, ALBERT), else TensorFlow.
         precision: "fp32", or "int8" (ONNX only: quantized matrix products, faster again; check
             the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
@@ -79,47 +91,61 @@ class Predictor:
         check_preset_is_data(self.folder)  # a model folder is data: refuse anything that could run code
         self.config = read_json_object(self.folder / MODEL_CONFIG_FILE, RegistryError)
         self.classes = load_labels(self.folder / LABELS_FILE)
-        self.batch_size = batch_size
-        with _ONE_LOAD_AT_A_TIME, warnings.catch_warnings(), keras_safe_mode():
-            # Exported folders hold no optimizer state on purpose; Keras warns that it skips loading it.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            self.classifier = keras_hub.models.TextClassifier.from_preset(str(self.folder))
-        outputs = int(self.classifier.output_dense.kernel.shape[-1])
-        if outputs != len(self.classes):
-            raise RegistryError(
-                f"{self.folder / LABELS_FILE} names {len(self.classes)} classes but the model outputs {outputs}: "
-                "the folder is inconsistent; export it again with `make train`"
-            )
-        self.preprocessor = self.classifier.preprocessor
-        if max_seq_len:
-            positions = self.classifier.backbone.get_config().get("max_sequence_length", max_seq_len)
-            if max_seq_len > positions:
-                raise ConfigError(
-                    f"max_seq_len {max_seq_len} is longer than the {positions} positions this model "
-                    f"has; use {positions} or less"
-                )
-            self.preprocessor.sequence_length = max_seq_len
-        self.classifier.preprocessor = None  # we tokenize once and batch by length ourselves
-        self._encode = text_encoder(self.folder, self.preprocessor)
         self.name = self.config.get("name", self.folder.name)
-        self.engine, self.precision = self._pick_engine(engine, precision, threads)
-
-    def _pick_engine(self, engine, precision, threads):
-        """Set self._forward: features -> class probabilities, on the chosen engine."""
+        self.batch_size = batch_size
+        self.sequence_length = sequence_length(self.folder, max_seq_len)
+        # The Keras model and its preprocessor, on the TensorFlow path only.
+        self.classifier: Any = None
+        self.preprocessor: Any = None
         self._forward: Callable[[dict], np.ndarray]
+        if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
+            self._forward = OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads)
+            self.engine, self.precision = "onnx", precision
+        else:
+            self.engine, self.precision = self._load_keras(engine, precision, threads)
+        encoder = plain_encoder(self.folder, self.sequence_length)
+        if encoder is None:  # check_preset_is_data lets only BERT, ALBERT and DistilBERT tokenizers through
+            raise RegistryError(f"{self.folder}: tokenizer {tokenizer_class(self.folder)!r} is not one we serve")
+        self._encode = encoder
+
+    def _load_keras(self, engine: str, precision: str, threads: int | None) -> tuple[str, str]:
+        """Load the Keras model (training install) and set self._forward; returns (engine, precision)."""
+        try:
+            import_tensorflow()  # first, so its start-up chatter is filtered
+            from bertclf.keras_engine import keras_logits, load_classifier
+        except ImportError as err:
+            if engine == "tensorflow":
+                raise ConfigError(
+                    f"engine tensorflow needs the training install ({err.msg}): "
+                    "`pip install 'bertclf[train]'`, or use engine auto"
+                ) from None
+            read_serving_graph(self.folder, len(self.classes))  # raises: says how to write the graph
+            raise
+        self.classifier, self.preprocessor = load_classifier(self.folder, len(self.classes), self.sequence_length)
         if engine != "tensorflow":
+            from bertclf.graph import UnsupportedModel, build_graph
+
             try:
-                self._forward = OnnxForward(self.classifier, precision, threads)
-                return "onnx", precision
+                graph = build_graph(self.classifier).SerializeToString()
             except UnsupportedModel as err:
                 if engine == "onnx":
                     raise ConfigError(f"engine onnx: {err}; use engine auto or tensorflow") from None
+            else:
+                log.warning(
+                    "%s has no %s: built it from the Keras weights for this load (slower, and needs "
+                    "TensorFlow); `python -m bertclf export-onnx --model_dir %s` writes it once",
+                    self.folder,
+                    SERVING_GRAPH,
+                    self.folder,
+                )
+                self._forward = OnnxForward(graph, precision, threads)
+                return "onnx", precision
         if precision != "fp32":
             raise ConfigError(
                 f"precision {precision} needs the ONNX engine, which has no graph for this model; use precision fp32"
             )
-        logits = traced_forward(self.classifier)
-        self._forward = lambda features: softmax(np.asarray(logits(features)))
+        logits = keras_logits(self.classifier)
+        self._forward = lambda features: softmax(logits(features))
         return "tensorflow", "fp32"
 
     @classmethod

@@ -1,15 +1,10 @@
-"""Fast CPU inference: the trained classifier rebuilt as an ONNX graph of fused transformer ops.
+"""Serving computes on ONNX Runtime: read a model folder's `serving/model.onnx` as hostile data,
+check it, and run it (fp32, or int8 quantized at load).
 
-Why not TensorFlow: on a small CPU box a traced TF graph spends much of its time between ops
-(~60 texts/s on this project's benchmark). ONNX Runtime has fused kernels for exactly this network
-(embedding + layer norm, multi-head attention, bias + GELU, residual + layer norm), so we write
-the graph with those ops directly from the Keras weights instead of converting TF ops one by one
-(tf2onnx needs ~60 s, pins its own numpy/protobuf, and leaves fusion to pattern matching).
-
-The graph is built in memory when a model loads: nothing executable is read from the model
-folder, only the weights Keras already loaded from safetensors/HDF5. Inputs are the KerasHub
-preprocessor's `token_ids`, `segment_ids`, `padding_mask` (right-padded, any batch and length);
-the output is class probabilities.
+The graph is written at export by graph.py from the Keras weights; serving needs neither
+TensorFlow nor Keras. Nothing in the file may run code or reach outside it, so loading refuses
+external data files, operators we do not write (ALLOWED_OPS), functions and subgraphs, a file
+over MAX_GRAPH_BYTES, and inputs or outputs other than ours.
 """
 
 import logging
@@ -20,200 +15,99 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from bertclf.config import PRECISIONS
+from bertclf.registry import RegistryError
+from bertclf.safety import UnsafeModelError
 
-OPSET = 17
-IR_VERSION = 9  # ONNX Runtime 1.31 reads up to 13; 9 is what opset 17 needs
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer kernels)
-SUPPORTED_BACKBONES = ("BertBackbone", "AlbertBackbone")
+# Where a model folder keeps its serving graph: a subfolder, since the folder's own tokenizer.json
+# is KerasHub's tokenizer config.
+SERVING_GRAPH = Path("serving") / "model.onnx"
+INPUTS = ("token_ids", "segment_ids", "padding_mask")
+OUTPUT = "probabilities"
+# Every operator graph.py writes, and nothing else: compute kernels only (no control flow, no
+# custom op libraries, nothing that reads files).
+ALLOWED_OPS = frozenset(
+    [("", op) for op in ("Add", "Gather", "MatMul", "Softmax", "Tanh")]
+    + [(MS_DOMAIN, op) for op in ("Attention", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")]
+)
+# BERT-Large, the largest checkpoint we fine-tune, writes 1.34 GB; protobuf cannot exceed 2 GiB.
+MAX_GRAPH_BYTES = 3 << 29  # 1.5 GiB
+# BERT-Large has 24 layers of 5 nodes; ALBERT-xxlarge repeats 12.
+MAX_NODES = 2048
 
 
-class UnsupportedModel(ValueError):
-    """The classifier's architecture has no fast graph here; use the TensorFlow path."""
+def _refuse(path: Path, why: str) -> UnsafeModelError:
+    return UnsafeModelError(f"{path}: {why}; export the graph again with `python -m bertclf export-onnx`")
 
 
-class _Graph:
-    """Collects nodes and initializers, naming each tensor once."""
-
-    def __init__(self):
-        self.nodes, self.initializers, self.names = [], [], set()
-
-    def weight(self, name, value):
-        if name not in self.names:  # a shared layer's weights are stored once
-            self.names.add(name)
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
-        return name
-
-    def const(self, name, value):
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def op(self, op_type, inputs, output, domain="", **attrs):
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain or None, **attrs))
-        return output
-
-
-def _weights(classifier):
-    """Keras variable path -> numpy array, e.g. 'transformer_layer_0/self_attention_layer/query/kernel'."""
-    return {w.path: np.asarray(w.numpy()) for w in classifier.weights}
-
-
-def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
-    """One KerasHub TransformerEncoder (post-norm) whose weights start with `p`; returns its output.
-    Weights are named after `p`, so shared layers (ALBERT) store their weights once."""
-    a = p + "self_attention_layer/"
-    qkv = np.concatenate([w[a + n + "/kernel"].reshape(hidden, hidden) for n in ("query", "key", "value")], axis=1)
-    qkv_bias = np.concatenate([w[a + n + "/bias"].reshape(hidden) for n in ("query", "key", "value")])
-    attention = g.op(
-        "Attention",
-        [x, g.weight(p + "qkv", qkv), g.weight(p + "qkv_bias", qkv_bias), "mask_index"],
-        f"{name}_attention",
-        domain=MS_DOMAIN,
-        num_heads=heads,
-    )
-    projected = g.op(
-        "MatMul",
-        [attention, g.weight(p + "attn_out", w[a + "attention_output/kernel"].reshape(hidden, hidden))],
-        f"{name}_attn_projected",
-    )
-
-    # Residual + bias + layer norm in one op, after attention and after the feed-forward block.
-    def add_and_norm(x, residual, norm, bias, out):
-        weights = [g.weight(f"{p}{norm}/{k}", w[f"{p}{norm}/{k}"]) for k in ("gamma", "beta")]
-        return g.op(
-            "SkipLayerNormalization",
-            [x, residual, *weights, g.weight(bias, w[bias])],
-            out,
-            domain=MS_DOMAIN,
-            epsilon=eps,
+def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
+    """Raise UnsafeModelError unless `model` is a graph of ours: only ALLOWED_OPS, all weights
+    inside the file, our inputs, and one probabilities output; RegistryError when that output's
+    size disagrees with the folder's labels."""
+    graph = model.graph
+    domains = {opset.domain for opset in model.opset_import}
+    if not domains <= {"", "ai.onnx", MS_DOMAIN}:
+        raise _refuse(path, f"imports operator sets {sorted(domains - {'', 'ai.onnx', MS_DOMAIN})}")
+    if len(model.functions):
+        raise _refuse(path, "defines functions; a serving graph has none")
+    if len(graph.node) > MAX_NODES:
+        raise _refuse(path, f"{len(graph.node)} nodes, more than the {MAX_NODES} a serving graph has")
+    for node in graph.node:
+        if (node.domain if node.domain != "ai.onnx" else "", node.op_type) not in ALLOWED_OPS:
+            raise _refuse(path, f"operator {node.domain or 'ai.onnx'}.{node.op_type} is not one a serving graph uses")
+        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
+            raise _refuse(path, f"node {node.name!r} holds a subgraph")
+    weights = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
+    if any(t.data_location == TensorProto.EXTERNAL or len(t.external_data) for t in weights):
+        raise _refuse(path, "its weights point to external data files; a serving graph holds them all")
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
+    if not {"token_ids", "padding_mask"} <= inputs.keys() <= set(INPUTS) or set(inputs.values()) != {TensorProto.INT32}:
+        raise _refuse(path, f"inputs {sorted(inputs)}; a serving graph takes int32 {', '.join(INPUTS)}")
+    outputs = list(graph.output)
+    if len(outputs) != 1 or outputs[0].name != OUTPUT or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise _refuse(path, f"outputs {[o.name for o in outputs]}; a serving graph has one float {OUTPUT!r}")
+    dims = outputs[0].type.tensor_type.shape.dim
+    size = dims[-1].dim_value if len(dims) == 2 else 0
+    if size != num_classes:
+        raise RegistryError(
+            f"{path} outputs {size or 'an unknown number of'} classes but labels.json names {num_classes}: "
+            "the folder is inconsistent; export it again with `make train`"
         )
 
-    x_attn = add_and_norm(projected, x, "self_attention_layer_norm", a + "attention_output/bias", f"{name}_attn_norm")
-    up = g.op(
-        "MatMul", [x_attn, g.weight(p + "ff_in", w[p + "feedforward_intermediate_dense/kernel"])], f"{name}_ff_up"
-    )
-    # KerasHub's BERT and ALBERT use the tanh approximation of GELU, which is what FastGelu computes.
-    act = g.op(
-        "FastGelu",
-        [up, g.weight(p + "ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
-        f"{name}_ff_gelu",
-        domain=MS_DOMAIN,
-    )
-    down = g.op("MatMul", [act, g.weight(p + "ff_out", w[p + "feedforward_output_dense/kernel"])], f"{name}_ff_down")
-    return add_and_norm(down, x_attn, "feedforward_layer_norm", p + "feedforward_output_dense/bias", f"{name}_output")
 
-
-def build_graph(classifier) -> onnx.ModelProto:
-    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT or ALBERT
-    text classifier.
-
-    Args:
-        classifier: a `keras_hub.models.TextClassifier` with a BertBackbone or AlbertBackbone.
+def read_serving_graph(folder: str | os.PathLike, num_classes: int) -> bytes:
+    """The checked bytes of a folder's serving graph (see `check_graph`); what ONNX Runtime then
+    loads is exactly what was checked.
 
     Raises:
-        UnsupportedModel: another backbone (e.g. DistilBERT); callers fall back to TensorFlow.
+        RegistryError: no graph (the message says how to write one) or one that disagrees with labels.json.
+        UnsafeModelError: a graph that is not ours.
     """
-    backbone = classifier.backbone
-    kind = type(backbone).__name__
-    if kind not in SUPPORTED_BACKBONES:
-        raise UnsupportedModel(f"no ONNX graph for {kind} yet")
-    cfg = backbone.get_config()
-    hidden, heads = cfg["hidden_dim"], cfg["num_heads"]
-    w = _weights(classifier)
-    g = _Graph()
-    eps = 1e-12  # BERT's and ALBERT's layer-norm epsilon, embeddings and every transformer layer
-
-    # === Embeddings: token + position + segment, layer norm; also each row's length for attention ===
-    g.nodes.append(
-        helper.make_node(
-            "EmbedLayerNormalization",
-            [
-                "token_ids",
-                "segment_ids",
-                g.weight("word_embedding", w["token_embedding/embeddings"]),
-                g.weight("position_embedding", w["position_embedding/embeddings"]),
-                g.weight("segment_embedding", w["segment_embedding/embeddings"]),
-                g.weight("embeddings_ln_gamma", w["embeddings_layer_norm/gamma"]),
-                g.weight("embeddings_ln_beta", w["embeddings_layer_norm/beta"]),
-                "padding_mask",
-            ],
-            ["embeddings", "mask_index"],
-            name="embeddings",
-            domain=MS_DOMAIN,
-            epsilon=eps,
-        )
-    )
-    x = "embeddings"
-
-    if kind == "AlbertBackbone":  # factorised embeddings: layer norm in embedding_dim, then project up
-        x = g.op(
-            "Add",
-            [
-                g.op(
-                    "MatMul",
-                    [x, g.weight("embedding_projection", w["embedding_projection/kernel"])],
-                    "embedding_projected",
-                ),
-                g.weight("embedding_projection_bias", w["embedding_projection/bias"]),
-            ],
-            "embedding_hidden",
-        )
-        # ALBERT repeats its groups of shared layers: the same weights, called num_layers times.
-        repeats = cfg["num_layers"] // cfg["num_groups"]
-        layers = [
-            f"group_{group}_inner_layer_{inner}/"
-            for group in range(cfg["num_groups"])
-            for _ in range(repeats)
-            for inner in range(cfg["num_inner_repetitions"])
-        ]
-    else:
-        layers = [f"transformer_layer_{i}/" for i in range(cfg["num_layers"])]
-
-    # === Transformer layers (post-norm, as BERT) ===
-    for i, p in enumerate(layers):
-        x = _encoder_layer(g, w, p, x, f"l{i}", hidden, heads, eps)
-
-    # === Pooler ([CLS] -> dense -> tanh) and the classification head ===
-    cls = g.op("Gather", [x, g.const("cls_index", np.int64(0))], "cls", axis=1)
-    pooled = g.op(
-        "Tanh",
-        [
-            g.op(
-                "Add",
-                [
-                    g.op("MatMul", [cls, g.weight("pooled_kernel", w["pooled_dense/kernel"])], "pooled_matmul"),
-                    g.weight("pooled_bias", w["pooled_dense/bias"]),
-                ],
-                "pooled_add",
-            )
-        ],
-        "pooled",
-    )
-    logits = g.op(
-        "Add",
-        [
-            g.op("MatMul", [pooled, g.weight("logits_kernel", w["logits/kernel"])], "logits_matmul"),
-            g.weight("logits_bias", w["logits/bias"]),
-        ],
-        "logits",
-    )
-    g.op("Softmax", [logits], "probabilities", axis=-1)
-
-    num_classes = w["logits/bias"].shape[0]
-    inputs = [
-        helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"])
-        for name in ("token_ids", "segment_ids", "padding_mask")
-    ]
-    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", num_classes])]
-    graph = helper.make_graph(g.nodes, "bertclf_classifier", inputs, outputs, g.initializers)
-    return helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
-        producer_name="bertclf",
-        ir_version=IR_VERSION,
-    )
+    path = Path(folder) / SERVING_GRAPH
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_GRAPH_BYTES:
+                raise _refuse(path, f"{size} bytes, more than the {MAX_GRAPH_BYTES} a serving graph may have")
+            data = f.read(MAX_GRAPH_BYTES + 1)
+    except FileNotFoundError:
+        raise RegistryError(
+            f"{Path(folder)} has no {SERVING_GRAPH}: it was exported before serving went TensorFlow-free; "
+            f"write it once with `python -m bertclf export-onnx --model_dir {folder}` (needs the training install)"
+        ) from None
+    except OSError as err:
+        raise RegistryError(f"{path}: cannot read it ({err.strerror})") from None
+    if len(data) > MAX_GRAPH_BYTES:
+        raise _refuse(path, f"more than the {MAX_GRAPH_BYTES} bytes a serving graph may have")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # protobuf raises its own DecodeError (and others) on hostile bytes
+        raise _refuse(path, f"not an ONNX model ({type(err).__name__})") from None
+    check_graph(model, num_classes, path)
+    return data
 
 
 def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -248,20 +142,20 @@ def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 class OnnxForward:
-    """callable(features) -> probabilities, running the graph in ONNX Runtime.
+    """callable(features) -> probabilities, running a serving graph in ONNX Runtime.
 
     Args:
-        classifier: the loaded KerasHub classifier.
-        precision: "fp32", or "int8" (quantized matrix products; check accuracy with `evaluate`).
+        graph: the serialized fp32 graph (`read_serving_graph`, or graph.build_graph's bytes).
+        precision: "fp32", or "int8" (quantized matrix products, built here; check the accuracy
+            with `evaluate --precision int8`).
         threads: intra-op threads (default: all cores; with several server workers, cores / workers).
     """
 
-    def __init__(self, classifier, precision="fp32", threads=None):
+    def __init__(self, graph: bytes, precision: str = "fp32", threads: int | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        model = build_graph(classifier)
         if precision == "int8":
-            model = quantize(model)
+            graph = quantize(onnx.load_model_from_string(graph)).SerializeToString()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
@@ -270,11 +164,9 @@ class OnnxForward:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.precision = precision
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, features: dict) -> np.ndarray:
-        feed = {
-            name: np.ascontiguousarray(features[name], dtype=np.int32)
-            for name in ("token_ids", "segment_ids", "padding_mask")
-        }
-        return self.session.run(["probabilities"], feed)[0]
+        feed = {name: np.ascontiguousarray(features[name], dtype=np.int32) for name in self.inputs}
+        return self.session.run([OUTPUT], feed)[0]

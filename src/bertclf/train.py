@@ -15,13 +15,15 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf import __version__
-from bertclf.batches import dataset, encode, predict_in_order, traced_forward, traced_preprocessor
+from bertclf.batches import predict_in_order
 from bertclf.checkpoints import resolve
 from bertclf.config import TrainConfig
 from bertclf.data import Splits, load_splits
 from bertclf.evaluate import baseline_metrics, write_evaluation
 from bertclf.files import sha256_of, write_json_atomic
+from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from bertclf.pipeline import dataset, encode, traced_forward, traced_preprocessor
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
 from bertclf.schedule import build_schedule
 
@@ -129,6 +131,14 @@ def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_t
     }
 
 
+def write_serving_graph(classifier, folder: Path) -> None:
+    """serving/model.onnx, which serving runs without TensorFlow; DistilBERT has no graph here."""
+    try:
+        export_serving_graph(classifier, folder)
+    except UnsupportedModel as err:
+        log.info("%s: this model serves on TensorFlow (the training install)", err)
+
+
 def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
 
@@ -194,6 +204,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         classifier.preprocessor = preprocessor
         classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
         classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
+        write_serving_graph(classifier, work)
         save_labels(classes, work / LABELS_FILE)
         model_config = model_record(
             short_id=short_id,

@@ -4,10 +4,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertclf.config import default_max_learn_rate
+from bertclf.errors import CheckpointError
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be found, fetched or used; the message says what to do instead."""
+__all__ = ["CatalogEntry", "Checkpoint", "CheckpointError"]
 
 
 @dataclass(frozen=True)

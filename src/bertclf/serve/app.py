@@ -27,11 +27,8 @@ class State:
 
 
 def load_predictor(folder, config: ServeConfig):
-    """Import TensorFlow and ONNX Runtime only here, inside the worker: their thread pools and
-    state must never cross a fork."""
-    from bertclf.startup import import_tensorflow
-
-    import_tensorflow()
+    """Import ONNX Runtime (and TensorFlow, for a folder that needs it) only here, inside the
+    worker: their thread pools and state must never cross a fork."""
     from bertclf.predictor import Predictor
 
     return Predictor(

@@ -2,11 +2,13 @@
 
     python -m bertclf.serve.bundle <models dir> <target dir> [<model folder>]
 
-Copies the model folder (default: the one <models dir>/latest_model_config.json names; or the
-given folder, spelled as --model_dir takes it: models/trained/<folder>, trained/<folder> or
-<folder>) to <target>/trained/<name>, and writes <target>/latest_model_config.json pointing at
-it. With no trained model at all it writes an empty <target>: the image then serves whatever is
-mounted over /app/models at run time.
+Copies what serving reads of the model folder (default: the one <models dir>/latest_model_config.json
+names; or the given folder, spelled as --model_dir takes it: models/trained/<folder>,
+trained/<folder> or <folder>) to <target>/trained/<name>, and writes <target>/latest_model_config.json
+pointing at it. The Keras weights and TensorBoard logs stay out: the image serves the folder's
+serving/model.onnx without TensorFlow, so a folder without one is refused here. With no trained
+model at all it writes an empty <target>: the image then serves whatever is mounted over
+/app/models at run time.
 """
 
 import json
@@ -15,7 +17,13 @@ import sys
 from pathlib import Path
 
 from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, update_latest
+from bertclf.runtime import SERVING_GRAPH
 from bertclf.safety import check_preset_is_data
+
+
+def _training_only(folder: str, names: list[str]) -> list[str]:
+    """What serving never reads: the Keras weights (the graph holds them) and the training logs."""
+    return [name for name in names if name.endswith(".weights.h5") or name == "logs"]
 
 
 def bundle(models_dir, target, model_dir=None) -> Path | None:
@@ -27,8 +35,14 @@ def bundle(models_dir, target, model_dir=None) -> Path | None:
     # MODEL_DIR as for --model_dir: models/trained/<name>, trained/<name> or <name>.
     source = chosen_model_folder(models_dir, model_dir)
     check_preset_is_data(source)  # refuse at build time what the server would refuse at start
+    if not (source / SERVING_GRAPH).is_file():
+        raise RegistryError(
+            f"{source} has no {SERVING_GRAPH}, which the api image serves (it has no TensorFlow): write it with "
+            f"`python -m bertclf export-onnx --model_dir {source}` (DistilBERT models have no graph yet: "
+            "serve them with `make start_api RUN_IN=native`)"
+        )
     copied = target / "trained" / source.name
-    shutil.copytree(source, copied)
+    shutil.copytree(source, copied, ignore=_training_only)
     config = json.loads((copied / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     update_latest(target, copied, config)
     return copied

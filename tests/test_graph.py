@@ -1,0 +1,124 @@
+"""The ONNX graph computes what the Keras model computes, padding and int8 included; it is written
+into the model folder at export (checked first); other backbones are refused."""
+
+import keras_hub
+import numpy as np
+import pytest
+
+from bertclf import graph as graph_module
+from bertclf.batches import predict_in_order
+from bertclf.graph import UnsupportedModel, build_graph, export_folder, export_serving_graph
+from bertclf.pipeline import encode, traced_forward
+from bertclf.predictor import softmax
+from bertclf.registry import RegistryError
+from bertclf.runtime import ALLOWED_OPS, SERVING_GRAPH, OnnxForward, quantize, read_serving_graph
+from conftest import detached_classifier
+
+TEXTS = [
+    "apple cat dog horse tiger whale zebra saw drill hammer",
+    "saw",
+    "lemon mango",
+    "the big cat",
+    "hammer",
+    "apple " * 40,
+]
+
+
+def tiny_classifier(tiny_preset):
+    classifier, preprocessor = detached_classifier(tiny_preset, max_seq_len=64)
+    # Random head and biases, so every weight of the graph shows in the output.
+    for weight in classifier.weights:
+        weight.assign(np.random.default_rng(len(weight.path)).normal(0, 0.3, weight.shape))
+    return classifier, preprocessor
+
+
+def onnx_forward(classifier, precision="fp32"):
+    return OnnxForward(build_graph(classifier).SerializeToString(), precision)
+
+
+def test_onnx_graph_matches_keras_with_padding(tiny_preset):
+    classifier, preprocessor = tiny_classifier(tiny_preset)
+    encoded = encode(preprocessor, TEXTS)
+    assert len(set(encoded.lengths)) > 3, "rows of different lengths: padding is exercised"
+    expected = softmax(predict_in_order(traced_forward(classifier), encoded, 4))
+    got = predict_in_order(onnx_forward(classifier), encoded, 4)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Padding must not change a text's result: each text alone gives the same row.
+    forward = onnx_forward(classifier)
+    alone = np.concatenate([predict_in_order(forward, encode(preprocessor, [t]), 1) for t in TEXTS])
+    np.testing.assert_allclose(alone, got, atol=1e-5)
+
+
+def test_the_graph_uses_only_the_operators_serving_allows(tiny_preset):
+    classifier, _ = tiny_classifier(tiny_preset)
+    used = {(node.domain, node.op_type) for node in build_graph(classifier).graph.node}
+    assert used == ALLOWED_OPS, "the allowlist is exactly what we write (update both together)"
+
+
+def test_int8_graph_runs_and_stays_close(tiny_preset):
+    classifier, preprocessor = tiny_classifier(tiny_preset)
+    encoded = encode(preprocessor, TEXTS)
+    full = predict_in_order(onnx_forward(classifier), encoded, 4)
+    ops = {node.op_type for node in quantize(build_graph(classifier)).graph.node}
+    assert {"QAttention", "MatMulInteger"} <= ops, "the matrix products run in int8"
+    quantized = predict_in_order(onnx_forward(classifier, "int8"), encoded, 4)
+    assert quantized.shape == full.shape
+    np.testing.assert_allclose(quantized.sum(axis=1), 1, atol=1e-5)
+    assert np.abs(quantized - full).max() < 0.3
+    with pytest.raises(ValueError, match=r"precision"):
+        onnx_forward(classifier, "fp8")
+
+
+def test_the_export_writes_a_checked_graph_and_refuses_a_wrong_one(tiny_preset, tmp_path, monkeypatch):
+    classifier, preprocessor = tiny_classifier(tiny_preset)
+    written = export_serving_graph(classifier, tmp_path)
+    assert written == tmp_path / SERVING_GRAPH
+    served = OnnxForward(read_serving_graph(tmp_path, 3))
+    encoded = encode(preprocessor, TEXTS)
+    expected = softmax(predict_in_order(traced_forward(classifier), encoded, 4))
+    np.testing.assert_allclose(predict_in_order(served, encoded, 4), expected, atol=1e-5)
+    # A graph that computes something else (here: one weight changed) is never written.
+    real = graph_module.build_graph
+
+    def off_by_a_little(model):
+        proto = real(model)
+        bias = next(t for t in proto.graph.initializer if t.name == "logits_bias")
+        shifted = np.frombuffer(bias.raw_data, np.float32) + np.array([0.5, 0, 0], np.float32)
+        bias.raw_data = shifted.tobytes()
+        return proto
+
+    monkeypatch.setattr(graph_module, "build_graph", off_by_a_little)
+    with pytest.raises(RuntimeError, match=r"differ from the Keras model's by .*nothing was written"):
+        export_serving_graph(classifier, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_export_folder_adds_the_graph_to_an_older_folder(trained_models, tmp_path, monkeypatch):
+    import shutil
+
+    from bertclf.predictor import Predictor
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_models[1], old)
+    (old / SERVING_GRAPH).unlink()
+    before = Predictor(old)  # builds the graph in memory (and says how to write it)
+    assert before.engine == "onnx"
+    assert export_folder(old) == old / SERVING_GRAPH
+    after = Predictor(old)
+    np.testing.assert_allclose(after.predict_proba(TEXTS), before.predict_proba(TEXTS), atol=1e-6)
+
+    def read_only(path, data):  # a folder mounted read-only (the tests run as root: chmod would not do)
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(graph_module, "write_bytes_atomic", read_only)
+    with pytest.raises(RegistryError, match=r"cannot write .*model.onnx: Read-only file system; export from a copy"):
+        export_folder(old)
+
+
+def test_other_backbones_are_refused_by_the_graph_builder():
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=10, num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=8, max_sequence_length=8
+    )
+    classifier = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    with pytest.raises(UnsupportedModel, match=r"DistilBertBackbone"):
+        build_graph(classifier)
