@@ -3,10 +3,11 @@
 #  1. build the dev image; train on the sample data for one short epoch inside it;
 #  2. check that every file the container wrote belongs to the invoking user (and, when that user
 #     is root, that the uid mapping works for another uid too);
-#  3. build the api image with that model inside (named by MODEL_DIR); start it; wait for /health
-#     and /ready;
-#  4. post the README's example to /predict, check the answer and the JSON request log line;
-#  5. stop it (SIGTERM, graceful) and print the image sizes.
+#  3. build the api image with that model inside (named by MODEL_DIR); check that it holds no
+#     TensorFlow, Keras or KerasHub; start it; wait for /health and /ready (the cold start);
+#  4. post the README's example to /predict, check the answer against the dev image's own
+#     prediction and the JSON request log line; measure the worker's memory after warm-up;
+#  5. stop it (SIGTERM, graceful) and print the image sizes, cold start and worker RSS.
 # The models/latest_model_config.json of the user is restored and the test model removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,13 @@ say "HOST_UID=00 refused by the entrypoint"
 # === 3. api image with that model, started ===
 say "building the api image with MODEL_DIR=models/$new_model (as --model_dir spells it from the project)"
 $MAKE --no-print-directory build_api MODEL_DIR="models/$new_model"
+$DOCKER run --rm --entrypoint python "$API_IMAGE" -c '
+import importlib.util, sys
+found = [m for m in ("tensorflow", "keras", "keras_hub", "tensorflow_text", "pandas", "sklearn") if importlib.util.find_spec(m)]
+sys.exit(f"the api image holds {found}" if found else 0)' || fail "the api image holds training packages"
+say "the api image holds no tensorflow, keras, keras_hub, tensorflow_text, pandas or sklearn"
 port=$(free_port)
+started=$(date +%s.%N)
 $DOCKER run -d --name "$name" -p "127.0.0.1:$port:5000" "$API_IMAGE" >/dev/null
 url="http://127.0.0.1:$port"
 wait_for() {  # wait_for PATH SECONDS
@@ -80,7 +87,8 @@ wait_for() {  # wait_for PATH SECONDS
 wait_for /health 120
 say "/health answers"
 wait_for /ready 300
-say "/ready answers (model loaded and warmed)"
+cold_start=$(python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$started")
+say "/ready answers (model loaded and warmed) $cold_start s after docker run"
 
 # === 4. the README's example and the request log ===
 answer=$(python3 - "$url" <<'EOF'
@@ -92,14 +100,32 @@ print(urllib.request.urlopen(request, timeout=60).read().decode())
 EOF
 )
 say "POST /predict -> $answer"
-python3 - "$answer" "models/$new_model/model_config.json" <<'EOF' || fail "unexpected /predict answer"
+# The same texts through the Keras model in the dev image (TensorFlow): the api image must agree.
+keras=$($DOCKER run --rm -v "$PWD:/workspace" "${DEV_IMAGE:-bertclf-dev}" python -c '
 import json, sys
-answer, trained = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
+from bertclf.predictor import Predictor
+labels, probabilities = Predictor(sys.argv[1], engine="tensorflow").predict(sys.argv[2:])
+print(json.dumps({"predictions": labels, "probabilities": probabilities}))' \
+    "models/$new_model" "How do I reverse a list in Python?" "git push says rejected" | tail -1)
+say "the Keras model in the dev image -> $keras"
+python3 - "$answer" "models/$new_model/model_config.json" "$keras" <<'EOF' || fail "unexpected /predict answer"
+import json, sys
+answer, trained, keras = json.loads(sys.argv[1]), json.load(open(sys.argv[2])), json.loads(sys.argv[3])
 assert list(answer) == ["model", "predictions", "probabilities"], answer
 assert len(answer["predictions"]) == 2 and all(isinstance(p, str) for p in answer["predictions"])
 assert all(0 < p <= 1 for p in answer["probabilities"])
 assert answer["model"] == trained["name"], (answer["model"], trained["name"])  # the model just trained
+assert answer["predictions"] == keras["predictions"], (answer, keras)
+assert max(abs(a - b) for a, b in zip(answer["probabilities"], keras["probabilities"])) < 1e-4, (answer, keras)
 EOF
+rss=$($DOCKER exec "$name" python -c '
+import pathlib
+status = {p.name: p.joinpath("status").read_text() for p in pathlib.Path("/proc").glob("[0-9]*")}
+field = lambda text, key: next(l.split()[1] for l in text.splitlines() if l.startswith(key + ":"))
+master = [pid for pid, text in status.items() if "gunicorn" in pathlib.Path("/proc", pid, "cmdline").read_text() and field(text, "PPid") == "1"]
+workers = [text for pid, text in status.items() if field(text, "PPid") in master]
+print(max(int(field(text, "VmRSS")) for text in workers) // 1024)')
+say "worker RSS after warm-up: $rss MB"
 sleep 1
 $DOCKER logs "$name" 2>/dev/null | python3 -c '
 import json, sys
@@ -126,4 +152,5 @@ code=$($DOCKER inspect -f '{{.State.ExitCode}}' "$name")
 say "stopped gracefully in $((SECONDS - start)) s (exit 0)"
 $DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(${DEV_IMAGE:-bertclf-dev}|$API_IMAGE):" \
     | sed 's/^/docker-test: image /'
+say "api image: cold start to /ready $cold_start s, worker RSS $rss MB"
 say "passed"
