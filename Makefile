@@ -62,7 +62,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test lint test test-reliability test-slow bench bench-train bench-serve \
+	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-serve \
 	clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
@@ -172,8 +172,13 @@ build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile
 build_api: ## build the serving image (API_IMAGE) with the latest model (or MODEL_DIR) inside
 	$(DOCKER) build $(BUILD_ARGS) $(if $(MODEL_DIR),--build-arg MODEL_DIR=$(MODEL_DIR)) -f api.Dockerfile -t $(API_IMAGE) .
 
-docker-test: ## build both images, train and serve in them, check files, /health, /predict and the log
-	DOCKER="$(DOCKER)" DEV_IMAGE="$(DEV_IMAGE)" API_IMAGE="$(API_IMAGE)" MAKE="$(MAKE)" bash docker/docker-test.sh
+docker-test: ## build both images, train and serve in them, check files, /health, /predict, the log, then compose-test
+	DOCKER="$(DOCKER)" DEV_IMAGE="$(DEV_IMAGE)" API_IMAGE="$(API_IMAGE)" MAKE="$(MAKE)" BASE_IMAGE="$(BASE_IMAGE)" \
+		DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" bash docker/docker-test.sh
+
+compose-test: ## deploy/compose.yaml for real: 2 api replicas behind nginx, one pointer change swaps both
+	DOCKER="$(DOCKER)" API_IMAGE="$(API_IMAGE)" BASE_IMAGE="$(BASE_IMAGE)" DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
+		MODEL_DIR="$(MODEL_DIR)" bash docker/compose-test.sh
 
 lint: $(STAMP) ## ruff (lint, import order, format check) and mypy on src/
 	$(BIN)/ruff check src tests benchmarks

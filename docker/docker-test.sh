@@ -7,7 +7,8 @@
 #     TensorFlow, Keras or KerasHub; start it; wait for /health and /ready (the cold start);
 #  4. post the README's example to /predict, check the answer against the dev image's own
 #     prediction and the JSON request log line; measure the worker's memory after warm-up;
-#  5. stop it (SIGTERM, graceful) and print the image sizes, cold start and worker RSS.
+#  5. stop it (SIGTERM, graceful) and print the image sizes, cold start and worker RSS;
+#  6. docker/compose-test.sh on that model: two replicas behind nginx, one pointer change.
 # The models/latest_model_config.json of the user is restored and the test model removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,4 +154,7 @@ say "stopped gracefully in $((SECONDS - start)) s (exit 0)"
 $DOCKER image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(${DEV_IMAGE:-bertclf-dev}|$API_IMAGE):" \
     | sed 's/^/docker-test: image /'
 say "api image: cold start to /ready $cold_start s, worker RSS $rss MB"
+
+# === 6. several replicas behind nginx ===
+MODEL_DIR="models/$new_model" DOCKER="$DOCKER" API_IMAGE="$API_IMAGE" bash docker/compose-test.sh
 say "passed"
