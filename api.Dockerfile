@@ -18,13 +18,15 @@ COPY pyproject.toml README.md /src/
 COPY src /src/src
 # The proxy CA certificate (if any) is a BuildKit secret: visible to this step only, in no layer.
 # The serving core exactly as pyproject.toml pins it: no `train` extra (TensorFlow, Keras, pandas...),
-# no test extra; then drop the test suites shipped inside packages, and pip (nothing installs at run time).
+# no test extra; then drop the test suites and test data shipped inside packages (onnx's backend
+# test data alone is 15 MB), and pip and setuptools (nothing installs at run time).
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     /opt/venv/bin/pip install /src \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
         -exec rm -rf {} + \
-    && /opt/venv/bin/pip uninstall --yes pip \
+    && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && rm -rf /src
 # One model folder (MODEL_DIR, default: the one latest_model_config.json names) and a pointer to
 # it, picked here so that the rest of models/ never reaches a layer of the final image.
@@ -39,7 +41,7 @@ FROM ${BASE_IMAGE}
 # tini as PID 1 forwards SIGTERM to gunicorn, which stops taking requests and lets in-flight ones
 # finish within graceful_timeout; it also reaps zombies.
 RUN apt-get update && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 bertclf \
     && useradd --system --uid 10001 --gid bertclf --home-dir /app --shell /usr/sbin/nologin bertclf
 COPY --from=build /opt/venv /opt/venv
