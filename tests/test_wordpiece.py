@@ -124,3 +124,18 @@ def test_a_trained_model_folder_gives_the_ids_it_was_trained_with(tiny_run):
     assert np.array_equal(
         ours["token_ids"][:, : expected.features["token_ids"].shape[1]], expected.features["token_ids"]
     )
+
+
+def test_what_a_tokenizer_remembers_is_bounded_and_changes_no_id(monkeypatch):
+    """Characters' kinds and words' ids are cached; a client sending endless new words and
+    characters fills the caches to their bound, and the ids stay those of a fresh tokenizer."""
+    from bertclf import wordpiece
+
+    texts = random_texts(300, seed=7)
+    vocab = vocabulary(texts)
+    expected = [WordPiece(vocab).tokenize(t) for t in texts]
+    monkeypatch.setattr(wordpiece, "MAX_CACHED", 50)
+    small = WordPiece(vocab)
+    assert [small.tokenize(t) for t in texts] == expected
+    assert [small.tokenize(t) for t in texts] == expected, "the same from the caches"
+    assert len(small._spelled) == 50 and len(small._splitter) == 50

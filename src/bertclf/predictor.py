@@ -44,7 +44,7 @@ def sequence_length(folder: Path, max_seq_len: int | None = None) -> int:
 
 def plain_encoder(folder: Path, length: int) -> Callable[[list[str]], Encoded] | None:
     """texts -> token arrays without TensorFlow, for every tokenizer a folder may name:
-    BERT's WordPiece (~90 us a text against ~1.2 ms through TensorFlow; DistilBERT's is the same
+    BERT's WordPiece (~20 us for a short text against ~1.2 ms through TensorFlow; DistilBERT's is the same
     but takes no segment_ids) and ALBERT's SentencePiece, giving the very ids of KerasHub's
     preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). None for any other tokenizer."""
     kind = tokenizer_class(folder)

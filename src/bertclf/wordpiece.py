@@ -37,6 +37,9 @@ _CJK = [
 ]
 SPACE, KEEP, WORD = 0, 1, 2
 MAX_BYTES_PER_WORD = 100
+# Bounds on what a tokenizer remembers (characters' kinds, words' ids), whatever texts clients send:
+# about 10 MB at most; real text repeats its words and characters, so the caches hit.
+MAX_CACHED = 1 << 16
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -55,6 +58,24 @@ def _kind(c: str, split_on_cjk: bool) -> int:
     if split_on_cjk and any(lo <= point <= hi for lo, hi in _CJK):
         return KEEP
     return WORD
+
+
+class _Splitter(dict):
+    """A str.translate table that turns a text into words separated by ASCII spaces: SPACE
+    characters become a space, KEEP ones a word of their own (" c "), WORD ones stay. Built as
+    characters are met (`_kind`), so splitting a text runs in C."""
+
+    def __init__(self, split_on_cjk: bool):
+        super().__init__()
+        self.split_on_cjk = split_on_cjk
+
+    def __missing__(self, point: int) -> str | int:
+        c = chr(point)
+        kind = _kind(c, self.split_on_cjk)
+        value: str | int = " " if kind == SPACE else f" {c} " if kind == KEEP else point
+        if len(self) < MAX_CACHED:
+            self[point] = value
+        return value
 
 
 def casefold(text: str) -> str:
@@ -100,6 +121,8 @@ class WordPiece:
         self.oov_id = self._id(oov_token)
         self.cls_id, self.sep_id, self.pad_id = self._id("[CLS]"), self._id("[SEP]"), self._id("[PAD]")
         self.split_on_cjk = split_on_cjk
+        self._splitter = _Splitter(split_on_cjk)
+        self._spelled: dict[str, list[int]] = {}
 
     def _id(self, token: str) -> int:
         if token not in self.ids:
@@ -126,23 +149,23 @@ class WordPiece:
         text = text.partition("\0")[0]  # TensorFlow's string ops end a text at its first NUL
         if self.strip_accents:
             text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-        words, word = [], []
-        for c in text:
-            kind = _kind(c, self.split_on_cjk)
-            if kind == WORD:
-                word.append(c)
-                continue
-            if word:
-                words.append("".join(word))
-                word = []
-            if kind == KEEP:
-                words.append(c)
-        if word:
-            words.append("".join(word))
-        return [casefold(word) for word in words] if self.lowercase else words
+        # Only the translation puts ASCII spaces between words: other spaces (NBSP...) are WORD characters.
+        words = [word for word in text.translate(self._splitter).split(" ") if word]
+        if not self.lowercase:
+            return words
+        return [word.lower() if word.isascii() else casefold(word) for word in words]  # the same for ASCII
 
     def spell(self, word: str) -> list[int]:
-        """Greedy longest-match-first WordPiece ids of one word; [UNK] if it cannot be spelled."""
+        """Greedy longest-match-first WordPiece ids of one word; [UNK] if it cannot be spelled.
+        The list is shared with later calls for the same word: do not change it."""
+        ids = self._spelled.get(word)
+        if ids is None:
+            ids = self._spell(word)
+            if len(self._spelled) < MAX_CACHED:
+                self._spelled[word] = ids
+        return ids
+
+    def _spell(self, word: str) -> list[int]:
         if not word:
             return []
         if len(word.encode("utf-8")) > MAX_BYTES_PER_WORD:
