@@ -26,6 +26,7 @@ test-split accuracy of fp32 vs int8 when the model's training data is at hand, a
 """
 
 import argparse
+import http.client
 import json
 import resource
 import socket
@@ -128,11 +129,28 @@ class Server:
         raise RuntimeError("the server was not ready within 600 s")
 
     def __call__(self, texts):
-        session = getattr(self.local, "session", None) or requests.Session()  # keep-alive per client
-        self.local.session = session
-        response = session.post(self.url + "/predict", json={"x": texts}, timeout=300)
-        response.raise_for_status()
-        return response.json()
+        """POST /predict from a keep-alive connection per client thread. The standard library's
+        http.client, not requests: requests spends ~2.5 ms of its own on each call here (single
+        text p50 12.6 ms with it, 10.1 ms with http.client, same server), which is the client's
+        cost, not the server's."""
+        body = json.dumps({"x": texts})
+        for attempt in (1, 2):
+            connection = getattr(self.local, "connection", None)
+            if connection is None:
+                connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+            try:
+                connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answer = response.read()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                connection.close()  # the server closed an idle keep-alive connection: open another
+                self.local.connection = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"/predict answered {response.status}: {answer[:200]!r}")
+            return json.loads(answer)
 
     def peak_memory_mb(self):
         """Max RSS of the server's processes (gunicorn master + worker), from /proc."""
