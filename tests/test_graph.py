@@ -1,6 +1,8 @@
 """The ONNX graph computes what the Keras model computes, padding and int8 included; it is written
 into the model folder at export (checked first); other backbones are refused."""
 
+from types import SimpleNamespace
+
 import keras_hub
 import numpy as np
 import pytest
@@ -49,9 +51,38 @@ def test_onnx_graph_matches_keras_with_padding(tiny_preset):
     np.testing.assert_allclose(alone, got, atol=1e-5)
 
 
-def test_the_graph_uses_only_the_operators_serving_allows(tiny_preset):
+def tiny_distilbert(num_classes=3):
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=32
+    )
+    classifier = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=num_classes, preprocessor=None)
+    for weight in classifier.weights:
+        weight.assign(np.random.default_rng(len(weight.path)).normal(0, 0.3, weight.shape))
+    return classifier
+
+
+def test_distilbert_graph_matches_keras_with_padding():
+    """No segments, exact GELU, and a ReLU pooler of the classifier's own."""
+    classifier = tiny_distilbert()
+    lengths = np.array([32, 1, 7, 19, 5])
+    mask = (np.arange(32)[None, :] < lengths[:, None]).astype(np.int32)
+    features = {
+        "token_ids": np.random.default_rng(0).integers(1, 30, (5, 32)).astype(np.int32) * mask,
+        "padding_mask": mask,
+    }
+    expected = softmax(np.asarray(classifier(features, training=False)))
+    forward = OnnxForward(build_graph(classifier).SerializeToString())
+    assert forward.inputs == ["token_ids", "padding_mask"]
+    np.testing.assert_allclose(forward({**features, "segment_ids": np.zeros_like(mask)}), expected, atol=1e-5)
+
+
+def test_the_graphs_use_only_the_operators_serving_allows(tiny_preset):
     classifier, _ = tiny_classifier(tiny_preset)
-    used = {(node.domain, node.op_type) for node in build_graph(classifier).graph.node}
+    used = {
+        (node.domain, node.op_type)
+        for model in (classifier, tiny_distilbert())
+        for node in build_graph(model).graph.node
+    }
     assert used == ALLOWED_OPS, "the allowlist is exactly what we write (update both together)"
 
 
@@ -116,9 +147,8 @@ def test_export_folder_adds_the_graph_to_an_older_folder(trained_models, tmp_pat
 
 
 def test_other_backbones_are_refused_by_the_graph_builder():
-    backbone = keras_hub.models.DistilBertBackbone(
-        vocabulary_size=10, num_layers=1, num_heads=1, hidden_dim=4, intermediate_dim=8, max_sequence_length=8
-    )
-    classifier = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=2, preprocessor=None)
-    with pytest.raises(UnsupportedModel, match=r"DistilBertBackbone"):
-        build_graph(classifier)
+    class GPT2Backbone:
+        pass
+
+    with pytest.raises(UnsupportedModel, match=r"no ONNX graph for GPT2Backbone"):
+        build_graph(SimpleNamespace(backbone=GPT2Backbone()))

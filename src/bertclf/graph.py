@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 IR_VERSION = 9  # ONNX Runtime 1.31 reads up to 13; 9 is what opset 17 needs
-SUPPORTED_BACKBONES = ("BertBackbone", "AlbertBackbone")
+SUPPORTED_BACKBONES = ("BertBackbone", "AlbertBackbone", "DistilBertBackbone")
 # The written graph must give the Keras model's probabilities to this much on random inputs.
 EXPORT_TOLERANCE = 1e-4
 
@@ -64,7 +64,7 @@ def _weights(classifier):
     return {w.path: np.asarray(w.numpy()) for w in classifier.weights}
 
 
-def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
+def _encoder_layer(g, w, p, x, name, hidden, heads, eps, gelu):
     """One KerasHub TransformerEncoder (post-norm) whose weights start with `p`; returns its output.
     Weights are named after `p`, so shared layers (ALBERT) store their weights once."""
     a = p + "self_attention_layer/"
@@ -98,9 +98,8 @@ def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
     up = g.op(
         "MatMul", [x_attn, g.weight(p + "ff_in", w[p + "feedforward_intermediate_dense/kernel"])], f"{name}_ff_up"
     )
-    # KerasHub's BERT and ALBERT use the tanh approximation of GELU, which is what FastGelu computes.
     act = g.op(
-        "FastGelu",
+        gelu,
         [up, g.weight(p + "ff_in_bias", w[p + "feedforward_intermediate_dense/bias"])],
         f"{name}_ff_gelu",
         domain=MS_DOMAIN,
@@ -110,14 +109,14 @@ def _encoder_layer(g, w, p, x, name, hidden, heads, eps):
 
 
 def build_graph(classifier) -> onnx.ModelProto:
-    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT or ALBERT
-    text classifier.
+    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT, ALBERT or
+    DistilBERT text classifier.
 
     Args:
         classifier: a `keras_hub.models.TextClassifier` with a BertBackbone or AlbertBackbone.
 
     Raises:
-        UnsupportedModel: another backbone (e.g. DistilBERT); callers fall back to TensorFlow.
+        UnsupportedModel: another backbone; callers fall back to TensorFlow.
     """
     backbone = classifier.backbone
     kind = type(backbone).__name__
@@ -129,16 +128,19 @@ def build_graph(classifier) -> onnx.ModelProto:
     g = _Graph()
     eps = 1e-12  # BERT's and ALBERT's layer-norm epsilon, embeddings and every transformer layer
 
-    # === Embeddings: token + position + segment, layer norm; also each row's length for attention ===
+    distil = kind == "DistilBertBackbone"  # no segments, exact GELU, and its own pooler (ReLU)
+    embeddings = "token_and_position_embedding/" if distil else ""
+
+    # === Embeddings: token + position (+ segment), layer norm; also each row's length for attention ===
     g.nodes.append(
         helper.make_node(
             "EmbedLayerNormalization",
             [
                 "token_ids",
-                "segment_ids",
-                g.weight("word_embedding", w["token_embedding/embeddings"]),
-                g.weight("position_embedding", w["position_embedding/embeddings"]),
-                g.weight("segment_embedding", w["segment_embedding/embeddings"]),
+                "" if distil else "segment_ids",
+                g.weight("word_embedding", w[embeddings + "token_embedding/embeddings"]),
+                g.weight("position_embedding", w[embeddings + "position_embedding/embeddings"]),
+                "" if distil else g.weight("segment_embedding", w["segment_embedding/embeddings"]),
                 g.weight("embeddings_ln_gamma", w["embeddings_layer_norm/gamma"]),
                 g.weight("embeddings_ln_beta", w["embeddings_layer_norm/beta"]),
                 "padding_mask",
@@ -176,13 +178,16 @@ def build_graph(classifier) -> onnx.ModelProto:
         layers = [f"transformer_layer_{i}/" for i in range(cfg["num_layers"])]
 
     # === Transformer layers (post-norm, as BERT) ===
+    # KerasHub's BERT and ALBERT use the tanh approximation of GELU (FastGelu computes it);
+    # DistilBERT the exact one (BiasGelu).
+    gelu = "BiasGelu" if distil else "FastGelu"
     for i, p in enumerate(layers):
-        x = _encoder_layer(g, w, p, x, f"l{i}", hidden, heads, eps)
+        x = _encoder_layer(g, w, p, x, f"l{i}", hidden, heads, eps, gelu)
 
-    # === Pooler ([CLS] -> dense -> tanh) and the classification head ===
+    # === Pooler ([CLS] -> dense -> tanh; DistilBERT's classifier: -> dense -> ReLU) and the head ===
     cls = g.op("Gather", [x, g.const("cls_index", np.int64(0))], "cls", axis=1)
     pooled = g.op(
-        "Tanh",
+        "Relu" if distil else "Tanh",
         [
             g.op(
                 "Add",
@@ -206,7 +211,8 @@ def build_graph(classifier) -> onnx.ModelProto:
     g.op("Softmax", [logits], OUTPUT, axis=-1)
 
     num_classes = w["logits/bias"].shape[0]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"]) for name in INPUTS]
+    names = [name for name in INPUTS if not (distil and name == "segment_ids")]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"]) for name in names]
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", num_classes])]
     graph = helper.make_graph(g.nodes, "bertclf_classifier", inputs, outputs, g.initializers)
     return helper.make_model(
@@ -239,12 +245,13 @@ def export_serving_graph(classifier, folder: str | Path) -> Path:
         the file written.
 
     Raises:
-        UnsupportedModel: the backbone has no graph here (DistilBERT); it serves with TensorFlow.
+        UnsupportedModel: the backbone has no graph here; it serves with TensorFlow.
         RuntimeError: the graph disagrees with the Keras model (a bug: nothing is written).
     """
     model = build_graph(classifier)
     data = model.SerializeToString()
-    features = _random_features(classifier, np.random.default_rng(0))
+    inputs = {tensor.name for tensor in classifier.inputs}  # DistilBERT takes no segment_ids
+    features = {k: v for k, v in _random_features(classifier, np.random.default_rng(0)).items() if k in inputs}
     expected = softmax(np.asarray(classifier(features, training=False), dtype=np.float64))
     got = OnnxForward(data, threads=1)(features)
     gap = float(np.abs(got - expected).max())
@@ -264,7 +271,7 @@ def export_folder(folder: str | Path) -> Path:
     """Write serving/model.onnx into a trained model folder exported without it (training install).
 
     Raises:
-        UnsupportedModel: DistilBERT folders (they serve on TensorFlow).
+        UnsupportedModel: a backbone without a graph here (it serves on TensorFlow).
         RegistryError: a folder that does not load, or that cannot be written.
     """
     from bertclf.keras_engine import load_classifier

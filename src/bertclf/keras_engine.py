@@ -1,6 +1,5 @@
 """The Predictor's TensorFlow path (training install only): the KerasHub classifier itself, for
-`engine tensorflow`, for backbones without a serving graph (DistilBERT), and for folders exported
-before the graph was written at export."""
+`engine tensorflow` and for folders exported before the serving graph was written at export."""
 
 import threading
 import warnings

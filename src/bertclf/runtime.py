@@ -30,8 +30,11 @@ OUTPUT = "probabilities"
 # Every operator graph.py writes, and nothing else: compute kernels only (no control flow, no
 # custom op libraries, nothing that reads files).
 ALLOWED_OPS = frozenset(
-    [("", op) for op in ("Add", "Gather", "MatMul", "Softmax", "Tanh")]
-    + [(MS_DOMAIN, op) for op in ("Attention", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")]
+    [("", op) for op in ("Add", "Gather", "MatMul", "Relu", "Softmax", "Tanh")]
+    + [
+        (MS_DOMAIN, op)
+        for op in ("Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")
+    ]
 )
 # BERT-Large, the largest checkpoint we fine-tune, writes 1.34 GB; protobuf cannot exceed 2 GiB.
 MAX_GRAPH_BYTES = 3 << 29  # 1.5 GiB

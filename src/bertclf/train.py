@@ -132,7 +132,7 @@ def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_t
 
 
 def write_serving_graph(classifier, folder: Path) -> None:
-    """serving/model.onnx, which serving runs without TensorFlow; DistilBERT has no graph here."""
+    """serving/model.onnx, which serving runs without TensorFlow (a backbone without a graph serves on TensorFlow)."""
     try:
         export_serving_graph(classifier, folder)
     except UnsupportedModel as err:

@@ -38,8 +38,7 @@ def bundle(models_dir, target, model_dir=None) -> Path | None:
     if not (source / SERVING_GRAPH).is_file():
         raise RegistryError(
             f"{source} has no {SERVING_GRAPH}, which the api image serves (it has no TensorFlow): write it with "
-            f"`python -m bertclf export-onnx --model_dir {source}` (DistilBERT models have no graph yet: "
-            "serve them with `make start_api RUN_IN=native`)"
+            f"`python -m bertclf export-onnx --model_dir {source}`"
         )
     copied = target / "trained" / source.name
     shutil.copytree(source, copied, ignore=_training_only)
