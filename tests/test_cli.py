@@ -109,3 +109,29 @@ def test_evaluate_rescores_and_a_bad_engine_choice_is_a_clear_error(trained_mode
     result = run("predict", "--models_dir", str(models), "--engine", "tensorflow", "--precision", "int8", "apple")
     assert result.returncode == 2 and "precision int8 needs the ONNX engine" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_export_onnx_writes_the_graph_into_older_folders(trained_models, tmp_path):
+    import shutil
+
+    source, folder = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(source, models)
+    graph = models / "trained" / folder.name / "serving" / "model.onnx"
+    written = graph.read_bytes()
+    graph.unlink()
+    other = models / "trained" / "20260101-000000_other"
+    shutil.copytree(models / "trained" / folder.name, other)
+    (other / "labels.json").write_text('["just one"]')  # broken: skipped, and said so
+
+    result = run("export-onnx", "--models_dir", str(models), "--all")
+    assert result.returncode == 2, result.stderr  # one folder could not be exported
+    assert f"{folder.name}: wrote " in result.stdout and graph.read_bytes() == written, "the same graph as train wrote"
+    assert "20260101-000000_other: skipped: " in result.stderr and "at least two class names" in result.stderr
+    shutil.rmtree(other)
+    result = run("export-onnx", "--models_dir", str(models), "--all")
+    assert result.returncode == 0 and "already has serving/model.onnx" in result.stdout
+    result = run("export-onnx", "--models_dir", str(models), "--model_dir", folder.name)  # again: same bytes
+    assert result.returncode == 0 and graph.read_bytes() == written
+    result = run("export-onnx", "--models_dir", str(models), "--model_dir", "nope", "--all")
+    assert result.returncode == 2 and "give --model_dir or --all, not both" in result.stderr
