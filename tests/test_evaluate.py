@@ -19,13 +19,14 @@ from conftest import make_texts, write_csv
 def test_metrics_report_and_plot(tmp_path):
     classes = ["a", "b", "c"]
     y_true, y_pred = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0])
-    metrics = write_evaluation(tmp_path, y_true, y_pred, classes, baseline={"accuracy": 0.5})
+    metrics = write_evaluation(tmp_path, y_true, np.eye(3)[y_pred], classes, baseline={"accuracy": 0.5})
     assert metrics == json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(0.6) and metrics["confusion_matrix"][0] == [1, 1, 0]
     assert metrics["per_class"]["b"]["recall"] == 1.0 and metrics["baseline"] == {"accuracy": 0.5}
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "macro avg" in (tmp_path / "classification_report.txt").read_text()
     assert compute_metrics(y_true, y_true, classes)["macro_f1"] == 1.0
+    assert not (tmp_path / "reliability_diagram.png").exists(), "drawn only for a calibrated model"
 
 
 def test_importing_evaluation_sets_up_no_plotting():

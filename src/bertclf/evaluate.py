@@ -102,16 +102,55 @@ def plot_confusion_matrix(matrix, classes, path, title="Confusion matrix (test s
     plt.close(fig)
 
 
-def write_evaluation(folder, y_true, y_pred, classes, baseline=None) -> dict:
-    """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder`.
+def plot_reliability(y_true, before, after, path, temperature):
+    """Save a reliability diagram PNG: accuracy against confidence per bin, before and after the
+    temperature (a calibrated model lies on the diagonal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bertclf.calibration import ECE_BINS, expected_calibration_error, reliability
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="calibrated")
+    for probabilities, label, marker in ((before, "before", "o"), (after, f"temperature {temperature:.2f}", "s")):
+        table = reliability(probabilities, y_true)
+        used = table["count"] > 0
+        ece = expected_calibration_error(probabilities, y_true)
+        ax.plot(table["confidence"][used], table["accuracy"][used], marker=marker, label=f"{label} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"confidence (top probability, {ECE_BINS} bins)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test split)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration=None) -> dict:
+    """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder` (and
+    reliability_diagram.png when the model was calibrated).
 
     Args:
+        logits: the model's test-split outputs before calibration (one row per text).
         baseline: optional output of `baseline_metrics`, stored beside the model's metrics.
+        calibration: optional output of `calibration.calibrate`: (its record, calibrated probabilities).
     """
     folder = Path(folder)
+    logits = np.asarray(logits)
+    y_pred = logits.argmax(axis=1)
     metrics = compute_metrics(y_true, y_pred, classes)
     if baseline is not None:
         metrics["baseline"] = baseline
+    if calibration is not None:
+        from bertclf.calibration import softmax
+
+        record, calibrated = calibration
+        metrics["calibration"] = record
+        plot_reliability(y_true, softmax(logits), calibrated, folder / "reliability_diagram.png", record["temperature"])
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "classification_report.txt").write_text(text_report(y_true, y_pred, classes), encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], classes, folder / "confusion_matrix.png")

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from bertclf import __version__
 from bertclf.batches import predict_in_order
+from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import TrainConfig
 from bertclf.data import Splits, load_splits
@@ -196,9 +197,21 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         training["steps_per_epoch"] = steps_per_epoch
 
         # === Evaluate ===
-        logits = predict_in_order(traced_forward(classifier), encoded["test"], cfg.batch_size)
+        forward = traced_forward(classifier)
+        logits = predict_in_order(forward, encoded["test"], cfg.batch_size)
         baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
-        metrics = write_evaluation(work, y["test"], logits.argmax(axis=1), classes, baseline)
+        calibration = None
+        if cfg.calibration == "temperature":  # folds 1/T into the output layer before the export
+            validation_logits = predict_in_order(forward, encoded["validation"], cfg.batch_size)
+            calibration = calibrate(classifier, validation_logits, y["validation"], logits, y["test"])
+            log.info(
+                "calibration: temperature %.2f (fitted on the validation split); test expected calibration "
+                "error %.3f -> %.3f",
+                calibration[0]["temperature"],
+                calibration[0]["ece_before"],
+                calibration[0]["ece_after"],
+            )
+        metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration)
 
         # === Export ===
         classifier.preprocessor = preprocessor
@@ -215,7 +228,12 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             classes=classes,
             data=_data_record(cfg, splits),
             training=training,
-            metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "baseline": baseline},
+            metrics={
+                "accuracy": metrics["accuracy"],
+                "macro_f1": metrics["macro_f1"],
+                "baseline": baseline,
+                **({"calibration": metrics["calibration"]} if "calibration" in metrics else {}),
+            },
             versions=library_versions(),
         )
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
