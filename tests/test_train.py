@@ -21,6 +21,8 @@ EXPORTED = {
     "metrics.json",
     "classification_report.txt",
     "confusion_matrix.png",
+    "reliability_diagram.png",
+    "serving",
     "logs",
 }
 
@@ -76,3 +78,55 @@ def test_interrupted_run_keeps_previous_latest(tiny_run, monkeypatch):
         train(cfg)
     assert latest.read_text() == before
     assert sorted(p.name for p in folder.parent.iterdir()) == folders_before
+
+
+@pytest.mark.parametrize(
+    ("setting", "counts", "expected"),
+    [
+        ("auto", [50, 50, 5], {0: 0.7, 1: 0.7, 2: 7.0}),  # 10x: weighed
+        ("auto", [50, 50, 6], None),  # 8.3x: not
+        ("balanced", [20, 10, 10], {0: 40 / 60, 1: 40 / 30, 2: 40 / 30}),
+        ("none", [50, 50, 1], None),
+    ],
+)
+def test_class_weights(setting, counts, expected, caplog):
+    import numpy as np
+
+    from bertclf.config import TrainConfig
+    from bertclf.train import class_weights
+
+    y = np.repeat(np.arange(3), counts)
+    with caplog.at_level("INFO", logger="bertclf.train"):
+        weights = class_weights(TrainConfig(class_weight=setting), y, ["a", "b", "c"])
+    if expected is None:
+        assert weights is None
+    else:
+        assert weights == pytest.approx(expected)
+        assert "weighing them by inverse frequency" in caplog.text
+    if setting == "auto":
+        assert f"largest {max(counts) / min(counts):.1f}x the smallest" in caplog.text
+
+
+def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
+    from bertclf.config import TrainConfig
+    from conftest import make_texts, write_csv
+
+    texts, labels = make_texts(30, seed=2)
+    rows = [(t, label) for t, label in zip(texts, labels, strict=True) if label != "fruit"]
+    rows += [(t, label) for t, label in zip(texts, labels, strict=True) if label == "fruit"][:10]
+    data = write_csv(tmp_path / "imbalanced.csv", rows)
+    cfg = TrainConfig(
+        data=str(data),
+        model=str(tiny_preset),
+        models_dir=str(tmp_path / "models"),
+        max_seq_len=32,
+        batch_size=16,
+        n_epochs=1,
+        class_weight="balanced",
+        calibration="none",
+    )
+    folder, model_config = train(cfg)
+    weights = model_config["training"]["class_weights"]
+    assert weights["fruit"] > 2 * max(weights["animal"], weights["tool"])  # 10 fruit texts against ~30 of each
+    assert model_config["hyperparameters"]["class_weight"] == "balanced"
+    assert "calibration" not in model_config["metrics"] and not (folder / "reliability_diagram.png").exists()

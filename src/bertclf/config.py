@@ -14,6 +14,8 @@ DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 # How a trained model runs (serve, predict, evaluate); see predictor.Predictor.
 ENGINES = ("auto", "onnx", "tensorflow")
 PRECISIONS = ("fp32", "int8")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
+IMBALANCE_RATIO = 10
 # Column names tried, in order, when the user names none: the generic `text,label` layout first,
 # then the seed's Stack Overflow file (`post,tags`), then other common spellings.
 TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
@@ -116,6 +118,17 @@ class TrainConfig(Workspace):
     patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
     seed: int = _opt(42, "random seed for the split, shuffling and initialisation")
 
+    # Imbalanced data: weigh each class by n / (classes * its count) (scikit-learn's "balanced"),
+    # so a rare class counts as much as a frequent one. auto: only when the largest class has at
+    # least IMBALANCE_RATIO times the texts of the smallest (below that, weights cost accuracy).
+    class_weight: str = _opt(
+        "auto",
+        f"balanced: weigh classes by inverse frequency in the loss; none: every text the same; auto: "
+        f"balanced when the largest class is at least {IMBALANCE_RATIO}x the smallest (the log says which)",
+        str,
+        CLASS_WEIGHTS,
+    )
+
     # === Evaluate ===
     # Fine-tuned transformers are overconfident; one temperature fitted on the validation split
     # fixes most of it without changing a single prediction (calibration.py).
@@ -155,6 +168,10 @@ class TrainConfig(Workspace):
                 (
                     self.head_init in ("probe", "random"),
                     f"head_init must be probe or random, got {self.head_init!r}",
+                ),
+                (
+                    self.class_weight in CLASS_WEIGHTS,
+                    f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}",
                 ),
                 (
                     self.calibration in ("temperature", "none"),

@@ -53,7 +53,7 @@ def compile_classifier(classifier, learning_rate, jit_compile=False):
     )
 
 
-def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, regularization=1.0):
+def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, regularization=1.0, balanced=False):
     """Start the output layer from a logistic regression fitted on the pretrained features.
 
     A random head makes the first epochs push gradients through an uninformed layer; starting
@@ -66,10 +66,12 @@ def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, 
         labels: int class indices of the training texts.
         batch_size: texts per forward pass.
         regularization: inverse L2 strength (scikit-learn's C) of the probe.
+        balanced: weigh classes by inverse frequency, as the fine-tuning does with class weights.
     """
     head = classifier.output_dense
     features = predict_in_order(traced_forward(keras.Model(classifier.inputs, head.input)), encoded, batch_size)
-    probe = LogisticRegression(C=regularization, max_iter=1000).fit(features, labels)
+    probe = LogisticRegression(C=regularization, max_iter=1000, class_weight="balanced" if balanced else None)
+    probe = probe.fit(features, labels)
     coef, intercept = probe.coef_, probe.intercept_
     num_classes = head.kernel.shape[1]
     if coef.shape[0] == 1:  # binary: scikit-learn keeps one row; softmax over two logits needs both

@@ -18,7 +18,7 @@ from bertclf import __version__
 from bertclf.batches import predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
-from bertclf.config import TrainConfig
+from bertclf.config import IMBALANCE_RATIO, TrainConfig
 from bertclf.data import Splits, load_splits
 from bertclf.evaluate import baseline_metrics, write_evaluation
 from bertclf.files import sha256_of, write_json_atomic
@@ -102,7 +102,26 @@ def _data_record(cfg: TrainConfig, splits: Splits) -> dict:
     }
 
 
-def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_to_max: bool) -> dict:
+def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> dict[int, float] | None:
+    """Per-class loss weights for `cfg.class_weight` (None: every text the same), said in the log."""
+    counts = np.bincount(y_train, minlength=len(classes))
+    ratio = counts.max() / max(counts.min(), 1)
+    use = cfg.class_weight == "balanced" or (cfg.class_weight == "auto" and ratio >= IMBALANCE_RATIO)
+    if not use:
+        if cfg.class_weight == "auto":
+            log.info("classes: largest %.1fx the smallest; no class weights (auto: from %dx)", ratio, IMBALANCE_RATIO)
+        return None
+    weights = {i: float(len(y_train) / (len(classes) * max(n, 1))) for i, n in enumerate(counts)}
+    log.info(
+        "classes: largest %.1fx the smallest; weighing them by inverse frequency (class_weight %s): %s",
+        ratio,
+        cfg.class_weight,
+        ", ".join(f"{classes[i]} {w:.2f}" for i, w in weights.items()),
+    )
+    return weights
+
+
+def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_to_max: bool, weights=None) -> dict:
     """Fit with early stopping on the validation loss (best weights restored), TensorBoard logs
     and the learning rate per step; returns what model_config.json records of the training."""
     throughput = Throughput(len(encoded["train"]))
@@ -118,6 +137,7 @@ def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_t
         validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
         epochs=cfg.n_epochs,
         callbacks=callbacks,
+        class_weight=weights,
         verbose=1 if sys.stdout.isatty() else 2,
         shuffle=False,  # the dataset already draws a new length-grouped order each epoch
     )
@@ -167,6 +187,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         len(classes),
     )
 
+    weights = class_weights(cfg, y["train"], classes)
+
     # === Model ===
     checkpoint = resolve(cfg.model, cfg.models_dir)
     cfg = cfg.with_max_learn_rate(checkpoint.family, checkpoint.num_layers)  # saved resolved, as used
@@ -179,7 +201,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     classifier.preprocessor = None
     if cfg.head_init == "probe":
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
-        init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size)
+        init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
     log.info(
@@ -193,7 +215,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
 
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         # === Fit ===
-        training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max)
+        training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max, weights)
+        training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
         training["steps_per_epoch"] = steps_per_epoch
 
         # === Evaluate ===
