@@ -61,3 +61,12 @@ def test_a_long_text_does_not_pad_the_short_ones():
     batches = sorted_order(lengths, 32)
     assert [len(b) for b in batches] == [20, 1]
     assert list(batches[1]) == [20]
+
+
+def test_token_counts_are_taken_before_truncation(tiny_preset):
+    from bertclf.pipeline import token_counts
+
+    _, preprocessor = tiny(tiny_preset)  # cuts at 32
+    counts = token_counts(preprocessor, ["apple", "apple " * 50, ""])
+    assert counts.tolist() == [3, 52, 2]  # [CLS] and [SEP] included
+    assert encode(preprocessor, ["apple " * 50]).lengths.tolist() == [32]

@@ -41,6 +41,10 @@ def test_export_is_complete(tiny_run):
     saved = json.loads((folder / "model_config.json").read_text())
     assert saved == model_config
     assert saved["hyperparameters"]["batch_size"] == 16 and saved["data"]["n_train"] == 96
+    tokens = saved["data"]["train_tokens"]  # the tiny texts have at most 12 words: none is cut at 32
+    assert (
+        tokens["cut_at_max_seq_len"] == 0 and tokens["cut_share"] == 0 and 3 <= tokens["median"] <= tokens["max"] <= 32
+    )
     assert len(saved["data"]["data"]["sha256"]) == 64
     assert set(saved["versions"]) >= {"tensorflow", "keras", "keras_hub"}
     assert saved["name"].startswith("BERT ") and saved["name"].endswith(saved["id"])

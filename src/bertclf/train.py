@@ -24,7 +24,7 @@ from bertclf.evaluate import baseline_metrics, write_evaluation
 from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
-from bertclf.pipeline import dataset, encode, traced_forward, traced_preprocessor
+from bertclf.pipeline import dataset, encode, token_counts, traced_forward, traced_preprocessor
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
 from bertclf.schedule import build_schedule
 
@@ -198,6 +198,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
     tokenize = traced_preprocessor(preprocessor)
     encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
+    lengths = token_counts(preprocessor, splits.train.texts)  # before truncation
+    cut = int((lengths > cfg.max_seq_len).sum())
     classifier.preprocessor = None
     if cfg.head_init == "probe":
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
@@ -205,13 +207,27 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
     log.info(
-        "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens",
+        "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
+        "texts (%.1f%%) are longer than max_seq_len %d and are cut (longest: %d tokens)",
         checkpoint.name,
         checkpoint.family,
         f"{classifier.count_params():,}",
         cfg.max_learn_rate,
-        int(np.median(encoded["train"].lengths)),
+        int(np.median(lengths)),
+        cut,
+        len(lengths),
+        100 * cut / max(len(lengths), 1),
+        cfg.max_seq_len,
+        int(lengths.max(initial=0)),
     )
+    data_record = _data_record(cfg, splits)
+    data_record["train_tokens"] = {
+        "median": int(np.median(lengths)),
+        "p90": int(np.percentile(lengths, 90)),
+        "max": int(lengths.max(initial=0)),
+        "cut_at_max_seq_len": cut,
+        "cut_share": round(cut / max(len(lengths), 1), 4),
+    }
 
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         # === Fit ===
@@ -249,7 +265,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             base_model=checkpoint.name,
             hyperparameters=cfg.to_dict(),
             classes=classes,
-            data=_data_record(cfg, splits),
+            data=data_record,
             training=training,
             metrics={
                 "accuracy": metrics["accuracy"],
