@@ -199,7 +199,7 @@ bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on
 bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len
 	$(BIN)/python benchmarks/train_padding.py
 
-bench-serve: $(STAMP) ## serving speed of the latest model: this server's path vs the naive way
+bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling and the naive way
 	$(BIN)/python benchmarks/serve.py
 
 clean: ## remove caches (keeps .venv, models and data)
