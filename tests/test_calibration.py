@@ -14,15 +14,15 @@ from bertclf.calibration import (
     expected_calibration_error,
     fit_temperature,
     fold_temperature,
-    softmax,
 )
+from bertclf.predictor import softmax
 
 
 def overconfident(n=4000, classes=5, temperature=2.5, seed=0):
     """Logits whose labels really follow softmax(logits / temperature): an overconfident model."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 4, (n, classes))
-    truth = softmax(logits, temperature)
+    truth = softmax(logits / temperature)
     y = np.array([rng.choice(classes, p=row) for row in truth])
     return logits, y
 
@@ -32,9 +32,9 @@ def test_the_fitted_temperature_is_the_true_one_and_lowers_the_error():
     temperature = fit_temperature(logits[:2000], y[:2000])
     assert temperature == pytest.approx(2.5, rel=0.1)
     before = expected_calibration_error(softmax(logits[2000:]), y[2000:])
-    after = expected_calibration_error(softmax(logits[2000:], temperature), y[2000:])
+    after = expected_calibration_error(softmax(logits[2000:] / temperature), y[2000:])
     assert before > 0.1 and after < 0.04
-    assert (softmax(logits, temperature).argmax(axis=1) == logits.argmax(axis=1)).all(), "no prediction changes"
+    assert (softmax(logits / temperature).argmax(axis=1) == logits.argmax(axis=1)).all(), "no prediction changes"
 
 
 def test_a_split_the_model_gets_all_right_cannot_push_the_temperature_to_zero():
@@ -67,7 +67,7 @@ def test_folding_the_temperature_into_the_output_layer(tiny_preset):
     np.testing.assert_allclose(np.asarray(classifier(features, training=False)), logits / 3.0, rtol=1e-5, atol=1e-6)
     record, calibrated = calibrate(classifier, logits, np.array([0, 1]), logits, np.array([0, 1]))
     assert set(record) == {"method", "temperature", "fitted_on", "ece_before", "ece_after", "bins"}
-    np.testing.assert_allclose(calibrated, softmax(logits, record["temperature"]), rtol=1e-6)
+    np.testing.assert_allclose(calibrated, softmax(np.asarray(logits, np.float64) / record["temperature"]), rtol=1e-6)
 
 
 def test_a_trained_model_is_calibrated_and_serves_the_calibrated_probabilities(tiny_run):

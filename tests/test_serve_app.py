@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from bertclf.errors import TRAINING_MODULES as TRAIN_EXTRA
+
 SERVE_AND_LIST_MODULES = """
 import json, sys, time
 from bertclf.config import ServeConfig
@@ -38,3 +40,7 @@ def test_serving_imports_nothing_of_training(trained_models):
     assert answer["status"] == 200
     assert "bertclf.predictor" in answer["modules"], "the check ran with a loaded model"
     assert not TRAINING_MODULES & set(answer["modules"]), TRAINING_MODULES & set(answer["modules"])
+    # Nor any package of the `train` extra (TensorFlow, Keras, KerasHub, pandas, ...): nothing even
+    # tries to import them (tests/test_serving_install.py shows it works without them installed).
+    loaded = {name.partition(".")[0] for name in answer["modules"]}
+    assert not loaded & TRAIN_EXTRA, sorted(loaded & TRAIN_EXTRA)

@@ -66,31 +66,6 @@ def test_the_real_server_answers_without_the_training_stack(models, serving_inst
         assert "onnxruntime" in libraries and "tensorflow" not in libraries, "the worker maps no TensorFlow library"
 
 
-def test_serving_a_model_imports_nothing_of_training(models):
-    """Not only does it work without them: nothing even tries to import them (a fresh interpreter)."""
-    models_dir, _ = models
-    script = textwrap.dedent(
-        """
-        import json, sys, time
-        from bertclf.config import ServeConfig
-        from bertclf.serve.app import create_app
-
-        app = create_app(ServeConfig(models_dir=sys.argv[1], reload_interval=3600))
-        deadline = time.monotonic() + 120
-        while not app.extensions["bertclf"].manager.ready and time.monotonic() < deadline:
-            time.sleep(0.05)
-        answer = app.test_client().post("/predict", json={"x": ["apple cat"]})
-        print(json.dumps({"status": answer.status_code, "modules": sorted(sys.modules)}))
-        """
-    )
-    result = run(["-c", script, str(models_dir)])
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["status"] == 200
-    loaded = {name.partition(".")[0] for name in report["modules"]}
-    assert not loaded & TRAINING_MODULES, sorted(loaded & TRAINING_MODULES)
-
-
 def test_commands_in_a_serving_install(trained_models, serving_install, tmp_path):
     models_dir, folder = trained_models
     args = ["-m", "bertclf", "predict", "--models_dir", str(models_dir)]

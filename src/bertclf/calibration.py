@@ -10,6 +10,8 @@ graph and every client see the calibrated probabilities, with nothing to remembe
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from bertclf.predictor import softmax
+
 # Bounds of the fitted temperature: a small validation split that the model gets all right pushes
 # the likelihood towards T -> 0 (certainty), which no test split supports.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.5, 10.0
@@ -19,11 +21,6 @@ ECE_BINS = 15  # the usual 15 equal-width confidence bins
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature."""
-    return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -78,7 +75,8 @@ def calibrate(classifier, validation_logits, y_validation, test_logits, y_test) 
         (what metrics.json records, the test split's calibrated probabilities).
     """
     temperature = fit_temperature(validation_logits, y_validation)
-    before, after = softmax(test_logits), softmax(test_logits, temperature)
+    test_logits = np.asarray(test_logits, dtype=np.float64)
+    before, after = softmax(test_logits), softmax(test_logits / temperature)
     fold_temperature(classifier, temperature)
     record = {
         "method": "temperature",

@@ -234,7 +234,8 @@ class PredictConfig(ModelChoice):
 
     engine: str = _opt(
         "auto",
-        "inference engine: onnx (fast; BERT and ALBERT), tensorflow, or auto (onnx where it can)",
+        "inference engine: onnx (fast: the folder's serving graph), tensorflow (the Keras model; training "
+        "install), or auto (onnx where it can)",
         choices=ENGINES,
     )
     # int8 measured 1.3x faster than fp32 on a 2-core AVX2 box, same test accuracy on our data;

@@ -146,7 +146,7 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
     if baseline is not None:
         metrics["baseline"] = baseline
     if calibration is not None:
-        from bertclf.calibration import softmax
+        from bertclf.predictor import softmax
 
         record, calibrated = calibration
         metrics["calibration"] = record

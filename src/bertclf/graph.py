@@ -113,7 +113,7 @@ def build_graph(classifier) -> onnx.ModelProto:
     DistilBERT text classifier.
 
     Args:
-        classifier: a `keras_hub.models.TextClassifier` with a BertBackbone or AlbertBackbone.
+        classifier: a `keras_hub.models.TextClassifier` with a BERT, ALBERT or DistilBERT backbone.
 
     Raises:
         UnsupportedModel: another backbone; callers fall back to TensorFlow.
@@ -126,7 +126,7 @@ def build_graph(classifier) -> onnx.ModelProto:
     hidden, heads = cfg["hidden_dim"], cfg["num_heads"]
     w = _weights(classifier)
     g = _Graph()
-    eps = 1e-12  # BERT's and ALBERT's layer-norm epsilon, embeddings and every transformer layer
+    eps = 1e-12  # the three families' layer-norm epsilon, embeddings and every transformer layer
 
     distil = kind == "DistilBertBackbone"  # no segments, exact GELU, and its own pooler (ReLU)
     embeddings = "token_and_position_embedding/" if distil else ""
@@ -238,7 +238,7 @@ def _random_features(classifier, rng: np.random.Generator) -> dict[str, np.ndarr
 
 
 def export_serving_graph(classifier, folder: str | Path) -> Path:
-    """Write `folder/serving/model.onnx` (fp32) for a KerasHub BERT or ALBERT classifier, after
+    """Write `folder/serving/model.onnx` (fp32) for a KerasHub BERT, ALBERT or DistilBERT classifier, after
     checking that it gives the Keras model's probabilities on random inputs.
 
     Returns:

@@ -77,7 +77,8 @@ class Predictor:
         batch_size: most texts per forward pass (batches are cut by length, see `sorted_order`).
         engine: "onnx" (ONNX Runtime on the folder's serving graph: fused kernels, ~2x faster on a
             CPU, no TensorFlow), "tensorflow" (the Keras model; needs the training install), or
-            "auto": ONNX where the folder has a graph (BERT, ALBERT), else TensorFlow.
+            "auto": the folder's graph; a folder exported without one gets it built in memory from
+            the Keras weights (training install).
         precision: "fp32", or "int8" (ONNX only: quantized matrix products, faster again; check
             the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
@@ -94,6 +95,11 @@ class Predictor:
         self.name = self.config.get("name", self.folder.name)
         self.batch_size = batch_size
         self.sequence_length = sequence_length(self.folder, max_seq_len)
+        # The tokenizer first: cheap, and a folder it refuses loads no model.
+        encoder = plain_encoder(self.folder, self.sequence_length)
+        if encoder is None:  # check_preset_is_data lets only BERT, ALBERT and DistilBERT tokenizers through
+            raise RegistryError(f"{self.folder}: tokenizer {tokenizer_class(self.folder)!r} is not one we serve")
+        self._encode = encoder
         # The Keras model and its preprocessor, on the TensorFlow path only.
         self.classifier: Any = None
         self.preprocessor: Any = None
@@ -103,10 +109,6 @@ class Predictor:
             self.engine, self.precision = "onnx", precision
         else:
             self.engine, self.precision = self._load_keras(engine, precision, threads)
-        encoder = plain_encoder(self.folder, self.sequence_length)
-        if encoder is None:  # check_preset_is_data lets only BERT, ALBERT and DistilBERT tokenizers through
-            raise RegistryError(f"{self.folder}: tokenizer {tokenizer_class(self.folder)!r} is not one we serve")
-        self._encode = encoder
 
     def _load_keras(self, engine: str, precision: str, threads: int | None) -> tuple[str, str]:
         """Load the Keras model (training install) and set self._forward; returns (engine, precision)."""
