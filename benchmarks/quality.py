@@ -1,0 +1,172 @@
+"""Accuracy of `make train` on real text sets, one lever at a time, beside two references.
+
+    python benchmarks/realsets.py                      # builds data/real/<set>.csv (once)
+    python benchmarks/quality.py [--sets debian,fortunes,foldoc] [--levers default,seq_auto,...]
+        [--hf_python .venv-hf/bin/python] [--results data/real/results.jsonl]
+
+Each set is split once (80/10/10, stratified, seed 42, exactly as `make train` splits) into
+`data/real/splits/<set>/{train,validation,test}.csv`, so every run and both references see the same
+texts. A lever is a list of `python -m bertclf train` options added to the defaults; each run trains
+into a scratch models folder (the pretrained checkpoint is linked, not copied) and appends one JSON
+line with the test split's accuracy, macro-F1, the TF-IDF baseline the run fits, and its wall time.
+
+With `--hf_python`, the Hugging Face + PyTorch reference (`benchmarks/hf_finetune.py`: the same
+checkpoint, 3 epochs, lr 1e-4, batch 32, max length 128, linear warmup and decay) runs on the same
+splits. Its interpreter needs `torch` and `transformers`, which bertclf does not:
+
+    python -m venv .venv-hf && .venv-hf/bin/pip install torch==2.13.0 transformers scikit-learn
+
+The table at the end is Markdown, ready for the README.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LEVERS = {
+    "default": [],
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_splits(data: Path, folder: Path) -> dict[str, Path]:
+    """The 80/10/10 split `make train` makes of `data`, written as three CSV files (once)."""
+    from bertclf.config import TrainConfig
+    from bertclf.data import load_splits
+
+    paths = {part: folder / f"{part}.csv" for part in ("train", "validation", "test")}
+    if all(path.is_file() and path.stat().st_mtime >= data.stat().st_mtime for path in paths.values()):
+        return paths
+    import pandas as pd
+
+    splits = load_splits(TrainConfig(data=str(data)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, path in paths.items():
+        examples = getattr(splits, part)
+        pd.DataFrame({"text": examples.texts, "label": examples.labels}).to_csv(path, index=False)
+    return paths
+
+
+def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "bertclf",
+        "train",
+        "--data",
+        str(paths["train"]),
+        "--validation_data",
+        str(paths["validation"]),
+        "--test_data",
+        str(paths["test"]),
+        "--models_dir",
+        str(models_dir),
+        *options,
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    latest = json.loads((models_dir / "latest_model_config.json").read_text())
+    folder = models_dir / latest["model_dir"]  # relative to the models folder (an absolute one stays as it is)
+    config = json.loads((folder / "model_config.json").read_text())
+    shutil.rmtree(folder)
+    metrics = config["metrics"]
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "tfidf_accuracy": metrics["baseline"]["accuracy"],
+        "tfidf_macro_f1": metrics["baseline"]["macro_f1"],
+        "seconds": round(seconds, 1),
+        "epochs_run": config["training"]["epochs_run"],
+        "hyperparameters": config["hyperparameters"],
+    }
+
+
+def run_hf(paths: dict[str, Path], hf_python: str, checkpoint: Path) -> dict:
+    command = [hf_python, str(ROOT / "benchmarks" / "hf_finetune.py"), "--checkpoint", str(checkpoint)]
+    command += [f"--{part}={path}" for part, path in paths.items()]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Markdown rows; each set's TF-IDF baseline (which every bertclf run fits) once, first."""
+    rows = [
+        "| set | run | accuracy | macro-F1 | train time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    baselines = {}
+    for result in results:
+        if "tfidf_accuracy" in result and result["set"] not in baselines:
+            baselines[result["set"]] = result
+            rows.append(
+                f"| {result['set']} | TF-IDF + logistic regression | {result['tfidf_accuracy']:.3f} "
+                f"| {result['tfidf_macro_f1']:.3f} | |"
+            )
+    for result in results:
+        rows.append(
+            f"| {result['set']} | {result['run']} | {result['accuracy']:.3f} | {result['macro_f1']:.3f} "
+            f"| {result['seconds']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default="data/real", help="where realsets.py wrote the sets")
+    parser.add_argument("--sets", default="debian,fortunes,foldoc")
+    parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of: {', '.join(LEVERS)}")
+    parser.add_argument("--hf_python", help="interpreter with torch + transformers: also run the HF reference")
+    parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ holds the checkpoint")
+    parser.add_argument("--results", default="data/real/results.jsonl", help="JSON lines appended per run")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(filter(None, args.levers.split(","))) - set(LEVERS))
+    if unknown:
+        parser.error(f"unknown lever {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+
+    from bertclf.checkpoints import resolve
+    from bertclf.config import DEFAULT_MODEL
+
+    checkpoint = resolve(DEFAULT_MODEL, args.model_dir)  # fetched once, before any timing
+    pretrained = Path(args.model_dir).resolve() / "pretrained"
+    data_dir = Path(args.data_dir)
+    results = []
+    for name in [s for s in args.sets.split(",") if s]:
+        data = data_dir / f"{name}.csv"
+        if not data.is_file():
+            parser.error(f"{data} does not exist; build it first: python benchmarks/realsets.py --sets {name}")
+        paths = write_splits(data, data_dir / "splits" / name)
+        runs = [(lever, LEVERS[lever]) for lever in args.levers.split(",") if lever]
+        if args.hf_python:
+            runs.append(("hf+pytorch", None))
+        for run, options in runs:
+            print(f"{name}: {run} ...", file=sys.stderr, flush=True)
+            if options is None:
+                assert args.hf_python
+                result = run_hf(paths, args.hf_python, Path(checkpoint.path))
+            else:
+                with tempfile.TemporaryDirectory(prefix="bertclf-quality-") as scratch:
+                    (Path(scratch) / "pretrained").symlink_to(pretrained)
+                    result = run_bertclf(paths, options, Path(scratch))
+            result.update({"set": name, "run": run, "options": options, "when": time.strftime("%Y-%m-%d %H:%M")})
+            results.append(result)
+            with open(args.results, "a", encoding="utf-8") as file:
+                file.write(json.dumps(result) + "\n")
+            print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
