@@ -98,11 +98,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_predictor(args: argparse.Namespace) -> Any:
+def _load_predictor(args: argparse.Namespace, refuse_drift: bool = True) -> Any:
     """The Predictor the options choose (it loads TensorFlow only for a model that needs it)."""
     from bertclf.predictor import Predictor
 
-    return Predictor.from_config(settings(PredictConfig, args))
+    return Predictor.from_config(settings(PredictConfig, args), refuse_drift=refuse_drift)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -121,7 +121,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bertclf.evaluate import DATA_ROLES, evaluate_saved_model
 
-    predictor = _load_predictor(args)
+    predictor = _load_predictor(args, refuse_drift=False)  # a drifted engine is what evaluate is for
     scores = evaluate_saved_model(predictor, {role: getattr(args, role) for role in DATA_ROLES})
     recorded = predictor.config.get("metrics", {})
     print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})")
@@ -130,6 +130,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f" (recorded at training: accuracy {recorded.get('accuracy', float('nan')):.4f}, "
         f"macro-F1 {recorded.get('macro_f1', float('nan')):.4f})"
     )
+    checked = predictor.golden
+    if checked:
+        moved = checked["max_difference"]
+        verdict = "within" if moved is not None and moved <= checked["tolerance"] else "PAST (serving refuses it)"
+        print(
+            f"golden texts ({checked['texts']}): probabilities moved by up to {checked['max_difference']} from the "
+            f"trained model's, {verdict} the tolerance {checked['tolerance']}"
+        )
     return 0
 
 

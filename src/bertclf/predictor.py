@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bertclf import golden
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
@@ -83,9 +84,13 @@ class Predictor:
             the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
+        refuse_drift: raise GoldenMismatch when the answers on the folder's golden texts moved past
+            the tolerance (False: log it; `evaluate` reports it).
     """
 
-    def __init__(self, folder, batch_size=64, engine="auto", precision="fp32", threads=None, max_seq_len=None):
+    def __init__(
+        self, folder, batch_size=64, engine="auto", precision="fp32", threads=None, max_seq_len=None, refuse_drift=True
+    ):
         if engine not in ENGINES:
             raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         self.folder = Path(folder)
@@ -109,6 +114,8 @@ class Predictor:
             self.engine, self.precision = "onnx", precision
         else:
             self.engine, self.precision = self._load_keras(engine, precision, threads)
+        # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
+        self.golden = golden.check(self, refuse=refuse_drift)
 
     def _load_keras(self, engine: str, precision: str, threads: int | None) -> tuple[str, str]:
         """Load the Keras model (training install) and set self._forward; returns (engine, precision)."""
@@ -156,7 +163,7 @@ class Predictor:
         return cls(chosen_model_folder(models_dir), **kwargs)
 
     @classmethod
-    def from_config(cls, config: PredictConfig, threads: int | None = None) -> "Predictor":
+    def from_config(cls, config: PredictConfig, threads: int | None = None, refuse_drift=True) -> "Predictor":
         """The model `config` chooses (model_dir, else the latest), run as it says."""
         return cls(
             chosen_model_folder(config.models_dir, config.model_dir),
@@ -164,6 +171,7 @@ class Predictor:
             precision=config.precision,
             threads=threads,
             max_seq_len=config.max_seq_len,
+            refuse_drift=refuse_drift,
         )
 
     def predict_proba(self, texts) -> np.ndarray:
@@ -171,6 +179,10 @@ class Predictor:
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
         return predict_in_order(self._forward, self._encode(list(texts)), self.batch_size)
+
+    def token_counts(self, texts) -> np.ndarray:
+        """How many tokens each text becomes ([CLS] and [SEP] included), at most the sequence length."""
+        return self._encode(list(texts)).lengths
 
     def predict(self, texts):
         """(labels, probability of each label), in input order."""

@@ -14,8 +14,8 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from bertclf import __version__
-from bertclf.batches import predict_in_order
+from bertclf import __version__, golden
+from bertclf.batches import Encoded, predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import IMBALANCE_RATIO, TrainConfig
@@ -25,6 +25,7 @@ from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
 from bertclf.pipeline import dataset, encode, token_counts, traced_forward, traced_preprocessor
+from bertclf.predictor import softmax
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
 from bertclf.schedule import build_schedule
 
@@ -160,6 +161,15 @@ def write_serving_graph(classifier, folder: Path) -> None:
         log.info("%s: this model serves on TensorFlow (the training install)", err)
 
 
+def write_golden_texts(folder: Path, forward, encoded: Encoded, y: np.ndarray, texts: list[str], batch_size: int):
+    """golden.json: a few test texts and the probabilities the final (calibrated) Keras model gives
+    them, which every load of the folder compares its engine's answers with (golden.py)."""
+    chosen = np.array(golden.choose(y, encoded.lengths, texts), dtype=int)
+    subset = Encoded({key: value[chosen] for key, value in encoded.features.items()}, encoded.lengths[chosen])
+    probabilities = softmax(np.asarray(predict_in_order(forward, subset, batch_size), dtype=np.float64))
+    golden.write(folder, [texts[i] for i in chosen], probabilities, subset.lengths)
+
+
 def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
 
@@ -251,6 +261,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
                 calibration[0]["ece_after"],
             )
         metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration)
+        write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size)
 
         # === Export ===
         classifier.preprocessor = preprocessor

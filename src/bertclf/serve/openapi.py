@@ -134,6 +134,17 @@ def document(config: ServeConfig) -> dict[str, Any]:
                                             },
                                             "labels": {"type": ["array", "null"], "items": {"type": "string"}},
                                             "last_error": {"type": ["string", "null"]},
+                                            "golden": {
+                                                "type": ["object", "null"],
+                                                "description": "the load's check of the model's golden texts "
+                                                "against the probabilities the trained model gave at export "
+                                                "(null: the folder has none)",
+                                                "properties": {
+                                                    "texts": {"type": "integer"},
+                                                    "max_difference": {"type": ["number", "null"]},
+                                                    "tolerance": {"type": "number"},
+                                                },
+                                            },
                                         },
                                     }
                                 }
