@@ -112,9 +112,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = _load_predictor(args)
     labels, probabilities = predictor.predict(texts)
     print(f"model: {predictor.name}")
+    if predictor.min_confidence > 0:
+        print(f"min_confidence {predictor.min_confidence:g}: below it the answer is (abstain), for a person to label")
     for text, label, probability in zip(texts, labels, probabilities, strict=True):
         shown = text if len(text) <= 70 else text[:67] + "..."
-        print(f"{label:>15}  {probability:6.3f}  {shown}")
+        print(f"{label or '(abstain)':>15}  {probability:6.3f}  {shown}")
     return 0
 
 

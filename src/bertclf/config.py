@@ -139,10 +139,36 @@ class TrainConfig(Workspace):
         str,
         ("temperature", "none"),
     )
+    # Abstaining: below the stored threshold /predict answers null, so a bot leaves the text to a
+    # person. 0 (the default) always answers; the threshold applies to calibrated probabilities.
+    min_confidence: float | None = _opt(
+        None,
+        "store this threshold in the model: a text whose top probability is below it gets the "
+        "prediction null (default: always answer); the run reports test coverage and accuracy at it",
+        float,
+    )
+    target_precision: float | None = _opt(
+        None,
+        "choose min_confidence on the validation split: the lowest threshold at which the answered "
+        "texts reach this precision (e.g. 0.95); the run reports what it gives on the test split",
+        float,
+    )
 
     def __post_init__(self) -> None:
         _check(
             [
+                (
+                    self.min_confidence is None or 0 <= self.min_confidence <= 1,
+                    f"min_confidence must be in [0, 1], got {self.min_confidence}",
+                ),
+                (
+                    self.target_precision is None or 0 < self.target_precision <= 1,
+                    f"target_precision must be in (0, 1], got {self.target_precision} (try 0.95)",
+                ),
+                (
+                    self.min_confidence is None or self.target_precision is None,
+                    "give min_confidence or target_precision, not both (target_precision chooses min_confidence)",
+                ),
                 (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
                 (
                     8 <= self.max_seq_len <= 4096,
@@ -246,10 +272,20 @@ class PredictConfig(ModelChoice):
     max_seq_len: int | None = _opt(
         None, "truncate texts to this many tokens (default: what the model was trained with)", int
     )
+    min_confidence: float | None = _opt(
+        None,
+        "answer null instead of a label when the top probability is below this (0: always answer; "
+        "default: the threshold the model was trained with, else 0)",
+        float,
+    )
 
     def __post_init__(self) -> None:
         _check(
             [
+                (
+                    self.min_confidence is None or 0 <= self.min_confidence <= 1,
+                    f"min_confidence must be in [0, 1], got {self.min_confidence}",
+                ),
                 (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
                 (
                     self.precision in PRECISIONS,

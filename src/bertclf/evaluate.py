@@ -130,7 +130,7 @@ def plot_reliability(y_true, before, after, path, temperature):
     plt.close(fig)
 
 
-def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration=None) -> dict:
+def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration=None, extra=None) -> dict:
     """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder` (and
     reliability_diagram.png when the model was calibrated).
 
@@ -138,6 +138,7 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
         logits: the model's test-split outputs before calibration (one row per text).
         baseline: optional output of `baseline_metrics`, stored beside the model's metrics.
         calibration: optional output of `calibration.calibrate`: (its record, calibrated probabilities).
+        extra: more records for metrics.json (e.g. abstain: coverage and accuracy at the threshold).
     """
     folder = Path(folder)
     logits = np.asarray(logits)
@@ -151,6 +152,7 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
         record, calibrated = calibration
         metrics["calibration"] = record
         plot_reliability(y_true, softmax(logits), calibrated, folder / "reliability_diagram.png", record["temperature"])
+    metrics.update(extra or {})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "classification_report.txt").write_text(text_report(y_true, y_pred, classes), encoding="utf-8")
     plot_confusion_matrix(metrics["confusion_matrix"], classes, folder / "confusion_matrix.png")

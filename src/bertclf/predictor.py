@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bertclf import golden
+from bertclf import abstain, golden
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
@@ -84,12 +84,22 @@ class Predictor:
             the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
+        min_confidence: answer None instead of a label below this top probability (default: the
+            threshold the model was trained with, else 0: always answer).
         refuse_drift: raise GoldenMismatch when the answers on the folder's golden texts moved past
             the tolerance (False: log it; `evaluate` reports it).
     """
 
     def __init__(
-        self, folder, batch_size=64, engine="auto", precision="fp32", threads=None, max_seq_len=None, refuse_drift=True
+        self,
+        folder,
+        batch_size=64,
+        engine="auto",
+        precision="fp32",
+        threads=None,
+        max_seq_len=None,
+        refuse_drift=True,
+        min_confidence=None,
     ):
         if engine not in ENGINES:
             raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
@@ -98,6 +108,8 @@ class Predictor:
         self.config = read_json_object(self.folder / MODEL_CONFIG_FILE, RegistryError)
         self.classes = load_labels(self.folder / LABELS_FILE)
         self.name = self.config.get("name", self.folder.name)
+        stored = abstain.stored_min_confidence(self.config, self.folder)
+        self.min_confidence = stored if min_confidence is None else float(min_confidence)
         self.batch_size = batch_size
         self.sequence_length = sequence_length(self.folder, max_seq_len)
         # The tokenizer first: cheap, and a folder it refuses loads no model.
@@ -172,6 +184,7 @@ class Predictor:
             threads=threads,
             max_seq_len=config.max_seq_len,
             refuse_drift=refuse_drift,
+            min_confidence=config.min_confidence,
         )
 
     def predict_proba(self, texts) -> np.ndarray:
@@ -185,7 +198,6 @@ class Predictor:
         return self._encode(list(texts)).lengths
 
     def predict(self, texts):
-        """(labels, probability of each label), in input order."""
-        probabilities = self.predict_proba(texts)
-        best = probabilities.argmax(axis=1)
-        return [self.classes[i] for i in best], [float(p) for p in probabilities[np.arange(len(best)), best]]
+        """(labels, top probability of each text), in input order; a label is None where the top
+        probability is below `min_confidence` (the model abstains)."""
+        return abstain.decide(self.predict_proba(texts), self.classes, self.min_confidence)

@@ -63,6 +63,7 @@ def model_record(
     training: dict[str, Any],
     metrics: dict[str, Any],
     versions: dict[str, str],
+    abstain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of model_config.json: everything needed to know, rebuild and re-evaluate a model.
 
@@ -70,6 +71,7 @@ def model_record(
         data: the data files ({"file", "sha256", "given"} per role) and the split sizes.
         training: epochs, timing and the loss/accuracy history.
         metrics: the test metrics (accuracy, macro_f1, and the baseline's).
+        abstain: the threshold below which the model answers null, and what it gave (abstain.py).
     """
     return {
         "id": short_id,
@@ -83,6 +85,7 @@ def model_record(
         "data": data,
         "training": training,
         "metrics": metrics,
+        "abstain": abstain,
         "versions": versions,
     }
 

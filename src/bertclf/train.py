@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf import __version__, golden
+from bertclf.abstain import ABSTAIN_KEY, at_threshold, threshold_for_precision
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
@@ -161,6 +162,48 @@ def write_serving_graph(classifier, folder: Path) -> None:
         log.info("%s: this model serves on TensorFlow (the training install)", err)
 
 
+def abstain_record(cfg: TrainConfig, forward, encoded: dict, y: dict) -> dict | None:
+    """The threshold below which the model answers null (`min_confidence`, or the one that reaches
+    `target_precision` on the validation split), and the test split's coverage and accuracy at it."""
+    if cfg.min_confidence is None and cfg.target_precision is None:
+        return None
+
+    def probabilities(part):
+        return softmax(np.asarray(predict_in_order(forward, encoded[part], cfg.batch_size), dtype=np.float64))
+
+    record: dict = {}
+    if cfg.target_precision is not None:
+        validation = probabilities("validation")
+        threshold, reached = threshold_for_precision(validation, y["validation"], cfg.target_precision)
+        record["chosen_by"] = f"target_precision {cfg.target_precision:g} on the validation split"
+        record["target_reached"] = reached
+        record["validation"] = at_threshold(validation, y["validation"], threshold)
+    else:
+        threshold = float(cfg.min_confidence or 0.0)
+        record["chosen_by"] = "min_confidence"
+    test = at_threshold(probabilities("test"), y["test"], threshold)
+    record = {"min_confidence": test["min_confidence"], **record, "test": test}
+    if cfg.target_precision is not None and not record["target_reached"]:
+        log.warning(
+            "abstain: no threshold reaches precision %g on the validation split; min_confidence %.4f gives "
+            "the best there (%s on %.0f%% of texts)",
+            cfg.target_precision,
+            threshold,
+            record["validation"]["accuracy_answered"],
+            100 * record["validation"]["coverage"],
+        )
+    log.info(
+        "abstain: min_confidence %.4f (%s); test split: answers %d of %d texts (%.0f%%), %s of them right",
+        threshold,
+        record["chosen_by"],
+        test["answered"],
+        test["texts"],
+        100 * test["coverage"],
+        "none" if test["accuracy_answered"] is None else f"{100 * test['accuracy_answered']:.1f}%",
+    )
+    return record
+
+
 def write_golden_texts(folder: Path, forward, encoded: Encoded, y: np.ndarray, texts: list[str], batch_size: int):
     """golden.json: a few test texts and the probabilities the final (calibrated) Keras model gives
     them, which every load of the folder compares its engine's answers with (golden.py)."""
@@ -260,7 +303,10 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
                 calibration[0]["ece_before"],
                 calibration[0]["ece_after"],
             )
-        metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration)
+        abstaining = abstain_record(cfg, forward, encoded, y)  # on the calibrated model
+        metrics = write_evaluation(
+            work, y["test"], logits, classes, baseline, calibration, {ABSTAIN_KEY: abstaining} if abstaining else None
+        )
         write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size)
 
         # === Export ===
@@ -284,6 +330,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
                 "baseline": baseline,
                 **({"calibration": metrics["calibration"]} if "calibration" in metrics else {}),
             },
+            abstain=abstaining,
             versions=library_versions(),
         )
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)

@@ -37,6 +37,7 @@ def load_predictor(folder, config: ServeConfig):
         precision=config.precision,
         threads=config.threads_per_model(),
         max_seq_len=config.max_seq_len,
+        min_confidence=config.min_confidence,
     )
 
 

@@ -9,13 +9,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from bertclf.abstain import decide
+
 
 @dataclass
 class Answer:
     """One request's result, all from the same model."""
 
     model: str
-    labels: list
+    labels: list  # None where the model abstains (top probability below its min_confidence)
     probabilities: list  # max probability per text
     scores: list  # full probability rows, in the model's class order
     classes: list
@@ -219,12 +221,12 @@ class Batcher:
         for texts_of_one, _ in batch:
             part = rows[start : start + len(texts_of_one)]
             start += len(texts_of_one)
-            best = part.argmax(axis=1)
+            labels, probabilities = decide(part, classes, getattr(predictor, "min_confidence", 0.0))
             answers.append(
                 Answer(
                     model=predictor.name,
-                    labels=[classes[i] for i in best],
-                    probabilities=[float(part[i, j]) for i, j in enumerate(best)],
+                    labels=labels,
+                    probabilities=probabilities,
                     scores=part.tolist(),
                     classes=list(classes),
                 )

@@ -39,6 +39,11 @@ class Metrics:
         self.batch_texts = Histogram(
             "bertclf_batch_texts", "texts per model forward pass", buckets=BATCH_BUCKETS, registry=registry
         )
+        self.abstained = Counter(
+            "bertclf_abstained_texts",
+            "texts answered with prediction null (top probability below the model's min_confidence)",
+            registry=registry,
+        )
         self.reload_failures = Counter("bertclf_model_reload_failures", "failed model (re)loads", registry=registry)
         # Gauges of live workers only: a dead worker's "ready" must not count.
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"

@@ -155,6 +155,7 @@ class ModelManager:
             "engine": getattr(predictor, "engine", None),
             "precision": getattr(predictor, "precision", None),
             "config": public_config(predictor.config) if predictor else None,
+            "min_confidence": getattr(predictor, "min_confidence", None),
             "golden": getattr(predictor, "golden", None),
             "last_error": self.public_error(),
             "reloads": self.reloads,

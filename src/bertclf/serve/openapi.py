@@ -48,7 +48,12 @@ def document(config: ServeConfig) -> dict[str, Any]:
         "required": ["model", "predictions", "probabilities"],
         "properties": {
             "model": {"type": "string", "description": "the name of the model that computed the answer"},
-            "predictions": {"type": "array", "items": {"type": "string"}, "description": "a label per text"},
+            "predictions": {
+                "type": "array",
+                "items": {"type": ["string", "null"]},
+                "description": "a label per text; null where the model abstains (its top probability is below "
+                "the model's min_confidence, see /model): leave that text to a person",
+            },
             "probabilities": {
                 "type": "array",
                 "items": {"type": "number", "minimum": 0, "maximum": 1},
@@ -134,6 +139,10 @@ def document(config: ServeConfig) -> dict[str, Any]:
                                             },
                                             "labels": {"type": ["array", "null"], "items": {"type": "string"}},
                                             "last_error": {"type": ["string", "null"]},
+                                            "min_confidence": {
+                                                "type": ["number", "null"],
+                                                "description": "below this top probability the prediction is null",
+                                            },
                                             "golden": {
                                                 "type": ["object", "null"],
                                                 "description": "the load's check of the model's golden texts "

@@ -136,6 +136,9 @@ def predict():
     except ClientGone:
         # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the log.
         raise ApiError(499, "the client closed the connection before its texts were computed") from None
+    abstained = answer.labels.count(None)
+    if abstained:
+        s.metrics.abstained.inc(abstained)
     body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
     if with_scores:
         body["scores"] = [dict(zip(answer.classes, row, strict=True)) for row in answer.scores]
