@@ -9,3 +9,10 @@ def test_metrics_count_requests_batches_and_model(client):
     assert 'bertclf_requests_total{endpoint="/predict",status="400"} 1.0' in text
     assert "bertclf_batch_texts_count" in text and 'bertclf_model_info{id="' in text
     assert "bertclf_ready 1.0" in text
+
+
+def test_metrics_count_texts_cut_at_max_seq_len(client):
+    # The tiny model reads 32 tokens: a 100-word text is cut, short ones are not.
+    client.post("/predict", json={"x": ["apple", " ".join(["banana"] * 100), "saw " * 29]})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "bertclf_truncated_texts_total 1.0" in text

@@ -22,11 +22,13 @@ def _padded(length):
 
 
 class Encoded:
-    """Token arrays for a list of texts, padded to max_seq_len, plus each text's true length."""
+    """Token arrays for a list of texts, padded to max_seq_len, plus each text's true length (and,
+    where the encoder knows it, how many texts were cut at max_seq_len)."""
 
-    def __init__(self, features: dict, lengths: np.ndarray):
+    def __init__(self, features: dict, lengths: np.ndarray, truncated: int = 0):
         self.features = features
         self.lengths = lengths
+        self.truncated = truncated
 
     def __len__(self):
         return len(self.lengths)

@@ -12,7 +12,7 @@ from bertclf import abstain, golden
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, ConfigError, PredictConfig
 from bertclf.files import read_json_object
-from bertclf.pieces import SentencePieces, tokenizer_class
+from bertclf.pieces import SentencePieces, pack, tokenizer_class
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
 from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.safety import check_preset_is_data
@@ -59,12 +59,14 @@ def plain_encoder(folder: Path, length: int) -> Callable[[list[str]], Encoded] |
     segments = kind != "DistilBertTokenizer"  # DistilBERT has no segment embedding and takes no segment_ids
 
     def encode(texts: list[str]) -> Encoded:
-        features = plain.encode(texts, length)
+        rows = [plain.tokenize(text) for text in texts]
+        features = pack(rows, length, plain.cls_id, plain.sep_id, plain.pad_id)
         if not segments:
             del features["segment_ids"]
         mask = features["padding_mask"]
         features["padding_mask"] = mask.astype(np.int32)
-        return Encoded(features, mask.sum(axis=1).astype(np.int32))
+        truncated = sum(len(ids) > length - 2 for ids in rows)  # [CLS] and [SEP] take two places
+        return Encoded(features, mask.sum(axis=1).astype(np.int32), truncated)
 
     return encode
 
@@ -111,6 +113,8 @@ class Predictor:
         stored = abstain.stored_min_confidence(self.config, self.folder)
         self.min_confidence = stored if min_confidence is None else float(min_confidence)
         self.batch_size = batch_size
+        # Called with how many texts of a call were longer than the sequence length (serving counts them).
+        self.on_truncated: Callable[[int], None] = lambda count: None
         self.sequence_length = sequence_length(self.folder, max_seq_len)
         # The tokenizer first: cheap, and a folder it refuses loads no model.
         encoder = plain_encoder(self.folder, self.sequence_length)
@@ -191,7 +195,10 @@ class Predictor:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        return predict_in_order(self._forward, self._encode(list(texts)), self.batch_size)
+        encoded = self._encode(list(texts))
+        if encoded.truncated:
+            self.on_truncated(encoded.truncated)
+        return predict_in_order(self._forward, encoded, self.batch_size)
 
     def token_counts(self, texts) -> np.ndarray:
         """How many tokens each text becomes ([CLS] and [SEP] included), at most the sequence length."""

@@ -59,6 +59,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     metrics = Metrics()
 
     def swapped(new, old):
+        new.on_truncated = metrics.truncated.inc
         previous = (old.name, old.config.get("id", "")) if old is not None else None
         metrics.set_model(new.name, new.config.get("id", ""), previous)
 

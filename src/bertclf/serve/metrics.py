@@ -44,6 +44,11 @@ class Metrics:
             "texts answered with prediction null (top probability below the model's min_confidence)",
             registry=registry,
         )
+        self.truncated = Counter(
+            "bertclf_truncated_texts",
+            "texts longer than the model's max_seq_len tokens, cut to it before the model saw them",
+            registry=registry,
+        )
         self.reload_failures = Counter("bertclf_model_reload_failures", "failed model (re)loads", registry=registry)
         # Gauges of live workers only: a dead worker's "ready" must not count.
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"
