@@ -30,6 +30,9 @@ from pathlib import Path
 
 LEVERS = {
     "default": [],
+    "layer_decay_0.8": ["--layer_decay", "0.8"],
+    "max_seq_len_256": ["--max_seq_len", "256"],
+    "epochs_8": ["--n_epochs", "8"],
 }
 ROOT = Path(__file__).resolve().parent.parent
 

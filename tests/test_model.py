@@ -49,3 +49,37 @@ def test_max_seq_len_longer_than_checkpoint_is_refused(tmp_path):
     checkpoint = resolve(str(save_tiny_hf_bert(tmp_path / "hf")))
     with pytest.raises(ConfigError, match=r"max_seq_len 128 is longer than the 64 positions.*use 64 or less"):
         build_classifier(checkpoint, 3, 128, 0.1)
+
+
+def test_layer_scales_shrink_from_the_head_to_the_embeddings():
+    from bertclf.model import layer_scale
+
+    assert layer_scale("logits/kernel", 2, 0.5) == layer_scale("pooled_dense/bias", 2, 0.5) == 1.0
+    assert layer_scale("transformer_layer_1/self_attention_layer/query/kernel", 2, 0.5) == 0.5
+    assert layer_scale("transformer_layer_0/feedforward_output_dense/kernel", 2, 0.5) == 0.25
+    assert layer_scale("token_embedding/embeddings", 2, 0.5) == 0.125
+
+
+def first_step_moves(preset, layer_decay):
+    """How far one training step moves each variable (largest change), by path."""
+    from conftest import detached_classifier
+
+    keras.utils.set_random_seed(0)
+    classifier, preprocessor = detached_classifier(preset, 16)
+    texts, labels = make_texts(8)
+    y = np.array([["animal", "fruit", "tool"].index(label) for label in labels])
+    encoded = encode(preprocessor, texts)
+    compile_classifier(classifier, 1e-2, layer_decay=layer_decay, num_layers=2)
+    before = {v.path: np.array(v.numpy()) for v in classifier.trainable_variables}
+    classifier.train_on_batch(encoded.features, y)
+    return {v.path: float(np.abs(v.numpy() - before[v.path]).max()) for v in classifier.trainable_variables}
+
+
+def test_layer_decay_slows_the_lower_layers_only(tiny_preset):
+    plain, decayed = first_step_moves(tiny_preset, 1.0), first_step_moves(tiny_preset, 0.1)
+    # Adam's first step is the learning rate times a factor of the gradient's sign pattern, so the
+    # ratio to the plain run is each variable's learning-rate scale.
+    assert decayed["logits/kernel"] == pytest.approx(plain["logits/kernel"], rel=1e-3)
+    top = "transformer_layer_1/feedforward_output_dense/kernel"
+    assert decayed[top] == pytest.approx(0.1 * plain[top], rel=0.05)
+    assert decayed["token_embedding/embeddings"] == pytest.approx(1e-3 * plain["token_embedding/embeddings"], rel=0.05)

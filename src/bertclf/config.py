@@ -115,6 +115,11 @@ class TrainConfig(Workspace):
     # BERT's recipe warms up over the first 10% of steps so Adam's moments settle before big steps.
     warmup_proportion: float = _opt(0.1, "fraction of all steps with linearly rising learning rate")
     # Stop when validation loss has not improved for this many epochs; the best weights are kept.
+    layer_decay: float = _opt(
+        1.0,
+        "layer-wise learning-rate decay: each transformer layer learns this times as fast as the one "
+        "above it, the embeddings slowest (1: every layer at max_learn_rate)",
+    )
     patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
     seed: int = _opt(42, "random seed for the split, shuffling and initialisation")
 
@@ -191,6 +196,7 @@ class TrainConfig(Workspace):
                     f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
                 ),
                 (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+                (0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay} (try 0.9)"),
                 (
                     self.head_init in ("probe", "random"),
                     f"head_init must be probe or random, got {self.head_init!r}",

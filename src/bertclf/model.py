@@ -1,5 +1,7 @@
 """Build the classifier (pretrained backbone + preprocessor + classification head) for a checkpoint."""
 
+import re
+
 import keras
 import keras_hub
 import numpy as np
@@ -37,13 +39,54 @@ def build_classifier(checkpoint: Checkpoint, num_classes: int, max_seq_len: int,
         )
 
 
-def compile_classifier(classifier, learning_rate, jit_compile=False):
-    """AdamW with BERT's weight decay (not on biases or layer norms), cross-entropy on logits.
+# Layers below the transformer stack: they get the smallest learning rate under layer-wise decay.
+EMBEDDING_LAYERS = frozenset(
+    ["token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm", "embedding_projection"]
+)
+
+
+def layer_scale(path: str, num_layers: int, decay: float) -> float:
+    """The learning-rate factor of a variable under layer-wise decay: 1 for the head and pooler,
+    decay**(L - i) for transformer layer i of L, decay**(L + 1) for the embeddings."""
+    top = path.split("/")[0]
+    layer = re.fullmatch(r"transformer_layer_(\d+)", top)
+    if layer:
+        return decay ** (num_layers - int(layer.group(1)))
+    return decay ** (num_layers + 1) if top in EMBEDDING_LAYERS else 1.0
+
+
+class LayerDecayAdamW(keras.optimizers.AdamW):
+    """AdamW whose learning rate shrinks layer by layer from the head down to the embeddings
+    (layer-wise learning-rate decay, as in ELECTRA and BEiT fine-tuning): the general features low in
+    the network move less than the task-specific ones on top."""
+
+    def __init__(self, num_layers: int, layer_decay: float, **kwargs):
+        super().__init__(**kwargs)
+        self.num_layers, self.layer_decay = num_layers, layer_decay
+        self._scales: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._scales = [layer_scale(v.path, self.num_layers, self.layer_decay) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._scales[self._get_variable_index(variable)]
+        return super().update_step(gradient, variable, learning_rate * scale)
+
+
+def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay=1.0, num_layers=0):
+    """AdamW with BERT's weight decay (not on biases or layer norms), cross-entropy on logits;
+    with layer_decay < 1, each of the `num_layers` transformer layers below the head learns
+    layer_decay times slower than the one above it.
 
     XLA stays off by default: it recompiles for every new batch width, and per-batch padding makes
     many widths; plain TensorFlow runs the dynamic shapes with a single trace.
     """
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.01, clipnorm=1.0)
+    settings = {"learning_rate": learning_rate, "weight_decay": 0.01, "clipnorm": 1.0}
+    if layer_decay < 1:
+        optimizer = LayerDecayAdamW(num_layers, layer_decay, **settings)
+    else:
+        optimizer = keras.optimizers.AdamW(**settings)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "LayerNorm", "layer_norm"])
     classifier.compile(
         optimizer=optimizer,

@@ -258,7 +258,9 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
         init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-    compile_classifier(classifier, build_schedule(cfg, steps_per_epoch))
+    compile_classifier(
+        classifier, build_schedule(cfg, steps_per_epoch), layer_decay=cfg.layer_decay, num_layers=checkpoint.num_layers
+    )
     log.info(
         "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
         "texts (%.1f%%) are longer than max_seq_len %d and are cut (longest: %d tokens)",
