@@ -16,8 +16,9 @@ data is committed: `data/real/` is ignored by git, and each set's licence is its
 - `debtags` (descriptions, multi-label): as `debian`, labelled with every frequent `works-with::`
   debtag of the package (`a|b`); from Debian's `Packages` index.
 
-Each set is capped per class (`--max_per_class`) with a fixed seed, keeps its natural imbalance
-below the cap, drops duplicate texts, and is written as `<set>.csv` with `text,label` columns.
+Each set is a seeded sample of about `--size` texts that keeps each label's natural share (so its
+imbalance) with at least `--min_per_class` of each, has no duplicate texts, and is written as
+`<set>.csv` with `text,label` columns.
 """
 
 import argparse
@@ -212,19 +213,22 @@ def build_foldoc(cache):
 BUILDERS = {"debian": build_debian, "fortunes": build_fortunes, "foldoc": build_foldoc, "debtags": build_debtags}
 
 
-def cap(rows, max_per_class, seed):
-    """Drop duplicate texts (and texts seen under two labels), then keep at most max_per_class per label."""
+def sample(rows, size, min_per_class, seed):
+    """Drop duplicate texts (and texts seen under two labels), then draw about `size` texts keeping
+    each label's share of the whole (its natural imbalance), at least `min_per_class` of each."""
     labels_of = collections.defaultdict(set)
     for text, label in rows:
         labels_of[text].add(label)
     unique = sorted({(text, label) for text, label in rows if len(labels_of[text]) == 1})
     random.Random(seed).shuffle(unique)
+    key = {row: row[1].split("|")[0] for row in unique}  # multi-label: by its first label
+    totals = collections.Counter(key.values())
+    quota = {label: min(n, max(min_per_class, round(n * size / len(unique)))) for label, n in totals.items()}
     kept, counts = [], collections.Counter()
-    for text, label in unique:
-        key = label.split("|")[0] if "|" in label else label
-        if counts[key] < max_per_class:
-            counts[key] += 1
-            kept.append((text, label))
+    for row in unique:
+        if counts[key[row]] < quota[key[row]]:
+            counts[key[row]] += 1
+            kept.append(row)
     return kept
 
 
@@ -232,7 +236,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/real", help="folder for <set>.csv (default: data/real)")
     parser.add_argument("--sets", default=",".join(BUILDERS), help="comma-separated (default: all)")
-    parser.add_argument("--max_per_class", type=int, default=200, help="texts kept per class (default: 200)")
+    parser.add_argument("--size", type=int, default=1500, help="about this many texts per set (default: 1500)")
+    parser.add_argument("--min_per_class", type=int, default=30, help="at least this many of a label (default: 30)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.sets.split(",") if name.strip()]
@@ -244,7 +249,7 @@ def main(argv=None):
     cache.mkdir(parents=True, exist_ok=True)
     for name in names:
         try:
-            rows = cap(BUILDERS[name](cache), args.max_per_class, args.seed)
+            rows = sample(BUILDERS[name](cache), args.size, args.min_per_class, args.seed)
         except SetError as error:
             print(f"{name}: {error}", file=sys.stderr)
             return 1

@@ -23,12 +23,14 @@ def _padded(length):
 
 class Encoded:
     """Token arrays for a list of texts, padded to max_seq_len, plus each text's true length (and,
-    where the encoder knows it, how many texts were cut at max_seq_len)."""
+    where the encoder knows it, how many texts were cut at max_seq_len). With windows, a row is one
+    window and `owners` gives the text each row belongs to."""
 
-    def __init__(self, features: dict, lengths: np.ndarray, truncated: int = 0):
+    def __init__(self, features: dict, lengths: np.ndarray, truncated: int = 0, owners: np.ndarray | None = None):
         self.features = features
         self.lengths = lengths
         self.truncated = truncated
+        self.owners = owners
 
     def __len__(self):
         return len(self.lengths)

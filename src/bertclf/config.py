@@ -15,6 +15,7 @@ DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 ENGINES = ("auto", "onnx", "tensorflow")
 PRECISIONS = ("fp32", "int8")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+LONG_TEXT = ("truncate", "window")  # how a text longer than max_seq_len is read
 IMBALANCE_RATIO = 10
 # Column names tried, in order, when the user names none: the generic `text,label` layout first,
 # then the seed's Stack Overflow file (`post,tags`), then other common spellings.
@@ -89,6 +90,13 @@ class TrainConfig(Workspace):
     )
     # 128 tokens covers most questions and tickets whole; longer texts are truncated, not rejected.
     max_seq_len: int = _opt(128, "longest token sequence fed to the model; longer texts are cut")
+    long_text: str = _opt(
+        "truncate",
+        "truncate: cut a text at max_seq_len; window: read a longer text as overlapping windows and "
+        "average their probabilities, in the test evaluation and when served (stored in the model)",
+        str,
+        LONG_TEXT,
+    )
     # A head fitted to the pretrained features first (LP-FT) needs fewer epochs than a random one.
     head_init: str = _opt(
         "probe",
@@ -196,6 +204,10 @@ class TrainConfig(Workspace):
                     f"warmup_proportion must be in [0, 1), got {self.warmup_proportion} (try 0.1)",
                 ),
                 (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+                (
+                    self.long_text in LONG_TEXT,
+                    f"long_text must be one of {', '.join(LONG_TEXT)}, got {self.long_text!r}",
+                ),
                 (0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay} (try 0.9)"),
                 (
                     self.head_init in ("probe", "random"),
@@ -284,6 +296,13 @@ class PredictConfig(ModelChoice):
         "default: the threshold the model was trained with, else 0)",
         float,
     )
+    long_text: str | None = _opt(
+        None,
+        "truncate: cut a text at max_seq_len; window: read a longer text as overlapping windows and "
+        "average their probabilities (default: what the model was trained with)",
+        str,
+        LONG_TEXT,
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -291,6 +310,10 @@ class PredictConfig(ModelChoice):
                 (
                     self.min_confidence is None or 0 <= self.min_confidence <= 1,
                     f"min_confidence must be in [0, 1], got {self.min_confidence}",
+                ),
+                (
+                    self.long_text is None or self.long_text in LONG_TEXT,
+                    f"long_text must be one of {', '.join(LONG_TEXT)}, got {self.long_text!r}",
                 ),
                 (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
                 (

@@ -130,7 +130,7 @@ def plot_reliability(y_true, before, after, path, temperature):
     plt.close(fig)
 
 
-def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration=None, extra=None) -> dict:
+def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration=None, extra=None, served=None) -> dict:
     """Write metrics.json, classification_report.txt and confusion_matrix.png into `folder` (and
     reliability_diagram.png when the model was calibrated).
 
@@ -139,10 +139,12 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
         baseline: optional output of `baseline_metrics`, stored beside the model's metrics.
         calibration: optional output of `calibration.calibrate`: (its record, calibrated probabilities).
         extra: more records for metrics.json (e.g. abstain: coverage and accuracy at the threshold).
+        served: the probabilities the exported model serves, where they differ from the logits'
+            (long_text window); the predictions, metrics and report are then theirs.
     """
     folder = Path(folder)
     logits = np.asarray(logits)
-    y_pred = logits.argmax(axis=1)
+    y_pred = (logits if served is None else np.asarray(served)).argmax(axis=1)
     metrics = compute_metrics(y_true, y_pred, classes)
     if baseline is not None:
         metrics["baseline"] = baseline

@@ -101,7 +101,8 @@ def check(predictor: Any, refuse: bool = True) -> dict[str, Any] | None:
     """Run the predictor on its folder's golden texts and compare with what Keras gave at export.
 
     Only texts that became the same tokens are compared (serving with another max_seq_len cuts
-    long texts elsewhere). Returns what /model reports; raises GoldenMismatch past the tolerance
+    long texts elsewhere; with long_text window, a text longer than one window is read otherwise).
+    Returns what /model reports; raises GoldenMismatch past the tolerance
     unless `refuse` is False (`evaluate` reports instead). None when the folder has no golden set.
     """
     golden = read(predictor.folder, len(predictor.classes))
@@ -109,7 +110,10 @@ def check(predictor: Any, refuse: bool = True) -> dict[str, Any] | None:
         log.info("%s has no %s (an older export): answers not checked at load", predictor.folder, GOLDEN_FILE)
         return None
     tolerance = TOLERANCE.get(predictor.precision, TOLERANCE["fp32"])
-    same_tokens = predictor.token_counts(golden["texts"]) == golden["tokens"]
+    counts = predictor.token_counts(golden["texts"])
+    same_tokens = counts == golden["tokens"]
+    if getattr(predictor, "long_text", "truncate") == "window":  # a text that fills a window may be read as several
+        same_tokens &= counts < predictor.sequence_length
     texts = [text for text, same in zip(golden["texts"], same_tokens, strict=True) if same]
     moved = np.abs(predictor.predict_proba(texts) - golden["probabilities"][same_tokens]) if texts else None
     per_text = np.where(np.isfinite(moved), moved, np.inf).max(axis=1) if moved is not None else np.zeros(1)

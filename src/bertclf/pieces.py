@@ -21,6 +21,40 @@ def pack(rows: list[list[int]], sequence_length: int, cls_id: int, sep_id: int, 
     return {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "padding_mask": padding_mask}
 
 
+# --long_text window: a text is read as at most this many windows (evenly spread from its start to
+# its end), so one long text costs at most this many rows of model work.
+MAX_WINDOWS = 8
+
+
+def windows(rows: list[list[int]], sequence_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """Split each text's ids into overlapping windows that fit `sequence_length` with [CLS] and [SEP].
+
+    A text that fits stays one window; a longer one gets windows every half window (each token is
+    read twice, once near a window's middle), at most MAX_WINDOWS, the first at its start and the
+    last at its end. Returns (the windows' ids, the index of the text each window belongs to).
+    """
+    body = sequence_length - 2
+    out: list[list[int]] = []
+    owners: list[int] = []
+    for owner, ids in enumerate(rows):
+        if len(ids) <= body:
+            starts = [0]
+        else:
+            last = len(ids) - body
+            count = min(MAX_WINDOWS, -(-last // max(body // 2, 1)) + 1)  # ceil(last / stride) + 1
+            starts = sorted({round(i * last / (count - 1)) for i in range(count)})
+        out.extend(ids[start : start + body] for start in starts)
+        owners.extend([owner] * len(starts))
+    return out, np.array(owners, dtype=np.int64)
+
+
+def average_windows(probabilities: np.ndarray, owners: np.ndarray, n_texts: int) -> np.ndarray:
+    """Each text's probabilities: the mean over its windows' rows."""
+    totals = np.zeros((n_texts, probabilities.shape[1]), dtype=np.float64)
+    np.add.at(totals, owners, probabilities)
+    return (totals / np.bincount(owners, minlength=n_texts)[:, None]).astype(probabilities.dtype)
+
+
 class SentencePieces:
     """Text -> SentencePiece ids with the `sentencepiece` library (the C++ code TensorFlow Text wraps).
 

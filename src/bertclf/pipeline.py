@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertclf.batches import Encoded, training_order
+from bertclf.pieces import pack, windows
 
 
 def traced_preprocessor(preprocessor):
@@ -75,13 +76,30 @@ def traced_forward(model):
     return tf.function(lambda features: model(features, training=False), input_signature=[signature])
 
 
+def token_ids(preprocessor, texts, chunk=1024) -> list[np.ndarray]:
+    """Each text's token ids, uncut and without [CLS] and [SEP]."""
+    # Traced: called eagerly, KerasHub's tokenizer turns its ragged ids into Python lists (~10x slower).
+    ids = tf.function(
+        lambda batch: (lambda ragged: (ragged.flat_values, ragged.row_splits))(preprocessor.tokenizer(batch)),
+        input_signature=[tf.TensorSpec((None,), tf.string)],
+    )
+    rows: list[np.ndarray] = []
+    for start in range(0, len(texts), chunk):
+        values, splits = (np.asarray(t) for t in ids(tf.constant(texts[start : start + chunk])))
+        rows.extend(np.split(values.astype(np.int32), splits[1:-1]))
+    return rows
+
+
 def token_counts(preprocessor, texts, chunk=1024) -> np.ndarray:
     """Each text's tokens with [CLS] and [SEP], uncut: how long it is before max_seq_len truncates it."""
-    # Traced: called eagerly, KerasHub's tokenizer turns its ragged ids into Python lists (~10x slower).
-    lengths = tf.function(
-        lambda batch: preprocessor.tokenizer(batch).row_lengths(), input_signature=[tf.TensorSpec((None,), tf.string)]
-    )
-    counts = []
-    for start in range(0, len(texts), chunk):
-        counts.append(np.asarray(lengths(tf.constant(texts[start : start + chunk])), dtype=int) + 2)
-    return np.concatenate(counts) if counts else np.zeros(0, int)
+    return np.array([len(ids) + 2 for ids in token_ids(preprocessor, texts, chunk)], dtype=int)
+
+
+def encode_windows(preprocessor, texts, keys) -> Encoded:
+    """Like `encode`, but a text longer than the preprocessor's sequence length becomes overlapping
+    windows (pieces.windows; Encoded.owners says whose), as `--long_text window` reads it."""
+    tokenizer, length = preprocessor.tokenizer, preprocessor.sequence_length
+    rows, owners = windows([list(ids) for ids in token_ids(preprocessor, texts)], length)
+    features = pack(rows, length, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    features = {key: np.asarray(value, dtype=np.int32) for key, value in features.items() if key in keys}
+    return Encoded(features, features["padding_mask"].sum(axis=1).astype(np.int32), owners=owners)

@@ -10,9 +10,9 @@ import numpy as np
 
 from bertclf import abstain, golden
 from bertclf.batches import Encoded, predict_in_order
-from bertclf.config import ENGINES, ConfigError, PredictConfig
+from bertclf.config import ENGINES, LONG_TEXT, ConfigError, PredictConfig
 from bertclf.files import read_json_object
-from bertclf.pieces import SentencePieces, pack, tokenizer_class
+from bertclf.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
 from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.safety import check_preset_is_data
@@ -43,11 +43,12 @@ def sequence_length(folder: Path, max_seq_len: int | None = None) -> int:
     return max_seq_len or trained
 
 
-def plain_encoder(folder: Path, length: int) -> Callable[[list[str]], Encoded] | None:
+def plain_encoder(folder: Path, length: int) -> Callable[..., Encoded] | None:
     """texts -> token arrays without TensorFlow, for every tokenizer a folder may name:
     BERT's WordPiece (~20 us for a short text against ~1.2 ms through TensorFlow; DistilBERT's is the same
     but takes no segment_ids) and ALBERT's SentencePiece, giving the very ids of KerasHub's
-    preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). None for any other tokenizer."""
+    preprocessor (tests/test_wordpiece.py, tests/test_pieces.py). None for any other tokenizer.
+    `encode(texts, window=True)` reads a long text as overlapping windows (Encoded.owners says whose)."""
     kind = tokenizer_class(folder)
     plain: WordPiece | SentencePieces
     if kind in ("BertTokenizer", "DistilBertTokenizer"):
@@ -58,17 +59,32 @@ def plain_encoder(folder: Path, length: int) -> Callable[[list[str]], Encoded] |
         return None
     segments = kind != "DistilBertTokenizer"  # DistilBERT has no segment embedding and takes no segment_ids
 
-    def encode(texts: list[str]) -> Encoded:
+    body = length - 2  # [CLS] and [SEP] take two places
+
+    def encode(texts: list[str], window: bool = False) -> Encoded:
         rows = [plain.tokenize(text) for text in texts]
+        owners = None
+        if window:  # long texts become several overlapping rows (see pieces.windows)
+            cut = sum(len(ids) > body * MAX_WINDOWS for ids in rows)  # past what the windows reach
+            rows, owners = windows(rows, length)
+        else:
+            cut = sum(len(ids) > body for ids in rows)
         features = pack(rows, length, plain.cls_id, plain.sep_id, plain.pad_id)
         if not segments:
             del features["segment_ids"]
         mask = features["padding_mask"]
         features["padding_mask"] = mask.astype(np.int32)
-        truncated = sum(len(ids) > length - 2 for ids in rows)  # [CLS] and [SEP] take two places
-        return Encoded(features, mask.sum(axis=1).astype(np.int32), truncated)
+        return Encoded(features, mask.sum(axis=1).astype(np.int32), cut, owners)
 
     return encode
+
+
+def stored_long_text(model_config: dict, folder: Path) -> str:
+    """How the model was trained to read long texts (truncate, the default, or window)."""
+    value = (model_config.get("hyperparameters") or {}).get("long_text", "truncate")
+    if value not in LONG_TEXT:
+        raise RegistryError(f"{folder}: model_config.json's long_text must be one of {', '.join(LONG_TEXT)}")
+    return value
 
 
 class Predictor:
@@ -86,6 +102,8 @@ class Predictor:
             the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
+        long_text: "truncate" (cut a text at the sequence length) or "window" (read a long text as
+            overlapping windows and average their probabilities); default: what the model was trained with.
         min_confidence: answer None instead of a label below this top probability (default: the
             threshold the model was trained with, else 0: always answer).
         refuse_drift: raise GoldenMismatch when the answers on the folder's golden texts moved past
@@ -102,6 +120,7 @@ class Predictor:
         max_seq_len=None,
         refuse_drift=True,
         min_confidence=None,
+        long_text=None,
     ):
         if engine not in ENGINES:
             raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
@@ -112,6 +131,7 @@ class Predictor:
         self.name = self.config.get("name", self.folder.name)
         stored = abstain.stored_min_confidence(self.config, self.folder)
         self.min_confidence = stored if min_confidence is None else float(min_confidence)
+        self.long_text = long_text or stored_long_text(self.config, self.folder)
         self.batch_size = batch_size
         # Called with how many texts of a call were longer than the sequence length (serving counts them).
         self.on_truncated: Callable[[int], None] = lambda count: None
@@ -189,16 +209,18 @@ class Predictor:
             max_seq_len=config.max_seq_len,
             refuse_drift=refuse_drift,
             min_confidence=config.min_confidence,
+            long_text=config.long_text,
         )
 
     def predict_proba(self, texts) -> np.ndarray:
         """Class probabilities, one row per text, columns in `self.classes` order."""
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32)
-        encoded = self._encode(list(texts))
+        encoded = self._encode(list(texts), window=self.long_text == "window")
         if encoded.truncated:
             self.on_truncated(encoded.truncated)
-        return predict_in_order(self._forward, encoded, self.batch_size)
+        rows = predict_in_order(self._forward, encoded, self.batch_size)
+        return rows if encoded.owners is None else average_windows(rows, encoded.owners, len(texts))
 
     def token_counts(self, texts) -> np.ndarray:
         """How many tokens each text becomes ([CLS] and [SEP] included), at most the sequence length."""

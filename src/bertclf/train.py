@@ -21,11 +21,12 @@ from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import IMBALANCE_RATIO, TrainConfig
 from bertclf.data import Splits, load_splits
-from bertclf.evaluate import baseline_metrics, write_evaluation
+from bertclf.evaluate import baseline_metrics, compute_metrics, write_evaluation
 from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
-from bertclf.pipeline import dataset, encode, token_counts, traced_forward, traced_preprocessor
+from bertclf.pieces import MAX_WINDOWS, average_windows
+from bertclf.pipeline import dataset, encode, encode_windows, token_counts, traced_forward, traced_preprocessor
 from bertclf.predictor import softmax
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
 from bertclf.schedule import build_schedule
@@ -162,14 +163,18 @@ def write_serving_graph(classifier, folder: Path) -> None:
         log.info("%s: this model serves on TensorFlow (the training install)", err)
 
 
-def abstain_record(cfg: TrainConfig, forward, encoded: dict, y: dict) -> dict | None:
+def served_probabilities(forward, encoded: Encoded, batch_size: int) -> np.ndarray:
+    """A split's probabilities as the exported model serves them (windows averaged, if any)."""
+    rows = softmax(np.asarray(predict_in_order(forward, encoded, batch_size), dtype=np.float64))
+    return rows if encoded.owners is None else average_windows(rows, encoded.owners, int(encoded.owners.max()) + 1)
+
+
+def abstain_record(cfg: TrainConfig, probabilities, y: dict) -> dict | None:
     """The threshold below which the model answers null (`min_confidence`, or the one that reaches
-    `target_precision` on the validation split), and the test split's coverage and accuracy at it."""
+    `target_precision` on the validation split), and the test split's coverage and accuracy at it.
+    `probabilities(part)` gives a split's served probabilities."""
     if cfg.min_confidence is None and cfg.target_precision is None:
         return None
-
-    def probabilities(part):
-        return softmax(np.asarray(predict_in_order(forward, encoded[part], cfg.batch_size), dtype=np.float64))
 
     record: dict = {}
     if cfg.target_precision is not None:
@@ -202,6 +207,28 @@ def abstain_record(cfg: TrainConfig, forward, encoded: dict, y: dict) -> dict | 
         "none" if test["accuracy_answered"] is None else f"{100 * test['accuracy_answered']:.1f}%",
     )
     return record
+
+
+def long_text_record(windowed: Encoded, y: np.ndarray, truncated_logits: np.ndarray, classes: list[str]) -> dict:
+    """How many test texts the windows read whole, and the truncated model's scores to compare."""
+    assert windowed.owners is not None
+    per_text = np.bincount(windowed.owners)
+    truncated = compute_metrics(y, np.asarray(truncated_logits).argmax(axis=1), classes)
+    log.info(
+        "long_text window: %d of %d test texts read as several windows (at most %d); truncated they score "
+        "accuracy %.4f, macro-F1 %.4f",
+        int((per_text > 1).sum()),
+        len(per_text),
+        MAX_WINDOWS,
+        truncated["accuracy"],
+        truncated["macro_f1"],
+    )
+    return {
+        "mode": "window",
+        "texts_windowed": int((per_text > 1).sum()),
+        "max_windows": MAX_WINDOWS,
+        "truncated": {"accuracy": truncated["accuracy"], "macro_f1": truncated["macro_f1"]},
+    }
 
 
 def write_golden_texts(folder: Path, forward, encoded: Encoded, y: np.ndarray, texts: list[str], batch_size: int):
@@ -305,10 +332,21 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
                 calibration[0]["ece_before"],
                 calibration[0]["ece_after"],
             )
-        abstaining = abstain_record(cfg, forward, encoded, y)  # on the calibrated model
-        metrics = write_evaluation(
-            work, y["test"], logits, classes, baseline, calibration, {ABSTAIN_KEY: abstaining} if abstaining else None
-        )
+        # What the exported (calibrated) model serves: with long_text window, long texts as windows.
+        served = dict(encoded)
+        if cfg.long_text == "window":
+            keys = set(encoded["test"].features)
+            for part in ("validation", "test"):
+                served[part] = encode_windows(preprocessor, getattr(splits, part).texts, keys)
+        extra: dict = {}
+        abstaining = abstain_record(cfg, lambda part: served_probabilities(forward, served[part], cfg.batch_size), y)
+        if abstaining:
+            extra[ABSTAIN_KEY] = abstaining
+        windowed = None
+        if cfg.long_text == "window":
+            windowed = served_probabilities(forward, served["test"], cfg.batch_size)
+            extra["long_text"] = long_text_record(served["test"], y["test"], logits, classes)
+        metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration, extra, windowed)
         write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size)
 
         # === Export ===

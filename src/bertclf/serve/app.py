@@ -38,6 +38,7 @@ def load_predictor(folder, config: ServeConfig):
         threads=config.threads_per_model(),
         max_seq_len=config.max_seq_len,
         min_confidence=config.min_confidence,
+        long_text=config.long_text,
     )
 
 
