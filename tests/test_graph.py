@@ -81,7 +81,8 @@ def test_the_graphs_use_only_the_operators_serving_allows(tiny_preset):
     used = {
         (node.domain, node.op_type)
         for model in (classifier, tiny_distilbert())
-        for node in build_graph(model).graph.node
+        for multi_label in (False, True)
+        for node in build_graph(model, multi_label).graph.node
     }
     assert used == ALLOWED_OPS, "the allowlist is exactly what we write (update both together)"
 
@@ -111,8 +112,8 @@ def test_the_export_writes_a_checked_graph_and_refuses_a_wrong_one(tiny_preset, 
     # A graph that computes something else (here: one weight changed) is never written.
     real = graph_module.build_graph
 
-    def off_by_a_little(model):
-        proto = real(model)
+    def off_by_a_little(model, multi_label=False):
+        proto = real(model, multi_label)
         bias = next(t for t in proto.graph.initializer if t.name == "logits_bias")
         shifted = np.frombuffer(bias.raw_data, np.float32) + np.array([0.5, 0, 0], np.float32)
         bias.raw_data = shifted.tobytes()

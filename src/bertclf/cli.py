@@ -56,6 +56,8 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
         if env:
             text += f" [env {env_name(f.name)}]"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        # A yes/no setting: `--multi_label` alone means true; `--multi_label false` works too.
+        flag: dict[str, Any] = {"nargs": "?", "const": True} if isinstance(f.default, bool) else {}
         parser.add_argument(
             *names,
             dest=f.name,
@@ -64,6 +66,7 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
             choices=f.metadata.get("choices"),
             metavar=f.name.upper(),
             help=text,
+            **flag,
         )
 
 
@@ -116,7 +119,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"min_confidence {predictor.min_confidence:g}: below it the answer is (abstain), for a person to label")
     for text, label, probability in zip(texts, labels, probabilities, strict=True):
         shown = text if len(text) <= 70 else text[:67] + "..."
-        print(f"{label or '(abstain)':>15}  {probability:6.3f}  {shown}")
+        if isinstance(label, list):  # multi-label: every label at or above its threshold
+            answer = ", ".join(f"{name} {p:.3f}" for name, p in zip(label, probability, strict=True)) or "(no label)"
+            print(f"{answer:<40}  {shown}")
+        else:
+            print(f"{label or '(abstain)':>15}  {probability:6.3f}  {shown}")
     return 0
 
 

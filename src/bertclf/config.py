@@ -32,6 +32,18 @@ def _opt(default: Any, help: str, type: Any = None, choices: tuple | None = None
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+def parse_bool(text: str | bool) -> bool:
+    """A yes/no setting: true/false, yes/no, on/off, 1/0 (any case)."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
@@ -75,6 +87,14 @@ class TrainConfig(Workspace):
     label_column: str | None = _opt(
         None, f"column holding the label (default: the first of {', '.join(LABEL_COLUMNS)})", str
     )
+    # Several labels per text ("bug|ui"): sigmoid outputs, one threshold per label (multi-label).
+    multi_label: bool = _opt(
+        False,
+        "one or more labels per text: sigmoid outputs, binary cross-entropy, one threshold per label tuned "
+        "on the validation split (default: on when a label holds label_separator)",
+        parse_bool,
+    )
+    label_separator: str = _opt("|", "separator between the labels of one text, for multi-label data", str)
     validation_data: str | None = _opt(None, "separate validation file (default: split validation_split off DATA)", str)
     test_data: str | None = _opt(None, "separate test file (default: split test_split off DATA)", str)
     # 10% each keeps ~80% for training yet leaves enough test rows per class for a readable report.
@@ -183,6 +203,10 @@ class TrainConfig(Workspace):
                     "give min_confidence or target_precision, not both (target_precision chooses min_confidence)",
                 ),
                 (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+                (
+                    bool(self.label_separator) and not self.label_separator.isspace(),
+                    "label_separator must be a visible character or string, such as | or ;",
+                ),
                 (
                     8 <= self.max_seq_len <= 4096,
                     f"max_seq_len must be between 8 and 4096 tokens, got {self.max_seq_len}",

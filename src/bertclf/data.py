@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -38,6 +39,18 @@ class Splits:
     test: Examples
     classes: list
     dropped: int = 0  # rows dropped for an empty text or label, over all files read
+    multi_label: bool = False  # each label is a set of classes, joined by `separator`
+    separator: str = "|"
+
+    def label_sets(self, part: str) -> list[list[str]]:
+        """The classes of each text of a split (one each, unless multi-label)."""
+        labels = getattr(self, part).labels
+        return [split_labels(label, self.separator) for label in labels] if self.multi_label else [[x] for x in labels]
+
+
+def split_labels(label: str, separator: str) -> list[str]:
+    """The classes one multi-label cell names ("bug | ui" -> ["bug", "ui"]), blanks and repeats dropped."""
+    return list(dict.fromkeys(part.strip() for part in label.split(separator) if part.strip()))
 
 
 def _decode(path: Path) -> str:
@@ -173,6 +186,28 @@ def _split(examples: Examples, fraction: float, seed: int):
     return Examples(keep_t, keep_l, examples.source), Examples(held_t, held_l, examples.source)
 
 
+def _split_multi(examples: Examples, fraction: float, seed: int, separator: str):
+    """A seeded random split of multi-label rows (label sets cannot be stratified one by one);
+    then a held-out row is moved to the kept part for every class the kept part would lack."""
+    size = max(math.ceil(fraction * len(examples)), 1)
+    if len(examples) - size < 2:
+        raise DataError(f"{examples.source}: {len(examples)} rows are too few to split; add examples.")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    held, kept = list(order[:size]), list(order[size:])
+    seen = {c for i in kept for c in split_labels(examples.labels[i], separator)}
+    for i in list(held):
+        classes = split_labels(examples.labels[i], separator)
+        if not set(classes) <= seen and len(held) > 1:
+            held.remove(i)
+            kept.append(i)
+            seen.update(classes)
+
+    def part(index):
+        return Examples([examples.texts[i] for i in index], [examples.labels[i] for i in index], examples.source)
+
+    return part(sorted(kept)), part(sorted(held))
+
+
 def load_splits(cfg: TrainConfig) -> Splits:
     """Read the data files a TrainConfig names and return seeded, stratified splits.
 
@@ -188,26 +223,42 @@ def load_splits(cfg: TrainConfig) -> Splits:
 
     train = read(cfg.data)
     dropped = train.dropped
+    sep = cfg.label_separator
+    multi = cfg.multi_label or any(sep in label for label in train.labels)
+    if multi and not cfg.multi_label:
+        log.info("multi-label: labels in %s hold %r, so each text may have several (--multi_label)", cfg.data, sep)
     held_out = [name for name, given in (("validation", cfg.validation_data), ("test", cfg.test_data)) if not given]
-    _check_class_sizes(train, 1 + len(held_out), " and ".join(["train", *held_out]))
+    if multi:
+        found = sorted({c for label in train.labels for c in split_labels(label, sep)})
+        if len(found) < 2:
+            raise DataError(f"{train.source}: only one label ({found[0]!r}) in the whole file; a classifier needs two.")
+    else:
+        _check_class_sizes(train, 1 + len(held_out), " and ".join(["train", *held_out]))
 
     test = read(cfg.test_data) if cfg.test_data else None
     validation = read(cfg.validation_data) if cfg.validation_data else None
     dropped += sum(part.dropped for part in (test, validation) if part is not None)
     fraction_left = 1.0
+
+    def split(examples, fraction):
+        return _split_multi(examples, fraction, cfg.seed, sep) if multi else _split(examples, fraction, cfg.seed)
+
     if test is None:
-        train, test = _split(train, cfg.test_split, cfg.seed)
+        train, test = split(train, cfg.test_split)
         fraction_left -= cfg.test_split
     if validation is None:
         # validation_split is a fraction of the whole file: rescale it to what the test split left.
-        train, validation = _split(train, cfg.validation_split / fraction_left, cfg.seed)
+        train, validation = split(train, cfg.validation_split / fraction_left)
 
-    classes = sorted(set(train.labels))
+    def classes_of(part):
+        return {c for label in part.labels for c in split_labels(label, sep)} if multi else set(part.labels)
+
+    classes = sorted(classes_of(train))
     for part in (validation, test):
-        unknown = sorted(set(part.labels) - set(classes))
+        unknown = sorted(classes_of(part) - set(classes))
         if unknown:
             raise DataError(
                 f"{part.source}: labels that never occur in the training data: "
                 f"{', '.join(map(repr, unknown[:10]))}. Remove those rows or add training examples."
             )
-    return Splits(train, validation, test, classes, dropped)
+    return Splits(train, validation, test, classes, dropped, multi, sep)

@@ -4,6 +4,7 @@ matrix; the TF-IDF baseline; and re-scoring a saved model on the test split it w
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
 from bertclf.config import TrainConfig
@@ -48,14 +50,43 @@ def compute_metrics(y_true, y_pred, classes) -> dict:
     }
 
 
+def compute_multilabel_metrics(truth, predicted, classes) -> dict:
+    """Multi-label scores: subset accuracy (every label of a text right; also as `accuracy`),
+    micro- and macro-F1, and per-label precision/recall/F1/support, as plain JSON values."""
+    truth, predicted = np.asarray(truth, dtype=int), np.asarray(predicted, dtype=int)
+    report = classification_report(truth, predicted, target_names=classes, output_dict=True, zero_division=0)
+    subset = float(accuracy_score(truth, predicted))
+    return {
+        "accuracy": subset,
+        "subset_accuracy": subset,
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "n_test": len(truth),
+        "per_label": {
+            name: {key: float(report[name][key]) for key in ("precision", "recall", "f1-score", "support")}
+            for name in classes
+        },
+    }
+
+
 def baseline_metrics(train_texts, y_train, test_texts, y_test) -> dict:
     """Accuracy and macro-F1 of TF-IDF (word 1-2 grams) + logistic regression on the same split:
-    the cheap model a fine-tuned transformer has to beat to be worth its cost."""
+    the cheap model a fine-tuned transformer has to beat to be worth its cost. Multi-label (y a 0/1
+    matrix): one logistic regression per label at probability 0.5, scored as the model is."""
+    classifier = LogisticRegression(max_iter=2000, C=10.0)
+    multi = np.ndim(y_train) == 2
     baseline = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-        LogisticRegression(max_iter=2000, C=10.0),
+        OneVsRestClassifier(classifier) if multi else classifier,
     )
-    predicted = baseline.fit(train_texts, y_train).predict(test_texts)
+    with warnings.catch_warnings():  # a label every (or no) training text has gets a constant predictor
+        warnings.simplefilter("ignore", UserWarning)
+        predicted = baseline.fit(train_texts, y_train).predict(test_texts)
+    if multi:
+        scores = compute_multilabel_metrics(y_test, predicted, [str(i) for i in range(np.shape(y_test)[1])])
+        return {"model": "tfidf-1-2gram+logistic-regression-per-label"} | {
+            key: scores[key] for key in ("accuracy", "subset_accuracy", "micro_f1", "macro_f1")
+        }
     return {
         "model": "tfidf-1-2gram+logistic-regression",
         "accuracy": float(accuracy_score(y_test, predicted)),
@@ -161,6 +192,47 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
     return metrics
 
 
+def plot_per_label(per_label, path, title="Per-label scores (test split)"):
+    """Save a PNG of each label's precision, recall and F1 (multi-label models have no confusion matrix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_label)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4.5))
+    for offset, key in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1-score"), strict=True):
+        ax.bar(x + offset, [per_label[n][key] for n in names], width=0.27, label=key)
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_multilabel_evaluation(folder, truth, probabilities, thresholds, classes, baseline=None, extra=None) -> dict:
+    """Multi-label: metrics.json, classification_report.txt and per_label_scores.png, the texts'
+    labels being every class at or above its threshold."""
+    folder = Path(folder)
+    predicted = (np.asarray(probabilities) >= np.asarray(thresholds)).astype(int)
+    metrics = compute_multilabel_metrics(truth, predicted, classes)
+    for name, threshold in zip(classes, thresholds, strict=True):
+        metrics["per_label"][name]["threshold"] = round(float(threshold), 6)
+    if baseline is not None:
+        metrics["baseline"] = baseline
+    metrics.update(extra or {})
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report = classification_report(
+        np.asarray(truth, dtype=int), predicted, target_names=classes, digits=3, zero_division=0
+    )
+    (folder / "classification_report.txt").write_text(report, encoding="utf-8")
+    plot_per_label(metrics["per_label"], folder / "per_label_scores.png")
+    return metrics
+
+
 # === Re-scoring a saved model ===
 def _training_folder(model_folder: Path, models_dir: str) -> Path | None:
     """The folder training ran from, inferred from where the model folder is now: models_dir was
@@ -236,8 +308,14 @@ def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | 
     settings = {k: v for k, v in hyperparameters.items() if k in known}
     files = find_training_files(predictor.config, predictor.folder, moved)
     settings.update({role: os.fspath(path) for role, path in files.items()})
-    test = load_splits(TrainConfig(**settings)).test
+    splits = load_splits(TrainConfig(**settings))
+    test = splits.test
+    probabilities = predictor.predict_proba(list(test.texts))
+    if predictor.thresholds is not None:  # multi-label
+        from bertclf.multilabel import multi_hot
+
+        truth = multi_hot(splits.label_sets("test"), predictor.classes)
+        return compute_multilabel_metrics(truth, probabilities >= predictor.thresholds, predictor.classes)
     index = {label: i for i, label in enumerate(predictor.classes)}
     y_true = np.array([index[label] for label in test.labels])
-    y_pred = predictor.predict_proba(list(test.texts)).argmax(axis=1)
-    return compute_metrics(y_true, y_pred, predictor.classes)
+    return compute_metrics(y_true, probabilities.argmax(axis=1), predictor.classes)

@@ -19,9 +19,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bertclf.files import write_bytes_atomic
+from bertclf.files import read_json_object, write_bytes_atomic
+from bertclf.multilabel import MULTI_LABEL_KEY, sigmoid
 from bertclf.predictor import softmax
-from bertclf.registry import LABELS_FILE, RegistryError, load_labels
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, load_labels
 from bertclf.runtime import INPUTS, MS_DOMAIN, OUTPUT, SERVING_GRAPH, OnnxForward
 from bertclf.safety import check_preset_is_data
 
@@ -108,9 +109,9 @@ def _encoder_layer(g, w, p, x, name, hidden, heads, eps, gelu):
     return add_and_norm(down, x_attn, "feedforward_layer_norm", p + "feedforward_output_dense/bias", f"{name}_output")
 
 
-def build_graph(classifier) -> onnx.ModelProto:
-    """An ONNX model computing `softmax(classifier(features))` for a KerasHub BERT, ALBERT or
-    DistilBERT text classifier.
+def build_graph(classifier, multi_label: bool = False) -> onnx.ModelProto:
+    """An ONNX model computing `softmax(classifier(features))` (`sigmoid` for a multi-label model)
+    for a KerasHub BERT, ALBERT or DistilBERT text classifier.
 
     Args:
         classifier: a `keras_hub.models.TextClassifier` with a BERT, ALBERT or DistilBERT backbone.
@@ -208,7 +209,10 @@ def build_graph(classifier) -> onnx.ModelProto:
         ],
         "logits",
     )
-    g.op("Softmax", [logits], OUTPUT, axis=-1)
+    if multi_label:
+        g.op("Sigmoid", [logits], OUTPUT)
+    else:
+        g.op("Softmax", [logits], OUTPUT, axis=-1)
 
     num_classes = w["logits/bias"].shape[0]
     names = [name for name in INPUTS if not (distil and name == "segment_ids")]
@@ -237,7 +241,7 @@ def _random_features(classifier, rng: np.random.Generator) -> dict[str, np.ndarr
     }
 
 
-def export_serving_graph(classifier, folder: str | Path) -> Path:
+def export_serving_graph(classifier, folder: str | Path, multi_label: bool = False) -> Path:
     """Write `folder/serving/model.onnx` (fp32) for a KerasHub BERT, ALBERT or DistilBERT classifier, after
     checking that it gives the Keras model's probabilities on random inputs.
 
@@ -248,11 +252,12 @@ def export_serving_graph(classifier, folder: str | Path) -> Path:
         UnsupportedModel: the backbone has no graph here; it serves with TensorFlow.
         RuntimeError: the graph disagrees with the Keras model (a bug: nothing is written).
     """
-    model = build_graph(classifier)
+    model = build_graph(classifier, multi_label)
     data = model.SerializeToString()
     inputs = {tensor.name for tensor in classifier.inputs}  # DistilBERT takes no segment_ids
     features = {k: v for k, v in _random_features(classifier, np.random.default_rng(0)).items() if k in inputs}
-    expected = softmax(np.asarray(classifier(features, training=False), dtype=np.float64))
+    logits = np.asarray(classifier(features, training=False), dtype=np.float64)
+    expected = sigmoid(logits) if multi_label else softmax(logits)
     got = OnnxForward(data, threads=1)(features)
     gap = float(np.abs(got - expected).max())
     if gap > EXPORT_TOLERANCE:
@@ -281,8 +286,9 @@ def export_folder(folder: str | Path) -> Path:
     check_preset_is_data(folder)
     classes = load_labels(folder / LABELS_FILE)
     classifier, _ = load_classifier(folder, len(classes), sequence_length(folder))
+    multi_label = read_json_object(folder / MODEL_CONFIG_FILE, RegistryError).get(MULTI_LABEL_KEY) is not None
     try:
-        return export_serving_graph(classifier, folder)
+        return export_serving_graph(classifier, folder, multi_label)
     except OSError as err:
         raise RegistryError(
             f"cannot write {folder / SERVING_GRAPH}: {err.strerror}; export from a copy of the folder you can write to"

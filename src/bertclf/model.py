@@ -74,10 +74,11 @@ class LayerDecayAdamW(keras.optimizers.AdamW):
         return super().update_step(gradient, variable, learning_rate * scale)
 
 
-def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay=1.0, num_layers=0):
+def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay=1.0, num_layers=0, multi_label=False):
     """AdamW with BERT's weight decay (not on biases or layer norms), cross-entropy on logits;
     with layer_decay < 1, each of the `num_layers` transformer layers below the head learns
-    layer_decay times slower than the one above it.
+    layer_decay times slower than the one above it. Multi-label: binary cross-entropy per class on
+    sigmoid outputs (accuracy: of every text-class decision at probability 0.5).
 
     XLA stays off by default: it recompiles for every new batch width, and per-batch padding makes
     many widths; plain TensorFlow runs the dynamic shapes with a single trace.
@@ -88,12 +89,13 @@ def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay
     else:
         optimizer = keras.optimizers.AdamW(**settings)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "LayerNorm", "layer_norm"])
-    classifier.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
-    )
+    if multi_label:
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # on logits: probability 0.5
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    classifier.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit_compile)
 
 
 def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, regularization=1.0, balanced=False):
@@ -106,13 +108,27 @@ def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, 
     Args:
         classifier: a TextClassifier with its preprocessor detached.
         encoded: the training texts, tokenized (batches.encode).
-        labels: int class indices of the training texts.
+        labels: int class indices of the training texts, or (multi-label) a 0/1 matrix, texts x classes.
         batch_size: texts per forward pass.
         regularization: inverse L2 strength (scikit-learn's C) of the probe.
         balanced: weigh classes by inverse frequency, as the fine-tuning does with class weights.
     """
     head = classifier.output_dense
     features = predict_in_order(traced_forward(keras.Model(classifier.inputs, head.input)), encoded, batch_size)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # multi-label: one binary probe per class, each logit its own sigmoid
+        kernel = np.zeros((features.shape[1], labels.shape[1]), np.float32)
+        bias = np.zeros(labels.shape[1], np.float32)
+        for c in range(labels.shape[1]):
+            positives = labels[:, c].mean()
+            if 0 < positives < 1:
+                probe = LogisticRegression(C=regularization, max_iter=1000).fit(features, labels[:, c])
+                kernel[:, c], bias[c] = probe.coef_[0], probe.intercept_[0]
+            else:  # a class every (or no) training text has: its base rate
+                bias[c] = 10.0 if positives == 1 else -10.0
+        head.kernel.assign(kernel)
+        head.bias.assign(bias)
+        return
     probe = LogisticRegression(C=regularization, max_iter=1000, class_weight="balanced" if balanced else None)
     probe = probe.fit(features, labels)
     coef, intercept = probe.coef_, probe.intercept_

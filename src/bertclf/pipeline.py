@@ -42,13 +42,14 @@ def dataset(encoded: Encoded, labels, batch_size, seed=None, shuffle=True, pad_t
 
     Args:
         encoded: output of `encode`.
-        labels: int class indices, one per text.
+        labels: int class indices, one per text; or (multi-label) a 0/1 row of classes per text.
         batch_size: examples per batch.
         seed: shuffling seed; each epoch draws a new order from the same generator.
         shuffle: False gives the fixed, length-sorted order used for evaluation.
         pad_to_max: pad every batch to max_seq_len (the slow way; for benchmarks only).
     """
-    labels = np.asarray(labels, dtype=np.int32)
+    labels = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int32)
+    label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.float32 if labels.ndim == 2 else tf.int32)
     rng = np.random.default_rng(seed)
 
     def generate():
@@ -65,7 +66,7 @@ def dataset(encoded: Encoded, labels, batch_size, seed=None, shuffle=True, pad_t
 
     spec = {key: tf.TensorSpec((None, None), tf.int32) for key in encoded.features}
     steps = math.ceil(len(encoded) / batch_size)
-    ds = tf.data.Dataset.from_generator(generate, output_signature=(spec, tf.TensorSpec((None,), tf.int32)))
+    ds = tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec))
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bertclf import abstain, golden
+from bertclf import abstain, golden, multilabel
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, LONG_TEXT, ConfigError, PredictConfig
 from bertclf.files import read_json_object
@@ -132,6 +132,9 @@ class Predictor:
         stored = abstain.stored_min_confidence(self.config, self.folder)
         self.min_confidence = stored if min_confidence is None else float(min_confidence)
         self.long_text = long_text or stored_long_text(self.config, self.folder)
+        # Multi-label: sigmoid outputs and one threshold per class (multilabel.py); None: single-label.
+        self.thresholds = multilabel.stored_thresholds(self.config, self.classes, self.folder)
+        self.multi_label = self.thresholds is not None
         self.batch_size = batch_size
         # Called with how many texts of a call were longer than the sequence length (serving counts them).
         self.on_truncated: Callable[[int], None] = lambda count: None
@@ -171,7 +174,7 @@ class Predictor:
             from bertclf.graph import UnsupportedModel, build_graph
 
             try:
-                graph = build_graph(self.classifier).SerializeToString()
+                graph = build_graph(self.classifier, self.multi_label).SerializeToString()
             except UnsupportedModel as err:
                 if engine == "onnx":
                     raise ConfigError(f"engine onnx: {err}; use engine auto or tensorflow") from None
@@ -190,7 +193,8 @@ class Predictor:
                 f"precision {precision} needs the ONNX engine, which has no graph for this model; use precision fp32"
             )
         logits = keras_logits(self.classifier)
-        self._forward = lambda features: softmax(logits(features))
+        activation = multilabel.sigmoid if self.multi_label else softmax
+        self._forward = lambda features: activation(logits(features))
         return "tensorflow", "fp32"
 
     @classmethod
@@ -226,7 +230,13 @@ class Predictor:
         """How many tokens each text becomes ([CLS] and [SEP] included), at most the sequence length."""
         return self._encode(list(texts)).lengths
 
+    def decide(self, rows: np.ndarray) -> tuple[list, list]:
+        """The answers for rows of probabilities: (label, its probability) per text, the label None
+        below `min_confidence`; multi-label: (every class at or above its threshold, their probabilities)."""
+        if self.thresholds is not None:
+            return multilabel.decide(rows, self.classes, self.thresholds)
+        return abstain.decide(rows, self.classes, self.min_confidence)
+
     def predict(self, texts):
-        """(labels, top probability of each text), in input order; a label is None where the top
-        probability is below `min_confidence` (the model abstains)."""
-        return abstain.decide(self.predict_proba(texts), self.classes, self.min_confidence)
+        """The answers for texts, in input order (see `decide`)."""
+        return self.decide(self.predict_proba(texts))

@@ -64,6 +64,7 @@ def model_record(
     metrics: dict[str, Any],
     versions: dict[str, str],
     abstain: dict[str, Any] | None = None,
+    multi_label: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of model_config.json: everything needed to know, rebuild and re-evaluate a model.
 
@@ -72,6 +73,7 @@ def model_record(
         training: epochs, timing and the loss/accuracy history.
         metrics: the test metrics (accuracy, macro_f1, and the baseline's).
         abstain: the threshold below which the model answers null, and what it gave (abstain.py).
+        multi_label: a multi-label model's label separator and per-label thresholds (multilabel.py).
     """
     return {
         "id": short_id,
@@ -86,6 +88,7 @@ def model_record(
         "training": training,
         "metrics": metrics,
         "abstain": abstain,
+        "multi_label": multi_label,
         "versions": versions,
     }
 

@@ -30,7 +30,7 @@ OUTPUT = "probabilities"
 # Every operator graph.py writes, and nothing else: compute kernels only (no control flow, no
 # custom op libraries, nothing that reads files).
 ALLOWED_OPS = frozenset(
-    [("", op) for op in ("Add", "Gather", "MatMul", "Relu", "Softmax", "Tanh")]
+    [("", op) for op in ("Add", "Gather", "MatMul", "Relu", "Sigmoid", "Softmax", "Tanh")]
     + [
         (MS_DOMAIN, op)
         for op in ("Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")

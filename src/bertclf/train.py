@@ -19,12 +19,19 @@ from bertclf.abstain import ABSTAIN_KEY, at_threshold, threshold_for_precision
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
-from bertclf.config import IMBALANCE_RATIO, TrainConfig
+from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig
 from bertclf.data import Splits, load_splits
-from bertclf.evaluate import baseline_metrics, compute_metrics, write_evaluation
+from bertclf.evaluate import (
+    baseline_metrics,
+    compute_metrics,
+    compute_multilabel_metrics,
+    write_evaluation,
+    write_multilabel_evaluation,
+)
 from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from bertclf.multilabel import multi_hot, record, sigmoid, tune_thresholds
 from bertclf.pieces import MAX_WINDOWS, average_windows
 from bertclf.pipeline import dataset, encode, encode_windows, token_counts, traced_forward, traced_preprocessor
 from bertclf.predictor import softmax
@@ -155,17 +162,18 @@ def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_t
     }
 
 
-def write_serving_graph(classifier, folder: Path) -> None:
+def write_serving_graph(classifier, folder: Path, multi_label: bool = False) -> None:
     """serving/model.onnx, which serving runs without TensorFlow (a backbone without a graph serves on TensorFlow)."""
     try:
-        export_serving_graph(classifier, folder)
+        export_serving_graph(classifier, folder, multi_label)
     except UnsupportedModel as err:
         log.info("%s: this model serves on TensorFlow (the training install)", err)
 
 
-def served_probabilities(forward, encoded: Encoded, batch_size: int) -> np.ndarray:
+def served_probabilities(forward, encoded: Encoded, batch_size: int, multi_label: bool = False) -> np.ndarray:
     """A split's probabilities as the exported model serves them (windows averaged, if any)."""
-    rows = softmax(np.asarray(predict_in_order(forward, encoded, batch_size), dtype=np.float64))
+    logits = np.asarray(predict_in_order(forward, encoded, batch_size), dtype=np.float64)
+    rows = sigmoid(logits) if multi_label else softmax(logits)
     return rows if encoded.owners is None else average_windows(rows, encoded.owners, int(encoded.owners.max()) + 1)
 
 
@@ -209,11 +217,10 @@ def abstain_record(cfg: TrainConfig, probabilities, y: dict) -> dict | None:
     return record
 
 
-def long_text_record(windowed: Encoded, y: np.ndarray, truncated_logits: np.ndarray, classes: list[str]) -> dict:
+def long_text_record(windowed: Encoded, truncated: dict) -> dict:
     """How many test texts the windows read whole, and the truncated model's scores to compare."""
     assert windowed.owners is not None
     per_text = np.bincount(windowed.owners)
-    truncated = compute_metrics(y, np.asarray(truncated_logits).argmax(axis=1), classes)
     log.info(
         "long_text window: %d of %d test texts read as several windows (at most %d); truncated they score "
         "accuracy %.4f, macro-F1 %.4f",
@@ -231,12 +238,15 @@ def long_text_record(windowed: Encoded, y: np.ndarray, truncated_logits: np.ndar
     }
 
 
-def write_golden_texts(folder: Path, forward, encoded: Encoded, y: np.ndarray, texts: list[str], batch_size: int):
+def write_golden_texts(
+    folder: Path, forward, encoded: Encoded, y: np.ndarray, texts: list[str], batch_size: int, multi_label=False
+):
     """golden.json: a few test texts and the probabilities the final (calibrated) Keras model gives
     them, which every load of the folder compares its engine's answers with (golden.py)."""
-    chosen = np.array(golden.choose(y, encoded.lengths, texts), dtype=int)
+    by_class = y.argmax(axis=1) if multi_label else y  # multi-label: by each text's first class
+    chosen = np.array(golden.choose(by_class, encoded.lengths, texts), dtype=int)
     subset = Encoded({key: value[chosen] for key, value in encoded.features.items()}, encoded.lengths[chosen])
-    probabilities = softmax(np.asarray(predict_in_order(forward, subset, batch_size), dtype=np.float64))
+    probabilities = served_probabilities(forward, subset, batch_size, multi_label)
     golden.write(folder, [texts[i] for i in chosen], probabilities, subset.lengths)
 
 
@@ -258,7 +268,16 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     classes = splits.classes
     index = {name: i for i, name in enumerate(classes)}
     parts = ("train", "validation", "test")
-    y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in parts}
+    multi = splits.multi_label
+    if multi:
+        y = {part: multi_hot(splits.label_sets(part), classes) for part in parts}
+        if cfg.min_confidence is not None or cfg.target_precision is not None:
+            raise ConfigError(
+                "min_confidence and target_precision are for single-label models; a multi-label model gives "
+                "each text every label at or above that label's tuned threshold"
+            )
+    else:
+        y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in parts}
     log.info(
         "data: %d train / %d validation / %d test examples, %d classes",
         len(splits.train),
@@ -267,7 +286,9 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         len(classes),
     )
 
-    weights = class_weights(cfg, y["train"], classes)
+    weights = None if multi else class_weights(cfg, y["train"], classes)
+    if multi and cfg.class_weight == "balanced":
+        log.warning("class_weight balanced is for single-label data; multi-label trains without class weights")
 
     # === Model ===
     checkpoint = resolve(cfg.model, cfg.models_dir)
@@ -286,7 +307,11 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(
-        classifier, build_schedule(cfg, steps_per_epoch), layer_decay=cfg.layer_decay, num_layers=checkpoint.num_layers
+        classifier,
+        build_schedule(cfg, steps_per_epoch),
+        layer_decay=cfg.layer_decay,
+        num_layers=checkpoint.num_layers,
+        multi_label=multi,
     )
     log.info(
         "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
@@ -322,7 +347,9 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         logits = predict_in_order(forward, encoded["test"], cfg.batch_size)
         baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
         calibration = None
-        if cfg.calibration == "temperature":  # folds 1/T into the output layer before the export
+        if cfg.calibration == "temperature" and multi:
+            log.info("calibration: not for multi-label models (each label's threshold is tuned instead)")
+        elif cfg.calibration == "temperature":  # folds 1/T into the output layer before the export
             validation_logits = predict_in_order(forward, encoded["validation"], cfg.batch_size)
             calibration = calibrate(classifier, validation_logits, y["validation"], logits, y["test"])
             log.info(
@@ -338,22 +365,41 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             keys = set(encoded["test"].features)
             for part in ("validation", "test"):
                 served[part] = encode_windows(preprocessor, getattr(splits, part).texts, keys)
+
+        def probabilities(part):
+            return served_probabilities(forward, served[part], cfg.batch_size, multi)
+
         extra: dict = {}
-        abstaining = abstain_record(cfg, lambda part: served_probabilities(forward, served[part], cfg.batch_size), y)
-        if abstaining:
-            extra[ABSTAIN_KEY] = abstaining
-        windowed = None
-        if cfg.long_text == "window":
-            windowed = served_probabilities(forward, served["test"], cfg.batch_size)
-            extra["long_text"] = long_text_record(served["test"], y["test"], logits, classes)
-        metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration, extra, windowed)
-        write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size)
+        if multi:
+            thresholds = tune_thresholds(probabilities("validation"), y["validation"])
+            log.info(
+                "multi-label thresholds (best F1 on the validation split): %s",
+                ", ".join(f"{name} {t:.2f}" for name, t in zip(classes, thresholds, strict=True)),
+            )
+            test_probabilities = probabilities("test")
+            if cfg.long_text == "window":
+                truncated = compute_multilabel_metrics(y["test"], sigmoid(logits) >= thresholds, classes)
+                extra["long_text"] = long_text_record(served["test"], truncated)
+            metrics = write_multilabel_evaluation(
+                work, y["test"], test_probabilities, thresholds, classes, baseline, extra
+            )
+        else:
+            abstaining = abstain_record(cfg, probabilities, y)
+            if abstaining:
+                extra[ABSTAIN_KEY] = abstaining
+            windowed = None
+            if cfg.long_text == "window":
+                windowed = probabilities("test")
+                truncated = compute_metrics(y["test"], np.asarray(logits).argmax(axis=1), classes)
+                extra["long_text"] = long_text_record(served["test"], truncated)
+            metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration, extra, windowed)
+        write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size, multi)
 
         # === Export ===
         classifier.preprocessor = preprocessor
         classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
         classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
-        write_serving_graph(classifier, work)
+        write_serving_graph(classifier, work, multi)
         save_labels(classes, work / LABELS_FILE)
         model_config = model_record(
             short_id=short_id,
@@ -367,10 +413,12 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             metrics={
                 "accuracy": metrics["accuracy"],
                 "macro_f1": metrics["macro_f1"],
+                **({"micro_f1": metrics["micro_f1"]} if multi else {}),
                 "baseline": baseline,
                 **({"calibration": metrics["calibration"]} if "calibration" in metrics else {}),
             },
-            abstain=abstaining,
+            abstain=None if multi else abstaining,
+            multi_label=record(splits.separator, classes, thresholds) if multi else None,
             versions=library_versions(),
         )
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)

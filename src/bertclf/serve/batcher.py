@@ -17,10 +17,11 @@ class Answer:
     """One request's result, all from the same model."""
 
     model: str
-    labels: list  # None where the model abstains (top probability below its min_confidence)
+    labels: list  # None where the model abstains (top probability below its min_confidence); a list if multi-label
     probabilities: list  # max probability per text
     scores: list  # full probability rows, in the model's class order
     classes: list
+    multi_label: bool = False  # labels and probabilities are then lists per text
 
 
 class Overloaded(Exception):
@@ -221,7 +222,10 @@ class Batcher:
         for texts_of_one, _ in batch:
             part = rows[start : start + len(texts_of_one)]
             start += len(texts_of_one)
-            labels, probabilities = decide(part, classes, getattr(predictor, "min_confidence", 0.0))
+            if hasattr(predictor, "decide"):
+                labels, probabilities = predictor.decide(part)
+            else:  # a bare predictor (tests): top label, always answered
+                labels, probabilities = decide(part, classes, 0.0)
             answers.append(
                 Answer(
                     model=predictor.name,
@@ -229,6 +233,7 @@ class Batcher:
                     probabilities=probabilities,
                     scores=part.tolist(),
                     classes=list(classes),
+                    multi_label=bool(getattr(predictor, "multi_label", False)),
                 )
             )
         return answers

@@ -50,19 +50,26 @@ def document(config: ServeConfig) -> dict[str, Any]:
             "model": {"type": "string", "description": "the name of the model that computed the answer"},
             "predictions": {
                 "type": "array",
-                "items": {"type": ["string", "null"]},
+                "items": {"anyOf": [{"type": ["string", "null"]}, {"type": "array", "items": {"type": "string"}}]},
                 "description": "a label per text; null where the model abstains (its top probability is below "
-                "the model's min_confidence, see /model): leave that text to a person",
+                "the model's min_confidence, see /model): leave that text to a person. A multi-label model "
+                "gives a list per text: every label at or above its threshold, most probable first (maybe none)",
             },
             "probabilities": {
                 "type": "array",
-                "items": {"type": "number", "minimum": 0, "maximum": 1},
-                "description": "the probability of each predicted label",
+                "items": {
+                    "anyOf": [
+                        {"type": "number", "minimum": 0, "maximum": 1},
+                        {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+                    ]
+                },
+                "description": "the probability of each predicted label (multi-label: a list per text, as predictions)",
             },
             "scores": {
                 "type": "array",
                 "items": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
-                "description": "with return_scores: every class's probability, per text",
+                "description": "with return_scores, and always from a multi-label model: every class's probability, "
+                "per text",
             },
         },
     }

@@ -140,7 +140,7 @@ def predict():
     if abstained:
         s.metrics.abstained.inc(abstained)
     body = {"model": answer.model, "predictions": answer.labels, "probabilities": answer.probabilities}
-    if with_scores:
+    if with_scores or answer.multi_label:  # a multi-label answer always gives every label's score
         body["scores"] = [dict(zip(answer.classes, row, strict=True)) for row in answer.scores]
     return jsonify(body)
 
