@@ -7,7 +7,9 @@ What a user would write by hand from the transformers documentation: AutoModelFo
 on the checkpoint folder (safetensors only), AdamW (weight decay 0.01), a linear warmup over the
 first 10% of steps then linear decay to 0, shuffled batches padded to their longest text, the
 last epoch's weights evaluated on the test split. The validation split is not used (the recipe
-has no early stopping). Prints one JSON line: accuracy, macro-F1.
+has no early stopping). Labels joined by `|` make it multi-label (transformers' own
+`problem_type="multi_label_classification"`: binary cross-entropy, each label at probability 0.5).
+Prints one JSON line: accuracy (subset accuracy if multi-label), macro-F1 (and micro-F1).
 
 It runs in its own interpreter with torch and transformers installed (see quality.py); bertclf never
 imports it.
@@ -48,11 +50,16 @@ def main():
     torch.manual_seed(args.seed)
     train_texts, train_labels = read(args.train)
     test_texts, test_labels = read(args.test)
-    classes = sorted(set(train_labels))
+    multi = any("|" in label for label in train_labels)
+    sets = [label.split("|") for label in train_labels] if multi else [[label] for label in train_labels]
+    classes = sorted({c for names in sets for c in names})
     index = {label: i for i, label in enumerate(classes)}
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(
-        args.checkpoint, num_labels=len(classes), use_safetensors=True
+        args.checkpoint,
+        num_labels=len(classes),
+        use_safetensors=True,
+        problem_type="multi_label_classification" if multi else "single_label_classification",
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps = args.epochs * ((len(train_texts) + args.batch_size - 1) // args.batch_size)
@@ -61,7 +68,12 @@ def main():
     def batch(texts):
         return tokenizer(texts, truncation=True, max_length=args.max_len, padding=True, return_tensors="pt")
 
-    y = torch.tensor([index[label] for label in train_labels])
+    if multi:
+        y = torch.zeros((len(sets), len(classes)))
+        for row, names in enumerate(sets):
+            y[row, [index[c] for c in names]] = 1.0
+    else:
+        y = torch.tensor([index[label] for label in train_labels])
     for _ in range(args.epochs):
         model.train()
         order = torch.randperm(len(train_texts)).tolist()
@@ -78,17 +90,22 @@ def main():
     with torch.no_grad():
         for start in range(0, len(test_texts), 64):
             logits = model(**batch(test_texts[start : start + 64])).logits
-            predictions.extend(logits.argmax(-1).tolist())
-    truth = [index.get(label, -1) for label in test_labels]
-    print(
-        json.dumps(
-            {
-                "accuracy": accuracy_score(truth, predictions),
-                "macro_f1": f1_score(truth, predictions, average="macro"),
-                "epochs_run": args.epochs,
-            }
-        )
-    )
+            predictions.extend((logits > 0).int().tolist() if multi else logits.argmax(-1).tolist())
+    if multi:
+        truth = np.zeros((len(test_labels), len(classes)), int)
+        for row, label in enumerate(test_labels):
+            truth[row, [index[c] for c in label.split("|") if c in index]] = 1
+        scores = {"micro_f1": f1_score(truth, np.array(predictions), average="micro", zero_division=0)}
+    else:
+        truth = [index.get(label, -1) for label in test_labels]
+        scores = {}
+    result = {
+        "accuracy": accuracy_score(truth, np.array(predictions) if multi else predictions),
+        "macro_f1": f1_score(truth, np.array(predictions) if multi else predictions, average="macro", zero_division=0),
+        **scores,
+        "epochs_run": args.epochs,
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
