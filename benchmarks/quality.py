@@ -32,6 +32,7 @@ LEVERS = {
     "default": [],
     "layer_decay_0.8": ["--layer_decay", "0.8"],
     "max_seq_len_256": ["--max_seq_len", "256"],
+    "max_seq_len_auto": ["--max_seq_len", "auto"],
     "epochs_8": ["--n_epochs", "8"],
     "long_text_window": ["--long_text", "window"],
 }

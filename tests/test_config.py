@@ -60,7 +60,7 @@ def test_min_learn_rate_is_checked_against_the_maximum_actually_used():
     "settings, fragment",
     [
         (dict(batch_size=0), "batch_size must be at least 1"),
-        (dict(max_seq_len=4), "max_seq_len must be between 8 and 4096"),
+        (dict(max_seq_len=4), "max_seq_len must be auto or between 8 and 4096"),
         (dict(warmup_proportion=1.0), "warmup_proportion must be in [0, 1)"),
         (dict(head_init="zeros"), "head_init must be probe or random"),
         (dict(validation_split=0.5, test_split=0.5), "keep their sum below 0.9"),
@@ -89,3 +89,15 @@ def test_serve_settings_from_the_environment_then_overrides():
         ServeConfig.from_env({"BERTCLF_PORT": "http"})
     with pytest.raises(ConfigError, match=r"^precision must be one of fp32, int8, got 'fp16'$"):
         ServeConfig.from_env({"BERTCLF_PRECISION": "fp16"})
+
+
+def test_max_seq_len_auto_is_the_length_most_training_texts_fit():
+    from bertclf.config import choose_max_seq_len, seq_len_setting
+
+    assert seq_len_setting("auto") == "auto" and seq_len_setting(" AUTO ") == "auto" and seq_len_setting("96") == 96
+    assert TrainConfig(max_seq_len="auto").max_seq_len == "auto"
+    lengths = [10] * 95 + [500] * 5  # 95% fit in 10 tokens
+    assert choose_max_seq_len(lengths, 512) == 32  # rounded up to 32, never below it
+    assert choose_max_seq_len([70] * 90 + [300] * 10, 512) == 320
+    assert choose_max_seq_len([70] * 100, 64) == 64  # never past the model's positions
+    assert choose_max_seq_len([], 512) == 128

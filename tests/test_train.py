@@ -134,3 +134,26 @@ def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
     assert weights["fruit"] > 2 * max(weights["animal"], weights["tool"])  # 10 fruit texts against ~30 of each
     assert model_config["hyperparameters"]["class_weight"] == "balanced"
     assert "calibration" not in model_config["metrics"] and not (folder / "reliability_diagram.png").exists()
+
+
+def test_max_seq_len_auto_is_chosen_from_the_training_texts_and_recorded(tmp_path, tiny_preset):
+    from bertclf.config import TrainConfig
+    from bertclf.predictor import Predictor
+    from conftest import make_texts, write_csv
+
+    texts, labels = make_texts(20, seed=5, max_words=40)
+    data = write_csv(tmp_path / "d.csv", zip(texts, labels, strict=True))
+    cfg = TrainConfig(
+        data=str(data),
+        model=str(tiny_preset),
+        models_dir=str(tmp_path / "models"),
+        max_seq_len="auto",
+        batch_size=16,
+        n_epochs=1,
+    )
+    folder, model_config = train(cfg)
+    chosen = model_config["max_seq_len"]
+    assert chosen == model_config["hyperparameters"]["max_seq_len"] and chosen % 32 == 0
+    assert model_config["data"]["train_tokens"]["max_seq_len_auto"] is True
+    assert model_config["data"]["train_tokens"]["cut_share"] <= 0.05
+    assert Predictor(folder).sequence_length == chosen

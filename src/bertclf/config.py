@@ -5,6 +5,7 @@ BERTCLF_<NAME> environment variables, so each option is declared here once.
 """
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,23 @@ def parse_bool(text: str | bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def seq_len_setting(text: str | int) -> int | str:
+    """max_seq_len as given: a number of tokens, or "auto" (chosen from the training texts)."""
+    if isinstance(text, int) or str(text).strip().lower() != "auto":
+        return int(text)
+    return "auto"
+
+
+def choose_max_seq_len(lengths, positions: int, share: float = 0.95) -> int:
+    """max_seq_len auto: the token length `share` of the training texts fit ([CLS] and [SEP] counted),
+    rounded up to a multiple of 32, at least 32 and at most the model's positions."""
+    ordered = sorted(int(n) for n in lengths)
+    if not ordered:
+        return min(128, positions)
+    wanted = ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
+    return int(min(positions, max(32, -(-wanted // 32) * 32)))
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -109,7 +127,12 @@ class TrainConfig(Workspace):
         "Hugging Face BERT/ALBERT/DistilBERT checkpoint (config.json + model.safetensors) or a KerasHub preset",
     )
     # 128 tokens covers most questions and tickets whole; longer texts are truncated, not rejected.
-    max_seq_len: int = _opt(128, "longest token sequence fed to the model; longer texts are cut")
+    max_seq_len: int | str = _opt(
+        128,
+        "longest token sequence fed to the model; longer texts are cut (see long_text). auto: from the "
+        "training texts, the length 95% of them fit, rounded up to a multiple of 32 (32 .. the model's positions)",
+        seq_len_setting,
+    )
     long_text: str = _opt(
         "truncate",
         "truncate: cut a text at max_seq_len; window: read a longer text as overlapping windows and "
@@ -208,8 +231,8 @@ class TrainConfig(Workspace):
                     "label_separator must be a visible character or string, such as | or ;",
                 ),
                 (
-                    8 <= self.max_seq_len <= 4096,
-                    f"max_seq_len must be between 8 and 4096 tokens, got {self.max_seq_len}",
+                    self.max_seq_len == "auto" or (isinstance(self.max_seq_len, int) and 8 <= self.max_seq_len <= 4096),
+                    f"max_seq_len must be auto or between 8 and 4096 tokens, got {self.max_seq_len}",
                 ),
                 (self.n_epochs >= 1, f"n_epochs must be at least 1, got {self.n_epochs}"),
                 (

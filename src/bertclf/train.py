@@ -1,5 +1,6 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
 
+import dataclasses
 import logging
 import math
 import platform
@@ -19,7 +20,7 @@ from bertclf.abstain import ABSTAIN_KEY, at_threshold, threshold_for_precision
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
-from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig
+from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig, choose_max_seq_len
 from bertclf.data import Splits, load_splits
 from bertclf.evaluate import (
     baseline_metrics,
@@ -294,13 +295,20 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     checkpoint = resolve(cfg.model, cfg.models_dir)
     cfg = cfg.with_max_learn_rate(checkpoint.family, checkpoint.num_layers)  # saved resolved, as used
     keras.utils.set_random_seed(cfg.seed)
-    classifier = build_classifier(checkpoint, len(classes), cfg.max_seq_len, cfg.dropout)
+    auto_length = cfg.max_seq_len == "auto"
+    length = checkpoint.max_sequence_length if auto_length else int(cfg.max_seq_len)
+    classifier = build_classifier(checkpoint, len(classes), length, cfg.dropout)
     preprocessor = classifier.preprocessor
+    lengths = token_counts(preprocessor, splits.train.texts)  # before truncation
+    if auto_length:
+        length = choose_max_seq_len(lengths, checkpoint.max_sequence_length)
+        preprocessor.sequence_length = length  # the exported preprocessor.json records it too
+        log.info("max_seq_len auto: %d tokens (95%% of the training texts fit)", length)
+    cfg = dataclasses.replace(cfg, max_seq_len=length)  # saved resolved, as used
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
     tokenize = traced_preprocessor(preprocessor)
     encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
-    lengths = token_counts(preprocessor, splits.train.texts)  # before truncation
-    cut = int((lengths > cfg.max_seq_len).sum())
+    cut = int((lengths > length).sum())
     classifier.preprocessor = None
     if cfg.head_init == "probe":
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
@@ -333,6 +341,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         "p90": int(np.percentile(lengths, 90)),
         "max": int(lengths.max(initial=0)),
         "cut_at_max_seq_len": cut,
+        "max_seq_len_auto": auto_length,
         "cut_share": round(cut / max(len(lengths), 1), 4),
     }
 
