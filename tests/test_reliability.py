@@ -393,7 +393,27 @@ def hostile_folders(a):
     case("not-json", lambda f: (f / "model_config.json").write_text("{not json"))
     case("external-data-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(external_data(graph)))
     case("cut-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(graph.read_bytes()[:5000]))
+    case("drifted-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(drifted(graph)))  # golden check
+
+    def config_change(folder, **changes):
+        config = json.loads((folder / "model_config.json").read_text())
+        config.update(changes)
+        (folder / "model_config.json").write_text(json.dumps(config))
+
+    case("bad-thresholds", lambda f: config_change(f, multi_label={"thresholds": {"fruit": float("nan")}}))
+    case("bad-golden", lambda f: (f / "golden.json").write_text(json.dumps({"texts": ["x"] * 10**5})))
     return cases
+
+
+def drifted(graph):
+    """The graph with its output layer scaled: a broken conversion whose answers moved."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(graph)
+    kernel = next(t for t in model.graph.initializer if t.name == "logits_kernel")
+    kernel.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(kernel) * 3.0, kernel.name))
+    return model.SerializeToString()
 
 
 def test_hostile_model_folders_under_load(tmp_path, models):
@@ -401,7 +421,7 @@ def test_hostile_model_folders_under_load(tmp_path, models):
     by model A meanwhile, each folder is refused by every worker, and a good model swaps in after
     them (nothing stalled the model watcher)."""
     models_dir, a, b = models
-    tally = Tally("hostile model folders (11), 4 clients")
+    tally = Tally("hostile model folders (14), 4 clients")
     cases = hostile_folders(a)
     rng = np.random.default_rng(3)
     corpus = [sentence(rng, 8) for _ in range(20)]
