@@ -94,6 +94,8 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
         **({"tfidf_micro_f1": metrics["baseline"]["micro_f1"]} if "micro_f1" in metrics["baseline"] else {}),
         "seconds": round(seconds, 1),
         "epochs_run": config["training"]["epochs_run"],
+        "best_epoch": config["training"]["best_epoch"],
+        "val_accuracy": config["training"]["history"].get("val_accuracy"),
         "hyperparameters": config["hyperparameters"],
     }
 
