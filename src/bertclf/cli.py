@@ -50,7 +50,7 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
     dataclass (and for `serve` the BERTCLF_* environment) supplies every default in one place.
     """
     for f in dataclasses.fields(config_cls):
-        text = f.metadata["help"]
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if "(default:" not in text:  # a help that explains its default says it better than the value
             text += f" (default: {f.default})"
         if env:

@@ -4,6 +4,7 @@ The command line is generated from these dataclasses (cli.py), and ServeConfig i
 BERTCLF_<NAME> environment variables, so each option is declared here once.
 """
 
+import argparse
 import dataclasses
 import math
 import os
@@ -33,6 +34,10 @@ def _opt(default: Any, help: str, type: Any = None, choices: tuple | None = None
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+class SettingValueError(argparse.ArgumentTypeError, ValueError):
+    """A setting's text that does not parse; argparse shows the message as it is."""
+
+
 def parse_bool(text: str | bool) -> bool:
     """A yes/no setting: true/false, yes/no, on/off, 1/0 (any case)."""
     if isinstance(text, bool):
@@ -42,7 +47,7 @@ def parse_bool(text: str | bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise SettingValueError(f"expected true or false (or yes/no, on/off, 1/0), got {text!r}")
 
 
 def seq_len_setting(text: str | int) -> int | str:
@@ -130,7 +135,7 @@ class TrainConfig(Workspace):
     max_seq_len: int | str = _opt(
         128,
         "longest token sequence fed to the model; longer texts are cut (see long_text). auto: from the "
-        "training texts, the length 95% of them fit, rounded up to a multiple of 32 (32 .. the model's positions)",
+        "training texts, the length 19 in 20 of them fit, rounded up to a multiple of 32 (32 .. the model's positions)",
         seq_len_setting,
     )
     long_text: str = _opt(
