@@ -95,6 +95,8 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
         "seconds": round(seconds, 1),
         "epochs_run": config["training"]["epochs_run"],
         "best_epoch": config["training"]["best_epoch"],
+        "fit_seconds": config["training"]["seconds"],
+        "examples_per_second": config["training"]["examples_per_second"],
         "calibration": metrics.get("calibration"),
         "val_accuracy": config["training"]["history"].get("val_accuracy"),
         "hyperparameters": config["hyperparameters"],
