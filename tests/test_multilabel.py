@@ -162,3 +162,19 @@ def test_hostile_thresholds_are_refused(multilabel_run, tmp_path, thresholds):
     with pytest.raises(RegistryError, match=r"multi_label\.thresholds must give every label"):
         Predictor(hostile)
     assert stored_thresholds({}, ["a"], hostile) is None
+
+
+def test_make_train_on_a_multi_label_file_reports_its_scores(tmp_path, tiny_preset):
+    texts, labels = make_multilabel_texts(60, seed=2)
+    data = write_csv(tmp_path / "tags.csv", zip(texts, [x.replace("|", ";") for x in labels], strict=True))
+    options = ["--data", str(data), "--model", str(tiny_preset), "--models_dir", str(tmp_path / "models")]
+    options += ["--max_seq_len", "16", "--n_epochs", "1", "--label_separator", ";", "--class_weight", "balanced"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "train", *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test subset accuracy" in result.stdout and "micro-F1" in result.stdout
+    assert "multi-label" in result.stderr and "trains without class weights" in result.stderr

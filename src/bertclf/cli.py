@@ -87,11 +87,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     report = (folder / "classification_report.txt").read_text(encoding="utf-8")
     training, metrics = model_config["training"], model_config["metrics"]
     print(f"\n{report}")
-    print(
-        f"test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
-        f"(TF-IDF + logistic regression on the same split: accuracy {metrics['baseline']['accuracy']:.3f}, "
-        f"macro-F1 {metrics['baseline']['macro_f1']:.3f})"
-    )
+    baseline = metrics["baseline"]
+    if "micro_f1" in metrics:  # multi-label: accuracy is subset accuracy (every label of a text right)
+        print(
+            f"test subset accuracy {metrics['accuracy']:.3f}, micro-F1 {metrics['micro_f1']:.3f}, macro-F1 "
+            f"{metrics['macro_f1']:.3f} (TF-IDF + logistic regression per label on the same split: "
+            f"{baseline['accuracy']:.3f}, {baseline['micro_f1']:.3f}, {baseline['macro_f1']:.3f})"
+        )
+    else:
+        print(
+            f"test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+            f"(TF-IDF + logistic regression on the same split: accuracy {baseline['accuracy']:.3f}, "
+            f"macro-F1 {baseline['macro_f1']:.3f})"
+        )
     print(
         f"trained {training['epochs_run']} epochs in {training['seconds']:.0f} s "
         f"({training['examples_per_second']:.1f} examples/s)"

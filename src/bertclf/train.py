@@ -280,11 +280,12 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     else:
         y = {part: np.array([index[label] for label in getattr(splits, part).labels]) for part in parts}
     log.info(
-        "data: %d train / %d validation / %d test examples, %d classes",
+        "data: %d train / %d validation / %d test examples, %d %s",
         len(splits.train),
         len(splits.validation),
         len(splits.test),
         len(classes),
+        "labels (multi-label: several per text)" if multi else "classes",
     )
 
     weights = None if multi else class_weights(cfg, y["train"], classes)
