@@ -82,6 +82,7 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
     folder = models_dir / latest["model_dir"]  # relative to the models folder (an absolute one stays as it is)
     config = json.loads((folder / "model_config.json").read_text())
     blend = None if config.get("multi_label") else tfidf_blend(folder, paths)
+    long_text = json.loads((folder / "metrics.json").read_text()).get("long_text")  # the truncated scores beside
     shutil.rmtree(folder)
     metrics = config["metrics"]
     return {
@@ -98,6 +99,7 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
         "fit_seconds": config["training"]["seconds"],
         "examples_per_second": config["training"]["examples_per_second"],
         "calibration": metrics.get("calibration"),
+        "long_text": long_text,
         "val_accuracy": config["training"]["history"].get("val_accuracy"),
         "hyperparameters": config["hyperparameters"],
     }
