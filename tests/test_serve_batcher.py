@@ -8,6 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
+from bertclf.abstain import decide
 from bertclf.serve.batcher import Batcher, ClientGone, Overloaded
 
 
@@ -16,6 +17,7 @@ class CountingPredictor:
 
     name = "FAKE 2026-01-01 00:00:00 00000000"
     classes = ("a", "b")
+    multi_label = False
 
     def __init__(self, gate=None):
         self.calls = []
@@ -28,6 +30,9 @@ class CountingPredictor:
         # Probability of "b" grows with the text's length, so answers are easy to check.
         p = np.array([min(len(t) / 10, 1.0) for t in texts])
         return np.stack([1 - p, p], axis=1)
+
+    def decide(self, rows):
+        return decide(rows, list(self.classes), 0.0)  # the top label, always answered
 
 
 def test_concurrent_requests_share_one_batch_and_get_their_own_answers():

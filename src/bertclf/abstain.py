@@ -5,11 +5,11 @@ The threshold is stored in the model at training (`--min_confidence`, or chosen 
 split for `--target_precision`) and may be overridden where the model is served.
 """
 
-import math
 from typing import Any
 
 import numpy as np
 
+from bertclf.files import is_finite_number
 from bertclf.registry import RegistryError
 
 ABSTAIN_KEY = "abstain"  # model_config.json and metrics.json: what training chose and measured
@@ -63,6 +63,6 @@ def stored_min_confidence(model_config: dict, folder: Any) -> float:
     if record is None:
         return 0.0
     value = record.get("min_confidence") if isinstance(record, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
+    if not is_finite_number(value) or not 0 <= value <= 1:
         raise RegistryError(f"{folder}: model_config.json's abstain.min_confidence must be a number in [0, 1]")
     return float(value)

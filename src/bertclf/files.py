@@ -3,12 +3,18 @@
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
+
+
+def is_finite_number(value: Any) -> TypeGuard[int | float]:
+    """A JSON number that is a real number: not a bool (JSON true is no number), NaN or infinity."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -3,11 +3,11 @@ and its own threshold, tuned for F1 on the validation split and stored in the mo
 every class at or above its threshold (possibly none). numpy only: serving decides with it too.
 """
 
-import math
 from typing import Any
 
 import numpy as np
 
+from bertclf.files import is_finite_number
 from bertclf.registry import RegistryError
 
 MULTI_LABEL_KEY = "multi_label"  # model_config.json: {"separator", "thresholds": {class: threshold}}
@@ -74,10 +74,7 @@ def stored_thresholds(model_config: dict, classes: list[str], folder: Any) -> np
     valid = (
         isinstance(thresholds, dict)
         and set(thresholds) == set(classes)
-        and all(
-            isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and 0 <= t <= 1
-            for t in thresholds.values()
-        )
+        and all(is_finite_number(t) and 0 <= t <= 1 for t in thresholds.values())
     )
     if not valid:
         raise RegistryError(

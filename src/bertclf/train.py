@@ -1,6 +1,7 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
 
 import dataclasses
+import functools
 import logging
 import math
 import platform
@@ -376,6 +377,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
             for part in ("validation", "test"):
                 served[part] = encode_windows(preprocessor, getattr(splits, part).texts, keys)
 
+        @functools.cache  # abstaining and windows both read the test split: one forward pass
         def probabilities(part):
             return served_probabilities(forward, served[part], cfg.batch_size, multi)
 

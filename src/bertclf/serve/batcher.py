@@ -9,8 +9,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from bertclf.abstain import decide
-
 
 @dataclass
 class Answer:
@@ -222,10 +220,7 @@ class Batcher:
         for texts_of_one, _ in batch:
             part = rows[start : start + len(texts_of_one)]
             start += len(texts_of_one)
-            if hasattr(predictor, "decide"):
-                labels, probabilities = predictor.decide(part)
-            else:  # a bare predictor (tests): top label, always answered
-                labels, probabilities = decide(part, classes, 0.0)
+            labels, probabilities = predictor.decide(part)
             answers.append(
                 Answer(
                     model=predictor.name,
@@ -233,7 +228,7 @@ class Batcher:
                     probabilities=probabilities,
                     scores=part.tolist(),
                     classes=list(classes),
-                    multi_label=bool(getattr(predictor, "multi_label", False)),
+                    multi_label=predictor.multi_label,
                 )
             )
         return answers
