@@ -170,23 +170,26 @@ def save_tiny_hf_bert(folder, hidden=8, layers=2, intermediate=16, positions=64)
 def tiny_run(tmp_path_factory, tiny_preset):
     """One real training run of the tiny model: (config, exported folder, model_config).
     Shared by the session; tests that change its models/ folder work on a copy."""
+    texts, labels = make_texts(40)
+    return train_tiny(tmp_path_factory.mktemp("run"), tiny_preset, zip(texts, labels, strict=True))
+
+
+def train_tiny(root, preset, rows, **settings):
+    """A real training run of the tiny model on `rows` (text, label) with the settings that make it
+    learn (8 full epochs at a high rate); `settings` change them. Returns (config, folder, model_config)."""
     from bertclf.config import TrainConfig
     from bertclf.train import train
 
-    root = tmp_path_factory.mktemp("run")
-    texts, labels = make_texts(40)
-    data = write_csv(root / "data.csv", zip(texts, labels, strict=True))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(root / "models"),
-        max_seq_len=32,
-        batch_size=16,
-        n_epochs=8,
-        max_learn_rate=1e-2,
-        min_learn_rate=1e-3,
-        patience=8,
-    )
+    data = write_csv(root / "data.csv", rows)
+    recipe = {
+        "max_seq_len": 32,
+        "batch_size": 16,
+        "n_epochs": 8,
+        "max_learn_rate": 1e-2,
+        "min_learn_rate": 1e-3,
+        "patience": 8,
+    }
+    cfg = TrainConfig(data=str(data), model=str(preset), models_dir=str(root / "models"), **(recipe | settings))
     folder, model_config = train(cfg)
     return cfg, folder, model_config
 

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +17,7 @@ from bertclf.multilabel import decide, multi_hot, stored_thresholds, tune_thresh
 from bertclf.predictor import Predictor
 from bertclf.registry import RegistryError
 from bertclf.runtime import SERVING_GRAPH
-from conftest import FILLER, WORDS, make_app, wait_until, write_csv
+from conftest import FILLER, WORDS, make_app, train_tiny, wait_until, write_csv
 
 
 def make_multilabel_texts(n, seed=0):
@@ -69,24 +70,10 @@ def test_a_separator_in_the_labels_makes_the_data_multi_label(tmp_path):
 
 @pytest.fixture(scope="module")
 def multilabel_run(tmp_path_factory, tiny_preset):
-    from bertclf.train import train
-
-    root = tmp_path_factory.mktemp("multilabel")
     texts, labels = make_multilabel_texts(150, seed=1)
-    data = write_csv(root / "issues.csv", zip(texts, labels, strict=True))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(root / "models"),
-        max_seq_len=16,
-        batch_size=16,
-        n_epochs=8,
-        max_learn_rate=1e-2,
-        min_learn_rate=1e-3,
-        patience=8,
-    )
-    folder, model_config = train(cfg)
-    return root / "models", folder, model_config
+    rows = zip(texts, labels, strict=True)
+    cfg, folder, model_config = train_tiny(tmp_path_factory.mktemp("multilabel"), tiny_preset, rows, max_seq_len=16)
+    return Path(cfg.models_dir), folder, model_config
 
 
 def test_training_tunes_a_threshold_per_label_and_scores_the_test_split(multilabel_run):
