@@ -14,6 +14,8 @@ from bertclf.calibration import (
     expected_calibration_error,
     fit_temperature,
     fold_temperature,
+    held_out_likelihood,
+    negative_log_likelihood,
 )
 from bertclf.predictor import softmax
 
@@ -65,9 +67,52 @@ def test_folding_the_temperature_into_the_output_layer(tiny_preset):
     logits = np.asarray(classifier(features, training=False))
     fold_temperature(classifier, 3.0)
     np.testing.assert_allclose(np.asarray(classifier(features, training=False)), logits / 3.0, rtol=1e-5, atol=1e-6)
-    record, calibrated = calibrate(classifier, logits, np.array([0, 1]), logits, np.array([0, 1]))
-    assert set(record) == {"method", "temperature", "fitted_on", "ece_before", "ece_after", "bins"}
-    np.testing.assert_allclose(calibrated, softmax(np.asarray(logits, np.float64) / record["temperature"]), rtol=1e-6)
+
+
+def overconfident_validation(temperature, n=300, seed=0):
+    """Logits, and labels drawn as if its real temperature were
+    `temperature` (2.5: overconfident; 1: calibrated already)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, 2))
+    y = np.array([rng.choice(2, p=row) for row in softmax(logits / temperature)])
+    return logits, y
+
+
+@pytest.mark.parametrize("true_temperature, kept", [(2.5, True), (1.0, False)])
+def test_a_temperature_is_kept_only_when_it_helps_validation_texts_it_was_not_fitted_on(
+    tiny_preset, true_temperature, kept
+):
+    from conftest import detached_classifier
+
+    classifier, _ = detached_classifier(tiny_preset, max_seq_len=16)
+    kernel = np.asarray(classifier.output_dense.kernel.numpy()).copy()
+    logits, y = overconfident_validation(true_temperature)
+    check = held_out_likelihood(logits, y)
+    assert check["folds"] == 5 and (check["fitted"] < check["plain"]) == kept
+
+    record, served = calibrate(classifier, logits[:200], y[:200], logits[200:], y[200:])
+    assert record["kept"] == kept and record["fitted_on"] == "validation"
+    assert record["fitted_temperature"] == pytest.approx(fit_temperature(logits[:200], y[:200]), abs=1e-4)
+    if kept:  # folded into the output layer; the test split's probabilities and scores are the calibrated ones
+        assert record["temperature"] == record["fitted_temperature"] > 2
+        folded = kernel / record["fitted_temperature"]
+        np.testing.assert_allclose(classifier.output_dense.kernel.numpy(), folded, rtol=1e-3)
+        assert record["nll_after"] < record["nll_before"] and record["ece_after"] < record["ece_before"]
+    else:  # the model is left as trained
+        assert record["temperature"] == 1.0
+        np.testing.assert_array_equal(classifier.output_dense.kernel.numpy(), kernel)
+        assert (record["ece_after"], record["nll_after"]) == (record["ece_before"], record["nll_before"])
+    np.testing.assert_allclose(served, softmax(logits[200:] / record["temperature"]), atol=1e-4)
+    nll = negative_log_likelihood(logits[200:], y[200:], record["temperature"])
+    assert record["nll_after"] == pytest.approx(nll, abs=1e-4)
+
+
+def test_a_validation_split_of_one_text_keeps_no_temperature(tiny_preset):
+    from conftest import detached_classifier
+
+    classifier, _ = detached_classifier(tiny_preset, max_seq_len=16)
+    record, _ = calibrate(classifier, np.array([[3.0, 0.0]]), np.array([1]), np.array([[1.0, 0.0]]), np.array([0]))
+    assert not record["kept"] and record["validation_nll_cross_validated"] is None
 
 
 def test_a_trained_model_is_calibrated_and_serves_the_calibrated_probabilities(tiny_run):

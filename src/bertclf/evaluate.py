@@ -133,9 +133,10 @@ def plot_confusion_matrix(matrix, classes, path, title="Confusion matrix (test s
     plt.close(fig)
 
 
-def plot_reliability(y_true, before, after, path, temperature):
+def plot_reliability(y_true, before, after, path, temperature, kept=True):
     """Save a reliability diagram PNG: accuracy against confidence per bin, before and after the
-    temperature (a calibrated model lies on the diagonal)."""
+    fitted temperature (a calibrated model lies on the diagonal); `kept` says whether the export
+    carries it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +146,8 @@ def plot_reliability(y_true, before, after, path, temperature):
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="calibrated")
-    for probabilities, label, marker in ((before, "before", "o"), (after, f"temperature {temperature:.2f}", "s")):
+    fitted = f"temperature {temperature:.2f}" + ("" if kept else " (not kept)")
+    for probabilities, label, marker in ((before, "as trained", "o"), (after, fitted, "s")):
         table = reliability(probabilities, y_true)
         used = table["count"] > 0
         ece = expected_calibration_error(probabilities, y_true)
@@ -182,9 +184,11 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
     if calibration is not None:
         from bertclf.predictor import softmax
 
-        record, calibrated = calibration
+        record = calibration[0]
         metrics["calibration"] = record
-        plot_reliability(y_true, softmax(logits), calibrated, folder / "reliability_diagram.png", record["temperature"])
+        fitted = record["fitted_temperature"]
+        path = folder / "reliability_diagram.png"
+        plot_reliability(y_true, softmax(logits), softmax(logits / fitted), path, fitted, record["kept"])
     metrics.update(extra or {})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "classification_report.txt").write_text(text_report(y_true, y_pred, classes), encoding="utf-8")

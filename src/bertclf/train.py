@@ -363,13 +363,26 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         elif cfg.calibration == "temperature":  # folds 1/T into the output layer before the export
             validation_logits = predict_in_order(forward, encoded["validation"], cfg.batch_size)
             calibration = calibrate(classifier, validation_logits, y["validation"], logits, y["test"])
-            log.info(
-                "calibration: temperature %.2f (fitted on the validation split); test expected calibration "
-                "error %.3f -> %.3f",
-                calibration[0]["temperature"],
-                calibration[0]["ece_before"],
-                calibration[0]["ece_after"],
-            )
+            fit = calibration[0]
+            if fit["kept"]:
+                log.info(
+                    "calibration: temperature %.2f (fitted on the validation split); test expected calibration "
+                    "error %.3f -> %.3f, negative log-likelihood %.3f -> %.3f",
+                    fit["temperature"],
+                    fit["ece_before"],
+                    fit["ece_after"],
+                    fit["nll_before"],
+                    fit["nll_after"],
+                )
+            else:
+                log.info(
+                    "calibration: the temperature fitted on the validation split (%.2f) did not help its "
+                    "held-out folds, so the probabilities are left as trained (test expected calibration "
+                    "error %.3f; with it it would have been %.3f)",
+                    fit["fitted_temperature"],
+                    fit["ece_before"],
+                    fit["ece_fitted"],
+                )
         # What the exported (calibrated) model serves: with long_text window, long texts as windows.
         served = dict(encoded)
         if cfg.long_text == "window":
