@@ -31,6 +31,9 @@ TEXT ?=
 api_port ?=
 API_HOST ?=
 WORKERS ?=
+# A tokens file (python -m bertclf token) makes /predict and /model need a token; PROTECT_METRICS=1 /metrics too.
+API_TOKENS_FILE ?=
+PROTECT_METRICS ?=
 # Docker (`../shared/tools/local-docker.sh --env` prints DOCKER, BASE_IMAGE, DOCKER_BUILD_FLAGS).
 DOCKER ?= docker
 BASE_IMAGE ?=
@@ -47,6 +50,12 @@ MOUNT_MODELS ?=
 # Where train and start_api run: auto = in the container once its image is built (make build_dev,
 # make build_api), natively in .venv otherwise; or docker / native.
 RUN_IN ?= auto
+
+# The tokens file's folder is mounted read-only (never baked into a layer): a folder, not the file,
+# so an editor that replaces the file on save is seen by the server's re-read too.
+TOKENS_RUN_FLAGS = $(if $(API_TOKENS_FILE),-v "$(abspath $(dir $(API_TOKENS_FILE))):/run/bertclf-tokens:ro" \
+	-e BERTCLF_API_TOKENS_FILE=/run/bertclf-tokens/$(notdir $(API_TOKENS_FILE))) \
+	$(if $(PROTECT_METRICS),-e BERTCLF_PROTECT_METRICS=$(PROTECT_METRICS))
 
 # VARIABLE:option pairs; only variables that are set are passed on.
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
@@ -93,6 +102,7 @@ help: ## list targets and variables
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"
+	@echo "  API_TOKENS_FILE=secrets/api_tokens.txt [PROTECT_METRICS=1]   start_api needs a token (python -m bertclf token)"
 	@echo
 	@echo "variables (Docker):"
 	@echo "  RUN_IN=auto|docker|native   train/start_api in the container once its image exists (auto)"
@@ -159,12 +169,13 @@ start_api: ## serve the latest model on api_port (POST /predict; in Docker after
 	else $(MAKE) --no-print-directory start_api-native; fi
 
 start_api-native: $(STAMP) ## serve from .venv, without Docker
-	$(BIN)/python -m bertclf serve $(if $(API_HOST),--host $(API_HOST)) $(if $(api_port),--port $(api_port)) $(if $(WORKERS),--workers $(WORKERS))
+	$(BIN)/python -m bertclf serve $(if $(API_HOST),--host $(API_HOST)) $(if $(api_port),--port $(api_port)) $(if $(WORKERS),--workers $(WORKERS)) \
+		$(if $(API_TOKENS_FILE),--api_tokens_file '$(API_TOKENS_FILE)') $(if $(PROTECT_METRICS),--protect_metrics $(PROTECT_METRICS))
 
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
 	@echo "serving from the $(API_IMAGE) container on http://$(DOCKER_HOST_IP):$(DOCKER_PORT) (RUN_IN=native serves from .venv)"
 	$(DOCKER) run --rm -p $(DOCKER_HOST_IP):$(DOCKER_PORT):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
-		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(API_IMAGE)
+		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(TOKENS_RUN_FLAGS) $(API_IMAGE)
 
 build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile
 	$(DOCKER) build $(BUILD_ARGS) --build-arg PYPROJECT_SUM=$(PYPROJECT_SUM) -f dev.Dockerfile -t $(DEV_IMAGE) .

@@ -113,3 +113,23 @@ def test_an_answer_the_document_does_not_list_fails_the_checks(models):
                 match=r"Undocumented status code\n\n +Received: 413\n +Documented: 200, 400, 408, 415, 503",
             ):
                 case.validate_response(response, checks=CHECKS)
+
+
+def test_a_server_that_needs_tokens_documents_them_and_its_401(models, tmp_path):
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("a-token-of-twenty-characters\n")
+    app = make_app(models[0], api_tokens_file=str(tokens))
+    spec = app.test_client().get("/openapi.json").get_json()
+    schemathesis.openapi.from_dict(spec)
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "token"}
+    needs = {path for path, item in spec["paths"].items() for op in item.values() if "security" in op}
+    assert needs == {"/predict", "/model"}
+    case = schemathesis.openapi.from_dict(spec)["/predict"]["POST"].Case(
+        body={"x": ["a"]}, media_type="application/json"
+    )
+    response = case.call(app=app)
+    assert response.status_code == 401
+    case.validate_response(response, checks=CHECKS)
+    app.extensions["bertclf"].manager.stop()
+    protected = document(ServeConfig(api_tokens_file=str(tokens), protect_metrics=True))
+    assert "401" in protected["paths"]["/metrics"]["get"]["responses"]

@@ -1,4 +1,4 @@
-"""Command line: `python -m bertclf train|predict|evaluate|serve|models|fetch|export-onnx|data`.
+"""Command line: `python -m bertclf train|predict|evaluate|serve|token|models|fetch|export-onnx|data`.
 
 Each subcommand's options are generated from its settings dataclass in config.py, so an option is
 declared once, with its help and default, and the CLI and BERTCLF_* variables agree.
@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bertclf.config import (
@@ -20,6 +21,7 @@ from bertclf.config import (
     ModelChoice,
     PredictConfig,
     ServeConfig,
+    TokenConfig,
     TrainConfig,
     Workspace,
     env_name,
@@ -36,6 +38,7 @@ EPILOG = """examples:
   echo "git push was rejected" | python -m bertclf predict
   python -m bertclf evaluate --precision int8             # the latest model's test split, in int8
   python -m bertclf serve --port 5000                     # POST /predict {"x": ["..."]}
+  python -m bertclf token --note "ci bot"                 # then: serve --api_tokens_file secrets/api_tokens.txt
   python -m bertclf fetch albert_base_v2                  # download and convert ahead of training
   python -m bertclf export-onnx --all                     # serving graphs for older model folders
 
@@ -159,8 +162,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bertclf.checkpoints import catalog
 
     workspace = settings(Workspace, args)
@@ -191,6 +192,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     # Read the environment here, not when parsing: a bad BERTCLF_* value concerns serving only.
     cfg = ServeConfig.from_env(**given(ServeConfig, args))
+    if cfg.api_tokens_file:  # a missing or broken tokens file stops here, not in every worker
+        from bertclf.serve.auth import Tokens
+
+        tokens = Tokens(cfg.api_tokens_file)
+        protected = "/predict, /model" + (" and /metrics" if cfg.protect_metrics else "")
+        log.info("%s need one of the %d API token(s) in %s", protected, len(tokens), cfg.api_tokens_file)
     # The workers read their settings from the environment (gunicorn starts the factory by name).
     env = dict(os.environ)
     for f in dataclasses.fields(ServeConfig):
@@ -223,6 +230,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%d with %d worker(s) x %d thread(s)", cfg.host, cfg.port, cfg.workers, cfg.threads)
     sys.stdout.flush()
     os.execve(sys.executable, command, env)  # gunicorn takes this process over: signals reach it directly
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from bertclf.serve.auth import hashed_line, new_token
+
+    cfg = settings(TokenConfig, args)
+    token = new_token()
+    path = Path(cfg.file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The line holds the token's hash, not the token: the file is no secret, and the api container's
+    # own user (not the file's owner) must be able to read it.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        if cfg.note:
+            f.write(f"# {' '.join(cfg.note.split())}\n")
+        f.write(hashed_line(token) + "\n")
+    print(token)
+    print(
+        f"added this token's SHA-256 to {path} (the token itself is shown only now: keep it in your client's "
+        f"secrets). Serve with: make start_api API_TOKENS_FILE={path}; revoke it by deleting its line.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -328,6 +358,14 @@ COMMANDS = [
         Workspace,
         _cmd_fetch,
         tensorflow=True,
+    ),
+    Command(
+        "token",
+        "make an API token and add its hash to a tokens file (for serve --api_tokens_file)",
+        "Print a new random API token once and append its SHA-256 (sha256:<hex>) to the tokens file, so the file "
+        "the server reads holds no secret. Clients send it as Authorization: Bearer <token>.",
+        TokenConfig,
+        _cmd_token,
     ),
     Command(
         "export-onnx",

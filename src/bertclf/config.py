@@ -423,6 +423,17 @@ class ServeConfig(PredictConfig):
         "(default: none; user_ip is the peer address)",
     )
 
+    # Off by default, like seed 000's Token header was optional: a server on 127.0.0.1 needs none.
+    api_tokens_file: str | None = _opt(
+        None,
+        "file of API tokens, one per line (or sha256:<hex> of one; make one with `python -m bertclf token`); when "
+        "set, /predict and /model need Authorization: Bearer <token> or Token: <token>. Re-read when it changes",
+        str,
+    )
+    protect_metrics: bool = _opt(
+        False, "with api_tokens_file, /metrics needs a token too (default: open, for a Prometheus scraper)", parse_bool
+    )
+
     def trusted_proxies(self) -> frozenset[str]:
         """forwarded_allow_ips as a set of addresses."""
         return frozenset(part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip())
@@ -474,6 +485,15 @@ def env_name(name: str) -> str:
 def option_type(f: dataclasses.Field) -> Any:
     """The type a setting's text is parsed with (the CLI and from_env share it)."""
     return f.metadata.get("type") or type(f.default)
+
+
+@dataclass
+class TokenConfig:
+    """Where `python -m bertclf token` adds a new API token."""
+
+    # In a folder of its own: `make start_api` mounts the file's folder into the api container.
+    file: str = _opt("secrets/api_tokens.txt", "tokens file to append the new token's sha256 line to (created)")
+    note: str = _opt("", "a comment written above the line (who the token is for), to find it when revoking")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from flask import Flask
 
 from bertclf.config import ServeConfig
 from bertclf.serve import requestlog
+from bertclf.serve.auth import Tokens
 from bertclf.serve.batcher import Batcher
 from bertclf.serve.errors import register_error_handlers
 from bertclf.serve.metrics import Metrics
@@ -24,6 +25,7 @@ class State:
     manager: ModelManager
     batcher: Batcher
     metrics: Metrics
+    tokens: Tokens | None = None  # None: no token needed
 
 
 def load_predictor(folder, config: ServeConfig):
@@ -51,6 +53,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
             pass a fake or a tiny model.
     """
     config = config or ServeConfig.from_env()
+    tokens = Tokens(config.api_tokens_file) if config.api_tokens_file else None  # a bad file fails here, at start
     load = load or (lambda folder: load_predictor(folder, config))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -71,7 +74,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
         max_waiting_texts=config.max_waiting_texts,
         on_batch=metrics.batch_texts.observe,
     )
-    app.extensions["bertclf"] = State(config, manager, batcher, metrics)
+    app.extensions["bertclf"] = State(config, manager, batcher, metrics, tokens)
     requestlog.configure(config.log_file)
     requestlog.install(app, metrics, config.trusted_proxies())
     register_error_handlers(app)

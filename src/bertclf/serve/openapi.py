@@ -18,6 +18,8 @@ RETRY_AFTER = {
     }
 }
 
+WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "the token scheme (RFC 6750)", "schema": {"type": "string"}}}
+
 
 def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": ERROR}}}
@@ -26,8 +28,29 @@ def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
     return response
 
 
+def _protect(doc: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
+    """With api_tokens_file: the token schemes, and a 401 on each route that needs one."""
+    if not config.api_tokens_file:
+        return doc
+    doc["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
+        "token": {"type": "apiKey", "in": "header", "name": "Token", "description": "seed 000's Token: <token>"},
+    }
+    protected = ["/predict", "/model"] + (["/metrics"] if config.protect_metrics else [])
+    unauthorized = _error("no API token, or one that is not valid here", WWW_AUTHENTICATE)
+    for path in protected:
+        for operation in doc["paths"][path].values():
+            operation["security"] = [{"bearer": []}, {"token": []}]
+            operation["responses"]["401"] = unauthorized
+    return doc
+
+
 def document(config: ServeConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this server, with its limits (max_items) filled in."""
+    """The OpenAPI 3.1 document of this server, with its limits (max_items) and auth filled in."""
+    return _protect(_document(config), config)
+
+
+def _document(config: ServeConfig) -> dict[str, Any]:
     predict_request = {
         "type": "object",
         "required": ["x"],

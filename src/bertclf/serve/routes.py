@@ -7,6 +7,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from bertclf.serve.auth import presented_token
 from bertclf.serve.batcher import ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
@@ -25,6 +26,33 @@ def state():
 def _bodiless_requests_have_arrived():
     if request.method != "POST":  # only /predict reads a body; the rest have arrived with their headers
         request_read()
+
+
+# What needs a token when api_tokens_file is set; /health, /ready, /openapi.json and /docs stay open
+# (a load balancer's probes and a reader of the docs carry none); /metrics with protect_metrics.
+PROTECTED = frozenset({"api.predict", "api.model"})
+
+
+@bp.before_request
+def _authorized():
+    """401 before the body is read when the server needs a token and the request has none that is valid."""
+    s = state()
+    if s.tokens is None:
+        return
+    if request.endpoint not in PROTECTED and not (request.endpoint == "api.metrics" and s.config.protect_metrics):
+        return
+    token = presented_token(request.headers)
+    if s.tokens.allows(token):
+        return
+    # RFC 6750: no credentials, a bare challenge; a wrong one, error="invalid_token". (Counted in
+    # bertclf_requests by status 401; the token itself goes nowhere.)
+    if token is None:
+        message = "this server needs an API token: send Authorization: Bearer <token> (or Token: <token>)"
+        challenge = 'Bearer realm="bertclf"'
+    else:
+        message = "the API token is not valid here (revoked, mistyped or for another server)"
+        challenge = 'Bearer realm="bertclf", error="invalid_token"'
+    raise ApiError(401, message, {"WWW-Authenticate": challenge})
 
 
 def parse_texts(max_items: int, client_timeout: float):
