@@ -26,6 +26,9 @@ warmup_proportion ?=
 TENSORBOARD_PORT ?= 6006
 TENSORBOARD_HOST ?= localhost
 TEXT ?=
+# make predict DATA=in.csv OUT=labelled.csv labels a whole file (TOP_K=3 adds the 3 best labels).
+OUT ?=
+TOP_K ?=
 # Serving (see `python -m bertclf serve --help`; every setting is also a BERTCLF_<NAME> variable).
 # Empty: BERTCLF_PORT / BERTCLF_HOST when set, else the defaults 5000 and 127.0.0.1.
 api_port ?=
@@ -71,7 +74,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-serve \
+	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-serve bench-label \
 	clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
@@ -149,8 +152,9 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 		sh -c "tensorboard --logdir models/trained --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
 		exec python -m bertclf train $(TRAIN_ARGS)"
 
-predict: $(STAMP) ## classify TEXT="..." (or stdin) with the latest model
-	$(BIN)/python -m bertclf predict $(if $(TEXT),'$(TEXT)')
+predict: $(STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
+	$(BIN)/python -m bertclf predict $(if $(OUT),--input '$(or $(DATA),$(error OUT= needs DATA=<file to label>))' --output '$(OUT)',$(if $(TEXT),'$(TEXT)')) \
+		$(if $(TEXT_COLUMN),$(if $(OUT),--text_column '$(TEXT_COLUMN)')) $(if $(TOP_K),--top_k $(TOP_K))
 
 models: $(STAMP) ## list the pretrained checkpoints MODEL= knows by name (size, casing, cached)
 	$(BIN)/python -m bertclf models
@@ -210,8 +214,11 @@ bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on
 bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len
 	$(BIN)/python benchmarks/train_padding.py
 
-bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling and the naive way
+bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling, predict --input and the naive way
 	$(BIN)/python benchmarks/serve.py
+
+bench-label: $(STAMP) ## predict --input: rows/s and peak memory labelling 1,000 and 100,000 rows (ROWS="1000 1000000" for more)
+	$(BIN)/python benchmarks/label_file.py $(if $(ROWS),--rows $(ROWS))
 
 clean: ## remove caches (keeps .venv, models and data)
 	rm -rf .pytest_cache src/*.egg-info

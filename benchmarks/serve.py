@@ -17,6 +17,9 @@ Paths:
   "8 clients" column is that same whole-workload rate, and its latency a `predict` of one text.
   Its rate and the fp32 server's 8-client rate are medians of 3 rounds measured in alternation,
   so the noise of a shared machine falls on both;
+- "predict --input": `label_file`, what `python -m bertclf predict --input F --output F` runs, on a
+  CSV of the workload's texts with the in-process predictor, in the same alternating rounds; it
+  must not be slower than the server;
 - "naive": the seed's way, in-process (no HTTP, which only flatters it): KerasHub's predict with
   every text padded to max_seq_len, one call per request, requests one at a time (as a
   single-threaded Flask app serves them). It is slow: it runs on the first --naive_texts texts.
@@ -26,6 +29,7 @@ test-split accuracy of fp32 vs int8 when the model's training data is at hand, a
 """
 
 import argparse
+import csv
 import http.client
 import json
 import resource
@@ -33,6 +37,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,6 +52,7 @@ import requests  # noqa: E402
 
 from bertclf.data import read_examples  # noqa: E402
 from bertclf.evaluate import evaluate_saved_model  # noqa: E402
+from bertclf.labelfile import label_file  # noqa: E402
 from bertclf.pipeline import encode  # noqa: E402
 from bertclf.predictor import Predictor  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
@@ -221,14 +227,26 @@ def in_process_rate(predictor, texts):
     return len(texts) / (time.perf_counter() - start)
 
 
+def label_file_rate(predictor, texts):
+    """Rows/s of labelling a CSV of the texts (`predict --input`: read, classify in chunks, write)."""
+    with tempfile.TemporaryDirectory(prefix="bertclf-bench-") as folder:
+        source = Path(folder) / "texts.csv"
+        with open(source, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "text"])
+            writer.writerows(enumerate(texts))
+        return label_file(predictor, source, Path(folder) / "labelled.csv", progress=False)["rows_per_second"]
+
+
 def side_by_side(predictor, server, texts, rounds=3):
-    """Medians of the in-process rate and the server's 8-client rate, measured in alternation so
-    that the noise of a shared machine falls on both alike."""
-    ours, top = [], []
+    """Medians of the in-process rate, the server's 8-client rate and the file labeller's rows/s,
+    measured in alternation so that the noise of a shared machine falls on all alike."""
+    ours, top, rows = [], [], []
     for _ in range(rounds):
         top.append(in_process_rate(predictor, texts))
         ours.append(concurrent(server, texts)[0])
-    return statistics.median(ours), statistics.median(top)
+        rows.append(label_file_rate(predictor, texts))
+    return statistics.median(ours), statistics.median(top), statistics.median(rows)
 
 
 def ceiling(predictor, texts, latency_texts):
@@ -281,7 +299,7 @@ def main():
         flush=True,
     )
 
-    rows, memory = {}, {}
+    rows, memory, files = {}, {}, {}
     for max_seq_len in args.max_seq_len:
         print(f"max_seq_len {max_seq_len}:", flush=True)
         predictor = Predictor(folder, batch_size=32, max_seq_len=max_seq_len)
@@ -292,12 +310,13 @@ def main():
             try:
                 rows[max_seq_len, name] = measure(name, server, texts, 200)
                 if precision == "fp32":
-                    ours, top = side_by_side(predictor, server, texts)
+                    ours, top, labelled = side_by_side(predictor, server, texts)
                     rows[max_seq_len, name]["together"] = ours
                     rows[max_seq_len, "in-process"]["rate"] = rows[max_seq_len, "in-process"]["together"] = top
+                    files[max_seq_len] = (labelled, ours)
                     print(
                         f"  alternating 3 rounds: in-process {top:.1f} texts/s, server with 8 clients {ours:.1f} "
-                        f"texts/s (medians; these replace the rows' values)",
+                        f"texts/s (medians; these replace the rows' values), predict --input {labelled:.1f} rows/s",
                         flush=True,
                     )
                 memory[name] = max(memory.get(name, 0), server.peak_memory_mb())
@@ -325,6 +344,11 @@ def main():
                 f"8 clients {r['together'] / top['rate']:.2f}x (target >= 0.95x), single-text p50 "
                 f"{r['p50'] / top['p50']:.2f}x (target <= 1.5x)"
             )
+    for max_seq_len, (labelled, served) in files.items():
+        print(
+            f"max_seq_len {max_seq_len}: predict --input (a CSV of the same texts) {labelled:.1f} rows/s = "
+            f"{labelled / served:.2f}x the server's 8-client texts/s (target >= 1x)"
+        )
     for (max_seq_len, name), r in rows.items():
         if name not in ("naive", "in-process"):
             naive = rows[max_seq_len, "naive"]

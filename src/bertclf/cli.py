@@ -18,6 +18,7 @@ from bertclf.config import (
     DEFAULT_MODEL,
     ConfigError,
     DataConfig,
+    LabelConfig,
     ModelChoice,
     PredictConfig,
     ServeConfig,
@@ -36,6 +37,7 @@ EPILOG = """examples:
   python -m bertclf train --data my.csv --text_column body --label_column team --n_epochs 3
   python -m bertclf predict "How do I reverse a list?"    # uses models/latest_model_config.json
   echo "git push was rejected" | python -m bertclf predict
+  python -m bertclf predict --input issues.csv --output labelled.csv --top_k 3
   python -m bertclf evaluate --precision int8             # the latest model's test split, in int8
   python -m bertclf serve --port 5000                     # POST /predict {"x": ["..."]}
   python -m bertclf token --note "ci bot"                 # then: serve --api_tokens_file secrets/api_tokens.txt
@@ -120,6 +122,11 @@ def _load_predictor(args: argparse.Namespace, refuse_drift: bool = True) -> Any:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    cfg = settings(LabelConfig, args)
+    if cfg.input is not None:
+        if args.texts:
+            raise ConfigError("give texts or --input, not both")
+        return _label_file(cfg)
     texts = args.texts or [line.strip() for line in sys.stdin if line.strip()]
     if not texts:
         raise ConfigError("no texts to classify: pass them as arguments or one per line on stdin")
@@ -135,6 +142,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{answer:<40}  {shown}")
         else:
             print(f"{label or '(abstain)':>15}  {probability:6.3f}  {shown}")
+    return 0
+
+
+def _label_file(cfg: LabelConfig) -> int:
+    from bertclf.labelfile import label_file
+    from bertclf.predictor import Predictor
+
+    assert cfg.input is not None and cfg.output is not None  # LabelConfig checks they come together
+    predictor = Predictor.from_config(cfg, threads=os.cpu_count())
+    print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})", file=sys.stderr)
+    done = label_file(predictor, cfg.input, cfg.output, cfg.text_column, cfg.top_k, cfg.chunk_rows)
+    print(
+        f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
+        f"({done['rows_per_second']:,.0f} rows/s) into {cfg.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -322,9 +345,11 @@ COMMANDS = [
     ),
     Command(
         "predict",
-        "classify texts with a trained model",
-        "Print the predicted label and its probability for each text.",
-        PredictConfig,
+        "classify texts, or label a whole CSV/TSV/JSONL file, with a trained model",
+        "Print the predicted label and its probability for each text; or, with --input and --output, label "
+        "every row of a file of any size (streamed in chunks), keeping its columns and adding prediction "
+        "and probability.",
+        LabelConfig,
         _cmd_predict,
     ),
     Command(

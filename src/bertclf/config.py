@@ -378,6 +378,35 @@ class PredictConfig(ModelChoice):
 
 
 @dataclass
+class LabelConfig(PredictConfig):
+    """`python -m bertclf predict`: texts from the command line or stdin, or a whole file."""
+
+    input: str | None = _opt(None, "label this CSV, TSV or JSONL file instead (needs --output)", str)
+    output: str | None = _opt(
+        None, "where to write the labelled rows: every input column plus prediction and probability", str
+    )
+    text_column: str | None = _opt(
+        None,
+        f"--input's column to classify (default: the one the model was trained on, else the first of "
+        f"{', '.join(TEXT_COLUMNS)})",
+        str,
+    )
+    top_k: int = _opt(0, "also write the K most probable labels and their scores (label_1, score_1, ...)")
+    # 2,048 rows: large enough that length-sorted batches fill up, small enough to stay flat in memory.
+    chunk_rows: int = _opt(2048, "rows read, classified and written at a time (memory stays flat)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            [
+                ((self.input is None) == (self.output is None), "--input and --output go together"),
+                (self.top_k >= 0, f"top_k must be 0 or more, got {self.top_k}"),
+                (self.chunk_rows >= 1, f"chunk_rows must be at least 1, got {self.chunk_rows}"),
+            ]
+        )
+
+
+@dataclass
 class ServeConfig(PredictConfig):
     """Settings of the HTTP server; each can be set as an environment variable BERTCLF_<NAME>."""
 
