@@ -72,6 +72,11 @@ def test_commands_in_a_serving_install(trained_models, serving_install, tmp_path
     result = run([*args, "apple cat", "saw"], env=serving_install)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("model: ")
+    (tmp_path / "in.jsonl").write_text('{"text": "apple cat"}\n{"text": "saw"}\n')
+    labelled = run(
+        [*args, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.csv")], serving_install
+    )
+    assert labelled.returncode == 0 and "labelled 2 rows" in labelled.stderr, labelled.stderr
     trained = run(["-m", "bertclf", "train", "--models_dir", str(tmp_path / "models")], env=serving_install)
     assert trained.returncode == 2
     assert "needs the training install (no module 'tensorflow' here): `pip install 'bertclf[train]'`" in trained.stderr

@@ -34,7 +34,6 @@ TRAINING_MODULES = frozenset(
         "sklearn",
         "matplotlib",
         "tensorboard",
-        "tqdm",
         "requests",
     ]
 )
