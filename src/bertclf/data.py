@@ -41,6 +41,7 @@ class Splits:
     dropped: int = 0  # rows dropped for an empty text or label, over all files read
     multi_label: bool = False  # each label is a set of classes, joined by `separator`
     separator: str = "|"
+    feedback: dict | None = None  # what `add_feedback` did, for model_config.json
 
     def label_sets(self, part: str) -> list[list[str]]:
         """The classes of each text of a split (one each, unless multi-label)."""
@@ -250,6 +251,10 @@ def load_splits(cfg: TrainConfig) -> Splits:
         # validation_split is a fraction of the whole file: rescale it to what the test split left.
         train, validation = split(train, cfg.validation_split / fraction_left)
 
+    feedback = None
+    if cfg.feedback:
+        train, feedback = add_feedback(train, validation, test, cfg)
+
     def classes_of(part):
         return {c for label in part.labels for c in split_labels(label, sep)} if multi else set(part.labels)
 
@@ -261,4 +266,56 @@ def load_splits(cfg: TrainConfig) -> Splits:
                 f"{part.source}: labels that never occur in the training data: "
                 f"{', '.join(map(repr, unknown[:10]))}. Remove those rows or add training examples."
             )
-    return Splits(train, validation, test, classes, dropped, multi, sep)
+    if feedback is not None:
+        feedback["new_labels"] = sorted(
+            set(classes) - classes_of(validation) - classes_of(test)
+        )
+        if feedback["new_labels"]:
+            log.warning(
+                "feedback: %s only in training texts (no validation or test text has them): their scores are "
+                "not measured",
+                ", ".join(map(repr, feedback["new_labels"][:10])),
+            )
+    return Splits(train, validation, test, classes, dropped, multi, sep, feedback)
+
+
+def add_feedback(train: Examples, validation: Examples, test: Examples, cfg: TrainConfig) -> tuple[Examples, dict]:
+    """The training split with the stored corrections (the latest per text): a correction of a
+    training text replaces its label, one of a validation or test text is left out (it would leak
+    the answer into the scores), any other is a new training text."""
+    from bertclf.feedback import corrections, default_path
+
+    store = Path(cfg.feedback_db or default_path(cfg.models_dir))
+    stored = corrections(store)
+    held_out = set(validation.texts) | set(test.texts)
+    position = {text: i for i, text in enumerate(train.texts)}
+    texts, labels = list(train.texts), list(train.labels)
+    added = relabelled = skipped = 0
+    for text, label in stored:
+        if text in held_out:
+            skipped += 1
+        elif text in position:
+            relabelled += labels[position[text]] != label
+            labels[position[text]] = label
+        else:
+            position[text] = len(texts)
+            texts.append(text)
+            labels.append(label)
+            added += 1
+    record = {
+        "db": str(store.resolve()),
+        "corrections": len(stored),
+        "added": added,
+        "relabelled": relabelled,
+        "left_out_in_validation_or_test": skipped,
+    }
+    log.info(
+        "feedback: %d correction(s) from %s: %d new training text(s), %d training label(s) corrected, %d left out "
+        "(their text is in the validation or test split)",
+        len(stored),
+        store,
+        added,
+        relabelled,
+        skipped,
+    )
+    return Examples(texts, labels, train.source, train.dropped), record

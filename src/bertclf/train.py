@@ -111,6 +111,7 @@ def _data_record(cfg: TrainConfig, splits: Splits) -> dict:
         "n_validation": len(splits.validation),
         "n_test": len(splits.test),
         "rows_dropped": splits.dropped,
+        "feedback": splits.feedback,
     }
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from flask import Flask
 
 from bertclf.config import ServeConfig
+from bertclf.feedback import FeedbackStore, default_path
 from bertclf.serve import requestlog
 from bertclf.serve.auth import Tokens
 from bertclf.serve.batcher import Batcher
 from bertclf.serve.errors import register_error_handlers
+from bertclf.serve.feedback import bp as feedback_bp
 from bertclf.serve.metrics import Metrics
 from bertclf.serve.model_manager import ModelManager
 from bertclf.serve.routes import bp
@@ -79,5 +81,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     requestlog.install(app, metrics, config.trusted_proxies())
     register_error_handlers(app)
     app.register_blueprint(bp)
+    app.extensions["bertclf.feedback"] = FeedbackStore(config.feedback_db or default_path(config.models_dir))
+    app.register_blueprint(feedback_bp)
     manager.start()
     return app

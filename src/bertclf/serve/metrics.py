@@ -49,6 +49,11 @@ class Metrics:
             "texts longer than the model's max_seq_len tokens, cut to it before the model saw them",
             registry=registry,
         )
+        # By label: the model's labels, and "(new label)" for any other (a client must not be able to
+        # grow the metrics without bound).
+        self.feedback = Counter(
+            "bertclf_feedback", "corrections stored by POST /feedback, by label", ["label"], registry=registry
+        )
         self.reload_failures = Counter("bertclf_model_reload_failures", "failed model (re)loads", registry=registry)
         # Gauges of live workers only: a dead worker's "ready" must not count.
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"

@@ -164,7 +164,7 @@ class ModelManager:
 
 
 # Settings that hold paths of the machine that trained the model: /model shows their file names.
-PATH_SETTINGS = ("data", "validation_data", "test_data", "models_dir", "model")
+PATH_SETTINGS = ("data", "validation_data", "test_data", "models_dir", "model", "feedback_db")
 
 
 def public_config(config: dict) -> dict:
@@ -172,7 +172,7 @@ def public_config(config: dict) -> dict:
     public = json.loads(json.dumps(config))
     for entry in (public.get("data") or {}).values():
         if isinstance(entry, dict):
-            for key in ("file", "given"):
+            for key in ("file", "given", "db"):
                 if isinstance(entry.get(key), str):
                     entry[key] = PurePath(entry[key]).name
     settings = public.get("hyperparameters") or {}

@@ -36,7 +36,7 @@ def _protect(doc: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
         "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
         "token": {"type": "apiKey", "in": "header", "name": "Token", "description": "seed 000's Token: <token>"},
     }
-    protected = ["/predict", "/model"] + (["/metrics"] if config.protect_metrics else [])
+    protected = ["/predict", "/feedback", "/model"] + (["/metrics"] if config.protect_metrics else [])
     unauthorized = _error("no API token, or one that is not valid here", WWW_AUTHENTICATE)
     for path in protected:
         for operation in doc["paths"][path].values():
@@ -96,6 +96,30 @@ def _document(config: ServeConfig) -> dict[str, Any]:
             },
         },
     }
+    label = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    feedback_request = {
+        "type": "object",
+        "required": ["text", "label"],
+        "properties": {
+            "text": {"type": "string", "description": "the text the model labelled (not blank)"},
+            "label": {
+                **label,
+                "description": "its right label, one the model knows (a list of them for a multi-label model)",
+            },
+            "predicted": {**label, "description": "what the model answered, if the client kept it"},
+            "model": {"type": "string", "description": "the model that answered (the answer's \"model\")"},
+        },
+        "example": {"text": "git push was rejected", "label": "git", "predicted": "python"},
+    }
+    feedback_response = {
+        "type": "object",
+        "required": ["id", "label", "model"],
+        "properties": {
+            "id": {"type": "integer", "description": "the stored correction's number"},
+            "label": label,
+            "model": {"type": "string", "description": "the model being served when it was stored"},
+        },
+    }
     status: dict[str, Any] = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     ready = {**status, "properties": {"status": {"type": "string"}, "model": {"type": "string"}}}
     return {
@@ -125,6 +149,25 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                         "503": _error(
                             "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
                         ),
+                    },
+                }
+            },
+            "/feedback": {
+                "post": {
+                    "summary": "store a correction: the right label of a text, for the next training run",
+                    "operationId": "feedback",
+                    "requestBody": {"required": True, "content": {JSON: {"schema": feedback_request}}},
+                    "responses": {
+                        "201": {
+                            "description": "stored",
+                            "content": {JSON: {"schema": feedback_response}},
+                        },
+                        "400": _error("no text, or a label the model does not know (see --feedback_new_labels)"),
+                        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
+                        "413": _error(f"a body over {config.max_body_bytes} bytes"),
+                        "415": _error("the Content-Type is not application/json"),
+                        "503": _error("the model is loading, or the store is busy or cannot be written", RETRY_AFTER),
+                        "507": _error(f"the store holds feedback_max_rows ({config.feedback_max_rows}) corrections"),
                     },
                 }
             },

@@ -30,10 +30,10 @@ def _bodiless_requests_have_arrived():
 
 # What needs a token when api_tokens_file is set; /health, /ready, /openapi.json and /docs stay open
 # (a load balancer's probes and a reader of the docs carry none); /metrics with protect_metrics.
-PROTECTED = frozenset({"api.predict", "api.model"})
+PROTECTED = frozenset({"api.predict", "api.model", "feedback.feedback"})
 
 
-@bp.before_request
+@bp.before_app_request  # every blueprint's routes
 def _authorized():
     """401 before the body is read when the server needs a token and the request has none that is valid."""
     s = state()
@@ -55,10 +55,11 @@ def _authorized():
     raise ApiError(401, message, {"WWW-Authenticate": challenge})
 
 
-def parse_texts(max_items: int, client_timeout: float):
-    """The request's texts, or an ApiError saying exactly what is wrong with the body."""
+def read_json(client_timeout: float, example: str = EXAMPLE):
+    """The request's JSON body, read whole within the client's deadline, or an ApiError saying what
+    is wrong with it (`example` shows a right one)."""
     if not request.is_json:
-        raise ApiError(415, f"send JSON with Content-Type: application/json, e.g. {EXAMPLE}")
+        raise ApiError(415, f"send JSON with Content-Type: application/json, e.g. {example}")
     cut_short = ApiError(
         408, f"the request body did not arrive whole within {client_timeout:g} s; send the whole request at once"
     )
@@ -77,9 +78,26 @@ def parse_texts(max_items: int, client_timeout: float):
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid UTF-8") from None
     except RecursionError:
-        raise ApiError(400, 'request body is nested too deeply; send {"x": [texts]}') from None
+        raise ApiError(400, f"request body is nested too deeply; send e.g. {example}") from None
     except ValueError as err:
-        raise ApiError(400, f"request body is not valid JSON ({err}); send e.g. {EXAMPLE}") from None
+        raise ApiError(400, f"request body is not valid JSON ({err}); send e.g. {example}") from None
+    return payload
+
+
+def unicode_text(value: str, where: str) -> str:
+    """`value`, or a 400 when JSON smuggled in a lone surrogate escape (such as \\ud800): no Unicode text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, f"{where} is not valid Unicode (it holds a lone surrogate such as \\ud800); send UTF-8 text"
+        ) from None
+    return value
+
+
+def parse_texts(max_items: int, client_timeout: float):
+    """The request's texts, or an ApiError saying exactly what is wrong with the body."""
+    payload = read_json(client_timeout)
     if not isinstance(payload, dict) or "x" not in payload:
         raise ApiError(400, f'expected a JSON object with "x": a list of texts, e.g. {EXAMPLE}')
     texts = payload["x"]
@@ -96,13 +114,7 @@ def parse_texts(max_items: int, client_timeout: float):
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ApiError(400, f'"x"[{i}] is {type(text).__name__}, not a string')
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # JSON allows "\ud800" escapes that are no Unicode text (a lone surrogate half).
-            raise ApiError(
-                400, f'"x"[{i}] is not valid Unicode (it holds a lone surrogate such as \\ud800); send UTF-8 text'
-            ) from None
+        unicode_text(text, f'"x"[{i}]')
     scores = payload.get("return_scores", False)
     if not isinstance(scores, bool):
         raise ApiError(400, '"return_scores" must be true or false')

@@ -1,0 +1,147 @@
+"""Corrections from the people who use a model (seed 001's thumbs up/down), kept for the next run.
+
+`POST /feedback` stores `{"text", "label"}` (and what the model predicted, and which model) in one
+SQLite file, `models/feedback.sqlite3` by default. SQLite in WAL mode lets several gunicorn
+workers write at once: each write is one short transaction, a writer waits up to `BUSY_SECONDS`
+for another's, and readers (`feedback export`, `make train FEEDBACK=1`) never block writers.
+Only the standard library's sqlite3: no server to run, and the file is the whole store.
+
+`python -m bertclf feedback export --output F` writes the corrections as a training CSV (text,
+label, and when/which model); `make train FEEDBACK=1` adds them to the training split only, never
+to validation or test, so a model's scores stay comparable with the run before.
+"""
+
+import contextlib
+import csv
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bertclf.config import ConfigError
+
+FEEDBACK_FILE = "feedback.sqlite3"
+BUSY_SECONDS = 10.0  # how long a write waits for another worker's before it fails
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    text TEXT NOT NULL,
+    label TEXT NOT NULL,
+    predicted TEXT,
+    model TEXT,
+    served_model TEXT
+)
+"""
+
+
+class FeedbackError(ConfigError):
+    """The feedback store cannot be opened or read; the message names the file and the fix."""
+
+
+def default_path(models_dir: str | os.PathLike) -> Path:
+    return Path(models_dir) / FEEDBACK_FILE
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
+    if not create and not path.is_file():
+        raise FeedbackError(f"no feedback store at {path}: POST /feedback to a running server creates it")
+    try:
+        connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)  # autocommit; BEGIN by hand
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe in WAL mode
+        if create:
+            connection.execute(SCHEMA)
+        return connection
+    except sqlite3.Error as err:
+        raise FeedbackError(
+            f"cannot open the feedback store {path} ({err}); point --feedback_db at a file in a folder "
+            "this user can write"
+        ) from None
+
+
+class FeedbackStore:
+    """One connection per thread to the SQLite file (sqlite3 connections are not shared across threads)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = _connect(self.path, create=True)
+        return connection
+
+    def add(self, text: str, label: str, predicted: str | None, model: str | None, served_model: str | None) -> int:
+        """Store one correction; returns its id. Raises sqlite3.Error when the file cannot be written."""
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        cursor = self._connection().execute(
+            "INSERT INTO feedback (created, text, label, predicted, model, served_model) VALUES (?, ?, ?, ?, ?, ?)",
+            (created, text, label, predicted, model, served_model),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def last_id(self) -> int:
+        """The id of the last correction stored (ids only grow: how many were ever stored)."""
+        return int(self._connection().execute("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0])
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
+    """A read-only look at the store (a snapshot: writers carry on meanwhile)."""
+    connection = _connect(Path(path), create=False)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def corrections(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(text, label) of every stored correction, the latest one per text (a text corrected twice
+    counts once, with its last label), oldest first."""
+    with reading(path) as connection:
+        try:
+            rows = connection.execute(
+                "SELECT text, label FROM feedback WHERE id IN (SELECT MAX(id) FROM feedback GROUP BY text) ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+    return [(str(text), str(label)) for text, label in rows]
+
+
+def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
+    """Write every correction (all of them, oldest first) as a training CSV; returns the rows written.
+    Columns: text, label (what `make train` reads), then created, predicted, model."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    with reading(path) as connection:
+        try:
+            rows = connection.execute("SELECT text, label, created, predicted, model FROM feedback ORDER BY id")
+            with open(temporary, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["text", "label", "created", "predicted", "model"])
+                written = 0
+                for row in rows:
+                    writer.writerow(["" if value is None else value for value in row])
+                    written += 1
+        except sqlite3.Error as err:
+            temporary.unlink(missing_ok=True)
+            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    os.replace(temporary, output)
+    return written
+
+
+def label_counts(path: str | os.PathLike) -> dict[str, int]:
+    with reading(path) as connection:
+        try:
+            rows = connection.execute("SELECT label, COUNT(*) FROM feedback GROUP BY label ORDER BY 2 DESC").fetchall()
+        except sqlite3.Error as err:
+            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+    return {str(label): int(n) for label, n in rows}

@@ -1,0 +1,194 @@
+"""Feedback: POST /feedback stores corrections in SQLite (safe with two real gunicorn workers writing
+at once), `feedback export` writes them as a training CSV, and `train --feedback` adds them to the
+training split only."""
+
+import csv
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from bertclf.config import TrainConfig
+from bertclf.data import Examples, add_feedback, load_splits
+from bertclf.feedback import FeedbackError, FeedbackStore, corrections, export_csv, label_counts
+from conftest import make_app, make_texts, wait_until, write_csv
+from servers import JSON, request, serving
+
+
+@pytest.fixture
+def served(models):
+    models_dir, _ = models
+    app = make_app(models_dir, feedback_max_rows=5)
+    wait_until(lambda: app.extensions["bertclf"].manager.ready)
+    yield app.test_client(), models_dir / "feedback.sqlite3", app
+    app.extensions["bertclf"].manager.stop()
+
+
+def test_a_correction_is_stored_with_what_and_which_model(served):
+    client, db, app = served
+    name = app.extensions["bertclf"].manager.predictor.name
+    answer = client.post("/feedback", json={"text": "apple pie", "label": "fruit", "predicted": "tool", "model": "m1"})
+    assert answer.status_code == 201 and answer.get_json() == {"id": 1, "label": "fruit", "model": name}
+    row = sqlite3.connect(db).execute("SELECT text, label, predicted, model, served_model FROM feedback").fetchone()
+    assert row == ("apple pie", "fruit", "tool", "m1", name)
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert 'bertclf_feedback_total{label="fruit"} 1.0' in client.get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"text": "a", "label": "vegetable"}, 400, "not one the model knows (animal, fruit, tool); to add a class"),
+        ({"text": "  ", "label": "fruit"}, 400, '"text" is empty'),
+        ({"label": "fruit"}, 400, '"text" is missing'),
+        ({"text": "a"}, 400, '"label" is missing'),
+        ({"text": "a", "label": ["fruit"]}, 400, "must be a label (a string)"),
+        ({"text": "a", "label": ""}, 400, '"label" is empty'),
+        ({"text": "a", "label": "fruit\nanimal"}, 400, "one line"),
+        ({"text": 5, "label": "fruit"}, 400, '"text" must be a string'),
+        ({"text": "a", "label": "fruit", "model": ["x"]}, 400, '"model" must be a string'),
+        (["a"], 400, "JSON object"),
+    ],
+)
+def test_a_bad_correction_is_refused_with_the_fix(served, body, status, fragment):
+    client, db, _ = served
+    answer = client.post("/feedback", json=body)
+    assert answer.status_code == status and fragment in answer.get_json()["error"]
+    assert not db.exists() or not sqlite3.connect(db).execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+
+
+def test_new_labels_when_allowed_and_a_full_store(models):
+    models_dir, _ = models
+    app = make_app(models_dir, feedback_new_labels=True, feedback_max_rows=2)
+    try:
+        wait_until(lambda: app.extensions["bertclf"].manager.ready)
+        client = app.test_client()
+        assert client.post("/feedback", json={"text": "carrot", "label": "vegetable"}).status_code == 201
+        assert 'label="(new label)"' in client.get("/metrics").get_data(as_text=True)
+        assert client.post("/feedback", json={"text": "pear", "label": "fruit"}).status_code == 201
+        full = client.post("/feedback", json={"text": "plum", "label": "fruit"})
+        assert full.status_code == 507 and "feedback export" in full.get_json()["error"]
+    finally:
+        app.extensions["bertclf"].manager.stop()
+
+
+def test_a_store_that_cannot_be_written_is_a_503_that_says_so(models, tmp_path):
+    models_dir, _ = models
+    app = make_app(models_dir, feedback_db=str(tmp_path / "no" / "such" / "folder" / "f.sqlite3"))
+    try:
+        wait_until(lambda: app.extensions["bertclf"].manager.ready)
+        answer = app.test_client().post("/feedback", json={"text": "pear", "label": "fruit"})
+        assert answer.status_code == 503 and "cannot be written" in answer.get_json()["error"]
+        assert str(tmp_path) not in answer.get_json()["error"], "no host path to the client"
+    finally:
+        app.extensions["bertclf"].manager.stop()
+
+
+def test_export_and_stats(tmp_path):
+    db = tmp_path / "feedback.sqlite3"
+    store = FeedbackStore(db)
+    for text, label in [("a b", "x"), ("c, d", "y"), ("a b", "y"), ('say "hi"\nthere', "x")]:
+        store.add(text, label, None, None, "m")
+    output = tmp_path / "out" / "feedback.csv"
+    assert export_csv(db, output) == 4
+    with open(output, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["text"], r["label"]) for r in rows] == [
+        ("a b", "x"),
+        ("c, d", "y"),
+        ("a b", "y"),
+        ('say "hi"\nthere', "x"),
+    ]
+    assert corrections(db) == [("c, d", "y"), ("a b", "y"), ('say "hi"\nthere', "x")], "the latest per text"
+    assert label_counts(db) == {"x": 2, "y": 2}
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "feedback", "stats", "--feedback_db", str(db)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("4 correction(s)")
+    missing = subprocess.run(
+        [sys.executable, "-m", "bertclf", "feedback", "export", "--models_dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "POST /feedback to a running server creates it" in missing.stderr
+    with pytest.raises(FeedbackError):
+        corrections(tmp_path / "none.sqlite3")
+
+
+def test_training_adds_corrections_to_the_training_split_only(tmp_path):
+    texts, labels = make_texts(20)
+    data = write_csv(tmp_path / "data.csv", zip(texts, labels, strict=True))
+    cfg = TrainConfig(data=str(data), models_dir=str(tmp_path / "models"), feedback=True)
+    plain = load_splits(TrainConfig(data=str(data)))
+    (tmp_path / "models").mkdir()
+    store = FeedbackStore(tmp_path / "models" / "feedback.sqlite3")
+    training_text, test_text = plain.train.texts[0], plain.test.texts[0]
+    wrong = next(label for label in plain.classes if label != plain.train.labels[0])
+    store.add("a brand new text", plain.classes[0], None, None, None)
+    store.add(training_text, wrong, None, None, None)  # corrects a training label
+    store.add(test_text, plain.classes[0], None, None, None)  # would leak into the scores
+    splits = load_splits(cfg)
+    assert splits.validation.texts == plain.validation.texts and splits.test.texts == plain.test.texts
+    assert splits.test.labels == plain.test.labels
+    assert len(splits.train) == len(plain.train) + 1 and splits.train.texts[-1] == "a brand new text"
+    assert splits.train.labels[0] == wrong
+    assert splits.feedback is not None
+    assert {
+        k: splits.feedback[k] for k in ("corrections", "added", "relabelled", "left_out_in_validation_or_test")
+    } == {
+        "corrections": 3,
+        "added": 1,
+        "relabelled": 1,
+        "left_out_in_validation_or_test": 1,
+    }
+    # A label only feedback knows becomes a class, said in the record.
+    store.add("a carrot", "vegetable", None, None, None)
+    assert load_splits(cfg).feedback["new_labels"] == ["vegetable"]
+
+
+def test_add_feedback_of_an_empty_store_changes_nothing(tmp_path):
+    FeedbackStore(tmp_path / "f.sqlite3").last_id()  # creates the table
+    train = Examples(["a"], ["x"], "d.csv")
+    empty = Examples([], [], "")
+    cfg = TrainConfig(feedback=True, feedback_db=str(tmp_path / "f.sqlite3"))
+    same, record = add_feedback(train, empty, empty, cfg)
+    assert same.texts == ["a"] and record["corrections"] == 0
+
+
+def test_two_real_workers_write_at_once_and_lose_nothing(models, tmp_path):
+    models_dir, _ = models
+    db = tmp_path / "feedback.sqlite3"
+    log = tmp_path / "server.log"
+    clients, each = 8, 25
+    failures: list = []
+    with serving(models_dir, log, "--workers", "2", "--feedback_db", str(db)) as (port, _):
+
+        def client(k):
+            for i in range(each):
+                body = json.dumps({"text": f"client {k} text {i}", "label": ["animal", "fruit", "tool"][i % 3]})
+                status, data = request(port, "POST", "/feedback", body, JSON)
+                if status != 201:
+                    failures.append((status, data))
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - started
+        _, data = request(port, "GET", "/metrics")
+    assert not failures, failures[:3]
+    rows = sqlite3.connect(db).execute("SELECT id, text FROM feedback").fetchall()
+    assert len(rows) == clients * each and len({text for _, text in rows}) == clients * each
+    assert sorted(i for i, _ in rows) == list(range(1, clients * each + 1))
+    counted = [
+        float(line.split()[1]) for line in data.decode().splitlines() if line.startswith("bertclf_feedback_total")
+    ]
+    assert sum(counted) == clients * each, "both workers' counts summed"
+    rate = clients * each / seconds
+    print(f"feedback: {clients * each} writes from {clients} clients over 2 workers in {seconds:.2f} s ({rate:.0f}/s)")
