@@ -56,6 +56,9 @@ MOUNT_MODELS ?=
 # make build_api), natively in .venv otherwise; or docker / native.
 RUN_IN ?= auto
 
+# POST /feedback's store in the api container: a named volume, so corrections outlive the container.
+FEEDBACK_VOLUME ?= bertclf-feedback
+
 # The tokens file's folder is mounted read-only (never baked into a layer): a folder, not the file,
 # so an editor that replaces the file on save is seen by the server's re-read too.
 TOKENS_RUN_FLAGS = $(if $(API_TOKENS_FILE),-v "$(abspath $(dir $(API_TOKENS_FILE))):/run/bertclf-tokens:ro" \
@@ -182,7 +185,8 @@ start_api-native: $(STAMP) ## serve from .venv, without Docker
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
 	@echo "serving from the $(API_IMAGE) container on http://$(DOCKER_HOST_IP):$(DOCKER_PORT) (RUN_IN=native serves from .venv)"
 	$(DOCKER) run --rm -p $(DOCKER_HOST_IP):$(DOCKER_PORT):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
-		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") $(API_RUN_FLAGS) $(TOKENS_RUN_FLAGS) $(API_IMAGE)
+		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") -v $(FEEDBACK_VOLUME):/app/feedback \
+		$(API_RUN_FLAGS) $(TOKENS_RUN_FLAGS) $(API_IMAGE)
 
 build_dev: ## build the training image (DEV_IMAGE) from dev.Dockerfile
 	$(DOCKER) build $(BUILD_ARGS) --build-arg PYPROJECT_SUM=$(PYPROJECT_SUM) -f dev.Dockerfile -t $(DEV_IMAGE) .

@@ -43,7 +43,8 @@ FROM ${BASE_IMAGE}
 RUN apt-get update && apt-get install -y --no-install-recommends tini \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 bertclf \
-    && useradd --system --uid 10001 --gid bertclf --home-dir /app --shell /usr/sbin/nologin bertclf
+    && useradd --system --uid 10001 --gid bertclf --home-dir /app --shell /usr/sbin/nologin bertclf \
+    && mkdir -p /app/feedback && chown bertclf:bertclf /app/feedback
 COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /app
@@ -55,6 +56,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     BERTCLF_MODELS_DIR=/app/models \
+    # The models are read-only; POST /feedback writes here (make start_api mounts a named volume on it).
+    BERTCLF_FEEDBACK_DB=/app/feedback/feedback.sqlite3 \
     # Inside a container the port is the boundary: listen on every interface.
     BERTCLF_HOST=0.0.0.0 \
     BERTCLF_PORT=5000

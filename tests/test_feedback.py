@@ -109,6 +109,14 @@ def test_export_and_stats(tmp_path):
         [sys.executable, "-m", "bertclf", "feedback", "stats", "--feedback_db", str(db)], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("4 correction(s)")
+    exported = subprocess.run(
+        [sys.executable, "-m", "bertclf", "feedback", "export", "--feedback_db", str(db), "--output", "-"],
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0 and exported.stdout.replace("\r\n", "\n") == output.read_text().replace(
+        "\r\n", "\n"
+    )
     missing = subprocess.run(
         [sys.executable, "-m", "bertclf", "feedback", "export", "--models_dir", str(tmp_path / "none")],
         capture_output=True,

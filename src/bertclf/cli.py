@@ -270,8 +270,9 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
         return 0
     written = export_csv(store, cfg.output)
     print(
-        f"wrote {written} correction(s) from {store} to {cfg.output}; add them to the next run's training split "
-        "with: make train FEEDBACK=1"
+        f"wrote {written} correction(s) from {store} to {'stdout' if cfg.output == '-' else cfg.output}; add them "
+        "to the next run's training split with: make train FEEDBACK=1",
+        file=sys.stderr,
     )
     return 0
 

@@ -543,7 +543,9 @@ class FeedbackConfig(Workspace):
     """Where `python -m bertclf feedback` reads the corrections POST /feedback stored, and writes them."""
 
     feedback_db: str | None = _opt(None, "the SQLite store (default: feedback.sqlite3 in models_dir)", str)
-    output: str = _opt("data/feedback.csv", "export: the training CSV to write (text,label,created,predicted,model)")
+    output: str = _opt(
+        "data/feedback.csv", "export: the training CSV to write (text,label,created,predicted,model); - for stdout"
+    )
 
 
 @dataclass

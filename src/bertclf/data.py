@@ -267,9 +267,7 @@ def load_splits(cfg: TrainConfig) -> Splits:
                 f"{', '.join(map(repr, unknown[:10]))}. Remove those rows or add training examples."
             )
     if feedback is not None:
-        feedback["new_labels"] = sorted(
-            set(classes) - classes_of(validation) - classes_of(test)
-        )
+        feedback["new_labels"] = sorted(set(classes) - classes_of(validation) - classes_of(test))
         if feedback["new_labels"]:
             log.warning(
                 "feedback: %s only in training texts (no validation or test text has them): their scores are "

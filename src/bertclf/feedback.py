@@ -15,6 +15,7 @@ import contextlib
 import csv
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -112,9 +113,29 @@ def corrections(path: str | os.PathLike) -> list[tuple[str, str]]:
     return [(str(text), str(label)) for text, label in rows]
 
 
+def _write_rows(rows, f) -> int:
+    writer = csv.writer(f)
+    writer.writerow(["text", "label", "created", "predicted", "model"])
+    written = 0
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+        written += 1
+    return written
+
+
 def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
-    """Write every correction (all of them, oldest first) as a training CSV; returns the rows written.
-    Columns: text, label (what `make train` reads), then created, predicted, model."""
+    """Write every correction (all of them, oldest first) as a training CSV, to `output` or, for
+    "-", to stdout; returns the rows written. Columns: text, label (what `make train` reads), then
+    created, predicted, model."""
+    if str(output) == "-":
+        with reading(path) as connection:
+            try:
+                return _write_rows(
+                    connection.execute("SELECT text, label, created, predicted, model FROM feedback ORDER BY id"),
+                    sys.stdout,
+                )
+            except sqlite3.Error as err:
+                raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
@@ -122,12 +143,7 @@ def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
         try:
             rows = connection.execute("SELECT text, label, created, predicted, model FROM feedback ORDER BY id")
             with open(temporary, "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["text", "label", "created", "predicted", "model"])
-                written = 0
-                for row in rows:
-                    writer.writerow(["" if value is None else value for value in row])
-                    written += 1
+                written = _write_rows(rows, f)
         except sqlite3.Error as err:
             temporary.unlink(missing_ok=True)
             raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None

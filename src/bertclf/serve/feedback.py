@@ -70,7 +70,7 @@ def feedback():
     labels = _labels(payload["label"], "label", multi)
     separator = (predictor.config.get("multi_label") or {}).get("separator", "|") if multi else None
     if separator and any(separator in label for label in labels):
-        raise ApiError(400, f'a label holds the separator {separator!r}; send the labels as a list')
+        raise ApiError(400, f"a label holds the separator {separator!r}; send the labels as a list")
     unknown = [label for label in labels if label not in predictor.classes]
     if unknown and not s.config.feedback_new_labels:
         known = ", ".join(predictor.classes[:50])

@@ -107,7 +107,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                 "description": "its right label, one the model knows (a list of them for a multi-label model)",
             },
             "predicted": {**label, "description": "what the model answered, if the client kept it"},
-            "model": {"type": "string", "description": "the model that answered (the answer's \"model\")"},
+            "model": {"type": "string", "description": 'the model that answered (the answer\'s "model")'},
         },
         "example": {"text": "git push was rejected", "label": "git", "predicted": "python"},
     }
