@@ -7,6 +7,8 @@
 #     TensorFlow, Keras or KerasHub; start it; wait for /health and /ready (the cold start);
 #  4. post the README's example to /predict, check the answer against the dev image's own
 #     prediction and the JSON request log line; measure the worker's memory after warm-up;
+#     then start it as `make start_api API_TOKENS_FILE=...` does: a token is needed, /feedback
+#     stores into the named volume and `feedback export --output -` reads it back;
 #  5. stop it (SIGTERM, graceful) and print the image sizes, cold start and worker RSS;
 #  6. docker/compose-test.sh on that model: two replicas behind nginx, one pointer change.
 # The models/latest_model_config.json of the user is restored and the test model removed at the end.
@@ -144,6 +146,51 @@ for _ in $(seq 40); do
 done
 [ "$health" = healthy ] || fail "docker reports the container as $health"
 say "HEALTHCHECK: healthy"
+
+# === 4b. tokens and feedback, started as `make start_api` starts it ===
+secured="$name-tokens"
+volume="$name-feedback"
+tokens_dir=$(mktemp -d)
+chmod 755 "$tokens_dir"
+cleanup_secured() { $DOCKER rm -f "$secured" >/dev/null 2>&1 || true; $DOCKER volume rm "$volume" >/dev/null 2>&1 || true; rm -rf "$tokens_dir"; }
+token=$($DOCKER run --rm --user "$(id -u):$(id -g)" -v "$tokens_dir:/tokens" "$API_IMAGE" \
+    python -m bertclf token --file /tokens/api_tokens.txt --note docker-test 2>/dev/null)
+if grep -q -- "$token" "$tokens_dir/api_tokens.txt"; then fail "the tokens file holds the token itself"; fi
+port2=$(free_port)
+$MAKE --no-print-directory -s start_api-docker api_port="$port2" API_TOKENS_FILE="$tokens_dir/api_tokens.txt" \
+    FEEDBACK_VOLUME="$volume" API_RUN_FLAGS="-d --name $secured" >/dev/null
+python3 - "http://127.0.0.1:$port2" "$token" <<'EOF' || { $DOCKER logs "$secured" | tail -20; cleanup_secured; fail "tokens or feedback in the api container"; }
+import json, sys, time, urllib.error, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+def call(path, body=None, headers=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+deadline = time.monotonic() + 120
+while True:
+    try:
+        if call("/ready")[0] == 200:
+            break
+    except OSError:
+        pass
+    assert time.monotonic() < deadline, "/ready did not answer"
+    time.sleep(1)
+assert call("/predict", {"x": ["git push says rejected"]})[0] == 401
+status, answer = call("/predict", {"x": ["git push says rejected"]}, {"Authorization": f"Bearer {token}"})
+assert status == 200, answer
+label = answer["predictions"][0]
+status, stored = call("/feedback", {"text": "git push says rejected", "label": label}, {"Token": token})
+assert status == 201, stored
+print(f"docker-test: tokens: 401 without, 200 with; POST /feedback stored #{stored['id']}")
+EOF
+exported=$($DOCKER run --rm -v "$volume:/app/feedback" "$API_IMAGE" python -m bertclf feedback export --output - 2>/dev/null)
+echo "$exported" | grep -q "git push says rejected" || { cleanup_secured; fail "feedback export from the volume: $exported"; }
+say "feedback export from the named volume: $(echo "$exported" | wc -l) lines (header + corrections)"
+cleanup_secured
 
 # === 5. graceful stop, sizes ===
 start=$SECONDS
