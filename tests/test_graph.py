@@ -51,6 +51,28 @@ def test_onnx_graph_matches_keras_with_padding(tiny_preset):
     np.testing.assert_allclose(alone, got, atol=1e-5)
 
 
+def test_the_embedding_output_is_the_keras_encoders_mean_over_real_tokens(tiny_preset):
+    from bertclf.keras_engine import mean_hidden_state
+
+    classifier, preprocessor = tiny_classifier(tiny_preset)
+    encoded = encode(preprocessor, TEXTS)
+    forward = onnx_forward(classifier)
+    both = predict_in_order(forward.with_embedding, encoded, 4)
+    assert forward.embedding_dim == classifier.backbone.hidden_dim == both.shape[1] - 3
+    np.testing.assert_allclose(both[:, :3], predict_in_order(forward, encoded, 4), atol=1e-6)  # one pass, both
+    keras = np.concatenate([mean_hidden_state(classifier, encoded.batch(np.array([i]))) for i in range(len(TEXTS))])
+    np.testing.assert_allclose(both[:, 3:], keras, atol=1e-5)
+    # Padding must not move a vector: the padded batch gives what each text alone gives.
+    alone = np.concatenate([forward.with_embedding(encoded.batch(np.array([i]))) for i in range(len(TEXTS))])
+    np.testing.assert_allclose(both, alone, atol=1e-5)
+    # A hand check of one row: the mean of the backbone's sequence output over the real tokens.
+    row = encoded.batch(np.array([1]))
+    hidden = np.asarray(
+        classifier.backbone({k: row[k] for k in ("token_ids", "segment_ids", "padding_mask")})["sequence_output"]
+    )
+    np.testing.assert_allclose(both[1, 3:], hidden[0, : int(row["padding_mask"].sum())].mean(axis=0), atol=1e-5)
+
+
 def tiny_distilbert(num_classes=3):
     backbone = keras_hub.models.DistilBertBackbone(
         vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=32
@@ -74,6 +96,10 @@ def test_distilbert_graph_matches_keras_with_padding():
     forward = OnnxForward(build_graph(classifier).SerializeToString())
     assert forward.inputs == ["token_ids", "padding_mask"]
     np.testing.assert_allclose(forward({**features, "segment_ids": np.zeros_like(mask)}), expected, atol=1e-5)
+    from bertclf.keras_engine import mean_hidden_state
+
+    both = forward.with_embedding(features)
+    np.testing.assert_allclose(both[:, 3:], mean_hidden_state(classifier, features), atol=1e-5)
 
 
 def test_the_graphs_use_only_the_operators_serving_allows(tiny_preset):

@@ -82,8 +82,13 @@ def float_input(model):
     model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
 
 
-def second_output(model):
+def another_output(model):
     model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]))
+
+
+def embedding_not_a_matrix(model):
+    embedding = next(o for o in model.graph.output if o.name == runtime.EMBEDDING)
+    embedding.type.tensor_type.shape.dim.add().dim_value = 2
 
 
 def many_nodes(model):
@@ -99,7 +104,8 @@ def many_nodes(model):
         (subgraph, r"holds a subgraph"),
         (function, r"defines functions"),
         (float_input, r"inputs .*a serving graph takes int32"),
-        (second_output, r"outputs \['probabilities', 'logits'\]"),
+        (another_output, r"outputs \['probabilities', 'embedding', 'logits'\]"),
+        (embedding_not_a_matrix, r"'embedding' output is not one vector per text"),
         (many_nodes, r"nodes, more than the 2048"),
     ],
 )

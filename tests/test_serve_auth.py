@@ -118,6 +118,7 @@ def test_predict_and_model_need_a_valid_token(guarded, caplog):
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
     assert client.get("/model").status_code == 401
     assert client.post("/feedback", json={"text": "pear", "label": "fruit"}).status_code == 401
+    assert client.post("/embed", json={"x": ["pear"]}).status_code == 401
     # Refused before the body is read: a bad body still answers 401, not 400.
     assert client.post("/predict", data="{not json", content_type="application/json").status_code == 401
 

@@ -8,7 +8,8 @@ the graph with those ops directly from the Keras weights instead of converting T
 
 The export writes it once into the model folder (`serving/model.onnx`), so serving needs neither
 TensorFlow nor Keras. Inputs are the KerasHub preprocessor's `token_ids`, `segment_ids`,
-`padding_mask` (int32, right-padded, any batch and length); the output is class probabilities.
+`padding_mask` (int32, right-padded, any batch and length); the outputs are class probabilities
+and each text's embedding (the mean of the last hidden states over its real tokens).
 Only the ops in runtime.ALLOWED_OPS appear, which is all serving accepts.
 """
 
@@ -23,7 +24,7 @@ from bertclf.files import read_json_object, write_bytes_atomic
 from bertclf.multilabel import MULTI_LABEL_KEY, sigmoid
 from bertclf.predictor import softmax
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, load_labels
-from bertclf.runtime import INPUTS, MS_DOMAIN, OUTPUT, SERVING_GRAPH, OnnxForward
+from bertclf.runtime import EMBEDDING, INPUTS, MS_DOMAIN, OUTPUT, SERVING_GRAPH, OnnxForward
 from bertclf.safety import check_preset_is_data
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,14 @@ def build_graph(classifier, multi_label: bool = False) -> onnx.ModelProto:
     for i, p in enumerate(layers):
         x = _encoder_layer(g, w, p, x, f"l{i}", hidden, heads, eps, gelu)
 
+    # === The text's embedding: the mean of the last hidden states over its real tokens ===
+    # (mask as a row) @ (hidden states) sums the real tokens' vectors in one batched product.
+    axis = g.const("axis_1", np.array([1], np.int64))
+    mask = g.op("Cast", ["padding_mask"], "mask_float", to=TensorProto.FLOAT)
+    summed = g.op("MatMul", [g.op("Unsqueeze", [mask, axis], "mask_row"), x], "embedding_sum")
+    total = g.op("Squeeze", [summed, axis], "embedding_total")
+    g.op("Div", [total, g.op("ReduceSum", [mask, axis], "real_tokens", keepdims=1)], EMBEDDING)
+
     # === Pooler ([CLS] -> dense -> tanh; DistilBERT's classifier: -> dense -> ReLU) and the head ===
     cls = g.op("Gather", [x, g.const("cls_index", np.int64(0))], "cls", axis=1)
     pooled = g.op(
@@ -217,7 +226,10 @@ def build_graph(classifier, multi_label: bool = False) -> onnx.ModelProto:
     num_classes = w["logits/bias"].shape[0]
     names = [name for name in INPUTS if not (distil and name == "segment_ids")]
     inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "length"]) for name in names]
-    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", num_classes])]
+    outputs = [
+        helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", num_classes]),
+        helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["batch", hidden]),
+    ]
     graph = helper.make_graph(g.nodes, "bertclf_classifier", inputs, outputs, g.initializers)
     return helper.make_model(
         graph,
@@ -256,19 +268,31 @@ def export_serving_graph(classifier, folder: str | Path, multi_label: bool = Fal
     data = model.SerializeToString()
     inputs = {tensor.name for tensor in classifier.inputs}  # DistilBERT takes no segment_ids
     features = {k: v for k, v in _random_features(classifier, np.random.default_rng(0)).items() if k in inputs}
+    from bertclf.keras_engine import mean_hidden_state
+
     logits = np.asarray(classifier(features, training=False), dtype=np.float64)
     expected = sigmoid(logits) if multi_label else softmax(logits)
-    got = OnnxForward(data, threads=1)(features)
-    gap = float(np.abs(got - expected).max())
-    if gap > EXPORT_TOLERANCE:
-        raise RuntimeError(
-            f"the ONNX graph's probabilities differ from the Keras model's by {gap:.2g} (more than "
-            f"{EXPORT_TOLERANCE:g}); nothing was written. Please report this with the model's config.json"
-        )
+    forward = OnnxForward(data, threads=1)
+    got = forward.with_embedding(features)
+    num_classes = expected.shape[1]
+    gap = float(np.abs(got[:, :num_classes] - expected).max())
+    embedding_gap = float(np.abs(got[:, num_classes:] - mean_hidden_state(classifier, features)).max())
+    for what, difference in (("probabilities", gap), ("embeddings", embedding_gap)):
+        if difference > EXPORT_TOLERANCE:
+            raise RuntimeError(
+                f"the ONNX graph's {what} differ from the Keras model's by {difference:.2g} (more than "
+                f"{EXPORT_TOLERANCE:g}); nothing was written. Please report this with the model's config.json"
+            )
     target = Path(folder) / SERVING_GRAPH
     target.parent.mkdir(exist_ok=True)
     write_bytes_atomic(target, data)
-    log.info("wrote %s (%.0f MB; matches the Keras model to %.1g)", target, len(data) / 1e6, gap)
+    log.info(
+        "wrote %s (%.0f MB; matches the Keras model to %.1g, its embeddings to %.1g)",
+        target,
+        len(data) / 1e6,
+        gap,
+        embedding_gap,
+    )
     return target
 
 

@@ -46,3 +46,22 @@ def keras_logits(classifier) -> Callable[[dict], np.ndarray]:
 
     logits = traced_forward(classifier)
     return lambda features: np.asarray(logits(features))
+
+
+def mean_hidden_state(classifier, features: dict) -> np.ndarray:
+    """Each text's embedding through the Keras encoder: the mean of its last hidden states over
+    its real tokens (what the serving graph's embedding output computes)."""
+    backbone = classifier.backbone
+    inputs = {tensor.name: features[tensor.name] for tensor in backbone.inputs}
+    hidden = backbone(inputs, training=False)
+    hidden = np.asarray(hidden["sequence_output"] if isinstance(hidden, dict) else hidden, dtype=np.float64)
+    mask = np.asarray(features["padding_mask"], dtype=np.float64)[:, :, None]
+    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+def keras_outputs(classifier, activation: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict], np.ndarray]:
+    """features -> probabilities and embedding side by side (as OnnxForward.with_embedding), through Keras."""
+    logits = keras_logits(classifier)
+    return lambda features: np.concatenate(
+        [activation(logits(features)), mean_hidden_state(classifier, features).astype(np.float32)], axis=1
+    )

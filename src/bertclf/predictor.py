@@ -13,7 +13,14 @@ from bertclf.batches import Encoded, predict_in_order
 from bertclf.config import ENGINES, LONG_TEXT, ConfigError, PredictConfig
 from bertclf.files import read_json_object
 from bertclf.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
-from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, load_labels
+from bertclf.registry import (
+    LABELS_FILE,
+    MODEL_CONFIG_FILE,
+    NoEmbeddings,
+    RegistryError,
+    chosen_model_folder,
+    load_labels,
+)
 from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.safety import check_preset_is_data
 from bertclf.startup import import_tensorflow
@@ -148,19 +155,27 @@ class Predictor:
         self.classifier: Any = None
         self.preprocessor: Any = None
         self._forward: Callable[[dict], np.ndarray]
+        # Probabilities and embedding side by side from one pass (None: the graph has no embedding).
+        self._with_embedding: Callable[[dict], np.ndarray] | None = None
+        self.embedding_dim: int | None = None
         if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
-            self._forward = OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads)
+            self._use_onnx(OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads))
             self.engine, self.precision = "onnx", precision
         else:
             self.engine, self.precision = self._load_keras(engine, precision, threads)
         # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
         self.golden = golden.check(self, refuse=refuse_drift)
 
+    def _use_onnx(self, forward: OnnxForward) -> None:
+        self._forward = forward
+        if forward.embedding_dim is not None:
+            self._with_embedding, self.embedding_dim = forward.with_embedding, forward.embedding_dim
+
     def _load_keras(self, engine: str, precision: str, threads: int | None) -> tuple[str, str]:
         """Load the Keras model (training install) and set self._forward; returns (engine, precision)."""
         try:
             import_tensorflow()  # first, so its start-up chatter is filtered
-            from bertclf.keras_engine import keras_logits, load_classifier
+            from bertclf.keras_engine import keras_logits, keras_outputs, load_classifier
         except ImportError as err:
             if engine == "tensorflow":
                 raise ConfigError(
@@ -186,7 +201,7 @@ class Predictor:
                     SERVING_GRAPH,
                     self.folder,
                 )
-                self._forward = OnnxForward(graph, precision, threads)
+                self._use_onnx(OnnxForward(graph, precision, threads))
                 return "onnx", precision
         if precision != "fp32":
             raise ConfigError(
@@ -195,6 +210,8 @@ class Predictor:
         logits = keras_logits(self.classifier)
         activation = multilabel.sigmoid if self.multi_label else softmax
         self._forward = lambda features: activation(logits(features))
+        self._with_embedding = keras_outputs(self.classifier, activation)
+        self.embedding_dim = int(self.classifier.backbone.hidden_dim)
         return "tensorflow", "fp32"
 
     @classmethod
@@ -225,6 +242,29 @@ class Predictor:
             self.on_truncated(encoded.truncated)
         rows = predict_in_order(self._forward, encoded, self.batch_size)
         return rows if encoded.owners is None else average_windows(rows, encoded.owners, len(texts))
+
+    def compute(self, texts, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(class probabilities, and with `embed` each text's embedding, else None), one pass for both.
+
+        Raises:
+            NoEmbeddings: `embed` asked of a model whose serving graph has no embedding output.
+        """
+        if not embed:
+            return self.predict_proba(texts), None
+        if self._with_embedding is None or self.embedding_dim is None:
+            raise NoEmbeddings(
+                f"the model {self.name} was exported before serving graphs gave embeddings; write its graph again "
+                f"with `python -m bertclf export-onnx --model_dir {self.folder.name}` (training install)"
+            )
+        if not texts:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.embedding_dim), np.float32)
+        encoded = self._encode(list(texts), window=self.long_text == "window")
+        if encoded.truncated:
+            self.on_truncated(encoded.truncated)
+        rows = predict_in_order(self._with_embedding, encoded, self.batch_size)
+        if encoded.owners is not None:  # a long text's windows: the mean of their probabilities and vectors
+            rows = average_windows(rows, encoded.owners, len(texts))
+        return rows[:, : len(self.classes)], rows[:, len(self.classes) :]
 
     def token_counts(self, texts) -> np.ndarray:
         """How many tokens each text becomes ([CLS] and [SEP] included), at most the sequence length."""

@@ -25,6 +25,10 @@ class RegistryError(RuntimeError):
     """A model folder or the latest-model pointer is missing or unusable."""
 
 
+class NoEmbeddings(RegistryError):
+    """The model's serving graph has no embedding output (exported before it had one)."""
+
+
 def display_name(family: str, created: datetime, short_id: str) -> str:
     """The model name the API reports, in the seed's shape: 'BERT 2020-01-06 22:06:23 4b4e44b2'."""
     return f"{family} {created:%Y-%m-%d %H:%M:%S} {short_id}"

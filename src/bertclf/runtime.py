@@ -27,10 +27,19 @@ MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer ker
 SERVING_GRAPH = Path("serving") / "model.onnx"
 INPUTS = ("token_ids", "segment_ids", "padding_mask")
 OUTPUT = "probabilities"
+# The text's vector (POST /embed): the mean of the last hidden states over its real tokens, from the
+# same pass as the probabilities. Graphs exported before it have the probabilities only.
+EMBEDDING = "embedding"
 # Every operator graph.py writes, and nothing else: compute kernels only (no control flow, no
 # custom op libraries, nothing that reads files).
 ALLOWED_OPS = frozenset(
-    [("", op) for op in ("Add", "Gather", "MatMul", "Relu", "Sigmoid", "Softmax", "Tanh")]
+    [
+        ("", op)
+        for op in (
+            *("Add", "Gather", "MatMul", "Relu", "Sigmoid", "Softmax", "Tanh"),
+            *("Cast", "Div", "ReduceSum", "Squeeze", "Unsqueeze"),  # the embedding's masked mean
+        )
+    ]
     + [
         (MS_DOMAIN, op)
         for op in ("Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")
@@ -48,7 +57,7 @@ def _refuse(path: Path, why: str) -> UnsafeModelError:
 
 def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
     """Raise UnsafeModelError unless `model` is a graph of ours: only ALLOWED_OPS, all weights
-    inside the file, our inputs, and one probabilities output; RegistryError when that output's
+    inside the file, our inputs, and a probabilities output (and an embedding); RegistryError when that output's
     size disagrees with the folder's labels."""
     graph = model.graph
     domains = {opset.domain for opset in model.opset_import}
@@ -70,8 +79,12 @@ def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
     if not {"token_ids", "padding_mask"} <= inputs.keys() <= set(INPUTS) or set(inputs.values()) != {TensorProto.INT32}:
         raise _refuse(path, f"inputs {sorted(inputs)}; a serving graph takes int32 {', '.join(INPUTS)}")
     outputs = list(graph.output)
-    if len(outputs) != 1 or outputs[0].name != OUTPUT or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise _refuse(path, f"outputs {[o.name for o in outputs]}; a serving graph has one float {OUTPUT!r}")
+    names = [o.name for o in outputs]
+    floats = all(o.type.tensor_type.elem_type == TensorProto.FLOAT for o in outputs)
+    if names not in ([OUTPUT], [OUTPUT, EMBEDDING]) or not floats:
+        raise _refuse(path, f"outputs {names}; a serving graph has float {OUTPUT!r} (and {EMBEDDING!r})")
+    if len(outputs) == 2 and len(outputs[1].type.tensor_type.shape.dim) != 2:
+        raise _refuse(path, f"its {EMBEDDING!r} output is not one vector per text")
     dims = outputs[0].type.tensor_type.shape.dim
     size = dims[-1].dim_value if len(dims) == 2 else 0
     if size != num_classes:
@@ -134,7 +147,7 @@ def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
                 target,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul", "Attention"],
-                nodes_to_exclude=["pooled_matmul", "logits_matmul"],
+                nodes_to_exclude=["pooled_matmul", "logits_matmul", "embedding_sum"],
                 per_channel=True,
                 # shape inference cannot see through contrib ops; every tensor here is float
                 extra_options={"DefaultTensorType": TensorProto.FLOAT},
@@ -170,6 +183,21 @@ class OnnxForward:
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        # The embedding's width, when the graph has one (graphs exported before it do not).
+        self.embedding_dim: int | None = None
+        if EMBEDDING in outputs:
+            width = outputs[EMBEDDING].shape[-1]
+            self.embedding_dim = width if isinstance(width, int) else None
+
+    def _feed(self, features: dict) -> dict:
+        return {name: np.ascontiguousarray(features[name], dtype=np.int32) for name in self.inputs}
+
     def __call__(self, features: dict) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(features[name], dtype=np.int32) for name in self.inputs}
-        return self.session.run([OUTPUT], feed)[0]
+        return self.session.run([OUTPUT], self._feed(features))[0]
+
+    def with_embedding(self, features: dict) -> np.ndarray:
+        """Probabilities and embedding of each text from one pass, side by side in one row
+        (classes first), so batching and window averaging treat them as one output."""
+        probabilities, embedding = self.session.run([OUTPUT, EMBEDDING], self._feed(features))
+        return np.concatenate([probabilities, embedding], axis=1)

@@ -20,6 +20,7 @@ class Answer:
     scores: list  # full probability rows, in the model's class order
     classes: list
     multi_label: bool = False  # labels and probabilities are then lists per text
+    embeddings: Any = None  # float32 array, one row per text, for a request that asked (POST /embed)
 
 
 class Overloaded(Exception):
@@ -95,19 +96,21 @@ class Batcher:
             return 1
         return max(1, math.ceil(self._waiting_texts / self._rate))
 
-    def submit(self, texts, gone=None) -> "_Request":
+    def submit(self, texts, gone=None, embed=False) -> "_Request":
         """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer.
 
         Args:
             texts: the request's texts.
             gone: callable returning True once the client has closed its connection (None: never
                 asked); `.result` then raises ClientGone if the texts were not taken into a pass.
+            embed: also give the texts' embeddings (from the same pass: a batch that holds such a
+                request computes both outputs for all its texts, which costs next to nothing).
 
         Raises:
             Overloaded: max_waiting_texts texts are already waiting.
         """
         texts = list(texts)
-        future = _Request(self, gone)
+        future = _Request(self, gone, embed)
         with self._changed:
             limit = self.max_waiting_texts
             if limit is not None and self._waiting_texts and self._waiting_texts + len(texts) > limit:
@@ -211,14 +214,19 @@ class Batcher:
 
     def _compute(self, predictor, batch) -> list[Answer]:
         texts = [text for item, _ in batch for text in item]
-        rows: Any = predictor.predict_proba(texts)
+        vectors = None
+        if any(future.embed for _, future in batch):
+            rows, vectors = predictor.compute(texts, embed=True)
+        else:
+            rows = predictor.predict_proba(texts)
         classes = predictor.classes
         if rows.shape != (len(texts), len(classes)):
             raise RuntimeError(f"the model gave {rows.shape} scores for {len(texts)} texts and {len(classes)} labels")
         self.on_batch(len(texts))
         answers, start = [], 0
-        for texts_of_one, _ in batch:
+        for texts_of_one, future in batch:
             part = rows[start : start + len(texts_of_one)]
+            embeddings = vectors[start : start + len(texts_of_one)] if future.embed and vectors is not None else None
             start += len(texts_of_one)
             labels, probabilities = predictor.decide(part)
             answers.append(
@@ -229,6 +237,7 @@ class Batcher:
                     scores=part.tolist(),
                     classes=list(classes),
                     multi_label=predictor.multi_label,
+                    embeddings=embeddings,
                 )
             )
         return answers
@@ -237,10 +246,11 @@ class Batcher:
 class _Request(Future):
     """A queued request; waiting on it runs the model when nobody else is."""
 
-    def __init__(self, batcher, gone=None):
+    def __init__(self, batcher, gone=None, embed=False):
         super().__init__()
         self._batcher = batcher
         self.gone = gone
+        self.embed = embed
 
     def result(self, timeout=None):
         self._batcher._serve(self, timeout)

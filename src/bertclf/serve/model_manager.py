@@ -156,6 +156,7 @@ class ModelManager:
             "precision": getattr(predictor, "precision", None),
             "config": public_config(predictor.config) if predictor else None,
             "min_confidence": getattr(predictor, "min_confidence", None),
+            "embedding_dim": getattr(predictor, "embedding_dim", None),
             "golden": getattr(predictor, "golden", None),
             "last_error": self.public_error(),
             "reloads": self.reloads,

@@ -36,7 +36,7 @@ def _protect(doc: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
         "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
         "token": {"type": "apiKey", "in": "header", "name": "Token", "description": "seed 000's Token: <token>"},
     }
-    protected = ["/predict", "/feedback", "/model"] + (["/metrics"] if config.protect_metrics else [])
+    protected = ["/predict", "/embed", "/feedback", "/model"] + (["/metrics"] if config.protect_metrics else [])
     unauthorized = _error("no API token, or one that is not valid here", WWW_AUTHENTICATE)
     for path in protected:
         for operation in doc["paths"][path].values():
@@ -96,6 +96,28 @@ def _document(config: ServeConfig) -> dict[str, Any]:
             },
         },
     }
+    embed_request = {
+        "type": "object",
+        "required": ["x"],
+        "properties": {
+            "x": predict_request["properties"]["x"],
+            "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length"},
+        },
+        "example": {"x": ["How do I reverse a list?"], "normalize": True},
+    }
+    embed_response = {
+        "type": "object",
+        "required": ["model", "dim", "embeddings"],
+        "properties": {
+            "model": {"type": "string", "description": "the name of the model that computed the vectors"},
+            "dim": {"type": "integer", "description": "each vector's length (the encoder's hidden size)"},
+            "embeddings": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "number"}},
+                "description": "one vector per text: the mean of the encoder's last hidden states over its tokens",
+            },
+        },
+    }
     label = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     feedback_request = {
         "type": "object",
@@ -142,6 +164,39 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                         },
                         "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
                         "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
+                        "413": _error(
+                            f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
+                        ),
+                        "415": _error("the Content-Type is not application/json"),
+                        "503": _error(
+                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
+                        ),
+                    },
+                }
+            },
+            "/embed": {
+                "post": {
+                    "summary": "one vector per text from the fine-tuned encoder, in input order",
+                    "operationId": "embed",
+                    "requestBody": {"required": True, "content": {JSON: {"schema": embed_request}}},
+                    "responses": {
+                        "200": {
+                            "description": "the vectors: JSON, or with Accept: application/octet-stream the raw "
+                            "little-endian float32 matrix, row-major (np.frombuffer(body, '<f4').reshape(rows, dim))",
+                            "content": {
+                                JSON: {"schema": embed_response},
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                            },
+                            "headers": {
+                                "X-Embedding-Shape": {
+                                    "description": "with application/octet-stream: rows,dim of the matrix",
+                                    "schema": {"type": "string", "pattern": "^[0-9]+,[0-9]+$"},
+                                }
+                            },
+                        },
+                        "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
+                        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
+                        "409": _error("the model's serving graph has no embedding output (exported before it had)"),
                         "413": _error(
                             f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
                         ),
@@ -212,6 +267,11 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                                             },
                                             "labels": {"type": ["array", "null"], "items": {"type": "string"}},
                                             "last_error": {"type": ["string", "null"]},
+                                            "embedding_dim": {
+                                                "type": ["integer", "null"],
+                                                "description": "the length of POST /embed's vectors (null: the "
+                                                "model's graph has no embedding output)",
+                                            },
                                             "min_confidence": {
                                                 "type": ["number", "null"],
                                                 "description": "below this top probability the prediction is null",

@@ -49,6 +49,8 @@ def install(app, metrics, trusted_proxies: frozenset[str] = frozenset()):
         metrics.latency.labels(endpoint).observe(elapsed)
         if endpoint != "/metrics":  # scrapes every few seconds would drown the log
             body = response.get_json(silent=True) if response.is_json else None
+            if isinstance(body, dict) and isinstance(body.get("embeddings"), list):  # not 256 x 384 numbers a line
+                body = {**body, "embeddings": f"{len(body['embeddings'])} vectors"}
             log.info(
                 json.dumps(
                     {

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from bertclf.serve.auth import presented_token
-from bertclf.serve.batcher import ClientGone, ModelNotLoaded, Overloaded
+from bertclf.serve.batcher import Answer, ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
 from bertclf.serve.worker import queue_wait, request_read
@@ -30,7 +30,7 @@ def _bodiless_requests_have_arrived():
 
 # What needs a token when api_tokens_file is set; /health, /ready, /openapi.json and /docs stay open
 # (a load balancer's probes and a reader of the docs carry none); /metrics with protect_metrics.
-PROTECTED = frozenset({"api.predict", "api.model", "feedback.feedback"})
+PROTECTED = frozenset({"api.predict", "api.model", "feedback.feedback", "embed.embed"})
 
 
 @bp.before_app_request  # every blueprint's routes
@@ -95,9 +95,10 @@ def unicode_text(value: str, where: str) -> str:
     return value
 
 
-def parse_texts(max_items: int, client_timeout: float):
-    """The request's texts, or an ApiError saying exactly what is wrong with the body."""
-    payload = read_json(client_timeout)
+def parse_texts(max_items: int, client_timeout: float, flag: str = "return_scores", example: str = EXAMPLE):
+    """The request's texts and its yes/no `flag` (default false), or an ApiError saying exactly
+    what is wrong with the body."""
+    payload = read_json(client_timeout, example)
     if not isinstance(payload, dict) or "x" not in payload:
         raise ApiError(400, f'expected a JSON object with "x": a list of texts, e.g. {EXAMPLE}')
     texts = payload["x"]
@@ -115,10 +116,10 @@ def parse_texts(max_items: int, client_timeout: float):
         if not isinstance(text, str):
             raise ApiError(400, f'"x"[{i}] is {type(text).__name__}, not a string')
         unicode_text(text, f'"x"[{i}]')
-    scores = payload.get("return_scores", False)
-    if not isinstance(scores, bool):
-        raise ApiError(400, '"return_scores" must be true or false')
-    return texts, scores
+    value = payload.get(flag, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, f'"{flag}" must be true or false')
+    return texts, value
 
 
 def client_gone(environ):
@@ -138,10 +139,10 @@ def client_gone(environ):
     return gone
 
 
-@bp.post("/predict")
-def predict():
+def computed(texts: list[str], embed: bool = False) -> Answer:
+    """The batcher's answer for `texts` within the request's deadline, or the ApiError that says
+    why not (loading, busy, past the deadline, client gone)."""
     s = state()
-    texts, with_scores = parse_texts(s.config.max_items, s.config.client_timeout)
     if not s.manager.ready:
         raise ApiError(503, LOADING)
     # The deadline counts the wait in gunicorn's queue for a free thread too.
@@ -156,7 +157,7 @@ def predict():
             {"Retry-After": str(wait)},
         )
     try:
-        answer = s.batcher.submit(texts, gone=client_gone(request.environ)).result(timeout=left)
+        return s.batcher.submit(texts, gone=client_gone(request.environ), embed=embed).result(timeout=left)
     except Overloaded as busy:
         raise ApiError(
             503,
@@ -176,6 +177,13 @@ def predict():
     except ClientGone:
         # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the log.
         raise ApiError(499, "the client closed the connection before its texts were computed") from None
+
+
+@bp.post("/predict")
+def predict():
+    s = state()
+    texts, with_scores = parse_texts(s.config.max_items, s.config.client_timeout)
+    answer = computed(texts)
     abstained = answer.labels.count(None)
     if abstained:
         s.metrics.abstained.inc(abstained)
