@@ -51,17 +51,18 @@ def document(config: ServeConfig) -> dict[str, Any]:
 
 
 def _document(config: ServeConfig) -> dict[str, Any]:
+    texts = {
+        "type": "array",
+        "items": {"type": "string"},
+        "minItems": 1,
+        "maxItems": config.max_items,
+        "description": "the texts to classify; any Unicode text, empty and control characters included",
+    }
     predict_request = {
         "type": "object",
         "required": ["x"],
         "properties": {
-            "x": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": config.max_items,
-                "description": "the texts to classify; any Unicode text, empty and control characters included",
-            },
+            "x": texts,
             "return_scores": {"type": "boolean", "default": False, "description": "add every class's probability"},
         },
         "example": {"x": ["How do I reverse a list?"]},
@@ -100,7 +101,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
         "type": "object",
         "required": ["x"],
         "properties": {
-            "x": predict_request["properties"]["x"],
+            "x": texts,
             "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length"},
         },
         "example": {"x": ["How do I reverse a list?"], "normalize": True},
