@@ -17,6 +17,8 @@ Paths:
   "8 clients" column is that same whole-workload rate, and its latency a `predict` of one text.
   Its rate and the fp32 server's 8-client rate are medians of 3 rounds measured in alternation,
   so the noise of a shared machine falls on both;
+- embeddings: the in-process rate with the probabilities alone and with the embeddings too
+  (`Predictor.compute(embed=True)`, what POST /embed runs), alternating 3 rounds;
 - "predict --input": `label_file`, what `python -m bertclf predict --input F --output F` runs, on a
   CSV of the workload's texts with the in-process predictor, in the same alternating rounds; it
   must not be slower than the server;
@@ -238,6 +240,20 @@ def label_file_rate(predictor, texts):
         return label_file(predictor, source, Path(folder) / "labelled.csv", progress=False)["rows_per_second"]
 
 
+def embedding_cost(predictor, texts, rounds=3):
+    """Medians of texts/s with the probabilities alone and with the embeddings too (one pass gives
+    both), measured in alternation."""
+    alone, both = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        predictor.predict_proba(texts)
+        alone.append(len(texts) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        predictor.compute(texts, embed=True)
+        both.append(len(texts) / (time.perf_counter() - start))
+    return statistics.median(alone), statistics.median(both)
+
+
 def side_by_side(predictor, server, texts, rounds=3):
     """Medians of the in-process rate, the server's 8-client rate and the file labeller's rows/s,
     measured in alternation so that the noise of a shared machine falls on all alike."""
@@ -299,11 +315,15 @@ def main():
         flush=True,
     )
 
-    rows, memory, files = {}, {}, {}
+    rows, memory, files, embeds = {}, {}, {}, {}
     for max_seq_len in args.max_seq_len:
         print(f"max_seq_len {max_seq_len}:", flush=True)
         predictor = Predictor(folder, batch_size=32, max_seq_len=max_seq_len)
         rows[max_seq_len, "in-process"] = ceiling(predictor, texts, 200)
+        if predictor.embedding_dim is not None:
+            alone, both = embedding_cost(predictor, texts)
+            embeds[max_seq_len] = (alone, both)
+            print(f"  embeddings: {alone:.1f} texts/s predicting, {both:.1f} with the embeddings too", flush=True)
         for precision in args.precisions:
             name = "server" if precision == "fp32" else f"server-{precision}"
             server = Server(folder, max_seq_len, precision)
@@ -344,6 +364,11 @@ def main():
                 f"8 clients {r['together'] / top['rate']:.2f}x (target >= 0.95x), single-text p50 "
                 f"{r['p50'] / top['p50']:.2f}x (target <= 1.5x)"
             )
+    for max_seq_len, (alone, both) in embeds.items():
+        print(
+            f"max_seq_len {max_seq_len}: asking for embeddings too costs {alone / both:.2f}x the time of the "
+            "probabilities alone (one pass gives both; target about 1x)"
+        )
     for max_seq_len, (labelled, served) in files.items():
         print(
             f"max_seq_len {max_seq_len}: predict --input (a CSV of the same texts) {labelled:.1f} rows/s = "
