@@ -23,7 +23,10 @@ from servers import serving
 
 def test_every_route_is_documented(models):
     app = make_app(models[0])
-    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    # /docs is the Swagger UI page and its files, not part of the API it documents.
+    routes = {
+        rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static" and rule.endpoint != "docs.show"
+    }
     spec = document(ServeConfig(max_items=8))
     assert routes == set(spec["paths"])
     assert (

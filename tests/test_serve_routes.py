@@ -135,3 +135,14 @@ def test_a_client_that_closed_its_connection_is_seen_as_gone():
     client.close()
     assert gone() is True
     server.close()
+
+
+def test_get_predict_from_an_address_bar_gives_the_same_answer(client):
+    texts = ["apple banana lemon", "hammer saw", "naïve 中文"]
+    posted = client.post("/predict", json={"x": texts, "return_scores": True}).get_json()
+    got = client.get("/predict", query_string=[("text", t) for t in texts] + [("return_scores", "true")])
+    assert got.status_code == 200 and got.get_json() == posted
+    assert client.get("/predict").status_code == 400 and "?text=" in client.get("/predict").get_json()["error"]
+    too_many = client.get("/predict", query_string=[("text", "a")] * 9)
+    assert too_many.status_code == 413 and "more than the 8" in too_many.get_json()["error"]
+    assert client.get("/predict?text=a&return_scores=maybe").status_code == 400

@@ -10,6 +10,7 @@ from bertclf.feedback import FeedbackStore, default_path
 from bertclf.serve import requestlog
 from bertclf.serve.auth import Tokens
 from bertclf.serve.batcher import Batcher
+from bertclf.serve.docs import docs_blueprint
 from bertclf.serve.embed import bp as embed_bp
 from bertclf.serve.errors import register_error_handlers
 from bertclf.serve.feedback import bp as feedback_bp
@@ -85,5 +86,6 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     app.extensions["bertclf.feedback"] = FeedbackStore(config.feedback_db or default_path(config.models_dir))
     app.register_blueprint(feedback_bp)
     app.register_blueprint(embed_bp)
+    app.register_blueprint(docs_blueprint())
     manager.start()
     return app

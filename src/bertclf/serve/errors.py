@@ -20,9 +20,9 @@ class ApiError(Exception):
 
 # Werkzeug's own errors, reworded to say what to do.
 HTTP_MESSAGES = {
-    404: "no such endpoint; use POST /predict, /embed or /feedback, GET /health, /ready, /model, /metrics or "
-    "/openapi.json",
-    405: "method not allowed; /predict, /embed and /feedback take POST with a JSON body",
+    404: "no such endpoint; use POST /predict, /embed or /feedback, GET /predict?text=..., /health, /ready, /model, "
+    "/metrics, /openapi.json or /docs",
+    405: "method not allowed; /embed and /feedback take POST with a JSON body, /predict POST or GET ?text=...",
 }
 
 

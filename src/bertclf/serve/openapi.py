@@ -39,7 +39,7 @@ def _protect(doc: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
     protected = ["/predict", "/embed", "/feedback", "/model"] + (["/metrics"] if config.protect_metrics else [])
     unauthorized = _error("no API token, or one that is not valid here", WWW_AUTHENTICATE)
     for path in protected:
-        for operation in doc["paths"][path].values():
+        for operation in doc["paths"][path].values():  # GET and POST /predict alike
             operation["security"] = [{"bearer": []}, {"token": []}]
             operation["responses"]["401"] = unauthorized
     return doc
@@ -154,6 +154,38 @@ def _document(config: ServeConfig) -> dict[str, Any]:
         },
         "paths": {
             "/predict": {
+                "get": {
+                    "summary": "classify texts given in the query string (a quick try from a browser)",
+                    "operationId": "predict_get",
+                    "parameters": [
+                        {
+                            "name": "text",
+                            "in": "query",
+                            "required": True,
+                            "style": "form",
+                            "explode": True,
+                            "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                            "description": f"a text to classify; repeat it for more (at most {config.max_items})",
+                        },
+                        {
+                            "name": "return_scores",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the same answer as POST /predict",
+                            "content": {JSON: {"schema": predict_response}},
+                        },
+                        "400": _error("no text= in the query, or a bad return_scores"),
+                        "413": _error(f"more than {config.max_items} texts"),
+                        "503": _error(
+                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
+                        ),
+                    },
+                },
                 "post": {
                     "summary": "classify texts, in input order",
                     "operationId": "predict",
@@ -173,7 +205,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                             "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
                         ),
                     },
-                }
+                },
             },
             "/embed": {
                 "post": {

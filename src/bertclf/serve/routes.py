@@ -24,7 +24,7 @@ def state():
 
 @bp.before_app_request
 def _bodiless_requests_have_arrived():
-    if request.method != "POST":  # only /predict reads a body; the rest have arrived with their headers
+    if request.method != "POST":  # only POSTs read a body; the rest have arrived with their headers
         request_read()
 
 
@@ -179,10 +179,28 @@ def computed(texts: list[str], embed: bool = False) -> Answer:
         raise ApiError(499, "the client closed the connection before its texts were computed") from None
 
 
-@bp.post("/predict")
+def query_texts(max_items: int):
+    """GET /predict?text=...&text=...: the texts of a quick try from a browser's address bar."""
+    texts = request.args.getlist("text")
+    if not texts:
+        raise ApiError(
+            400, "add the text to classify: /predict?text=How+do+I+reverse+a+list%3F (repeat text= for more)"
+        )
+    if len(texts) > max_items:
+        raise ApiError(413, f"{len(texts)} texts, more than the {max_items} allowed per request")
+    scores = request.args.get("return_scores", "false").lower()
+    if scores not in ("true", "false"):
+        raise ApiError(400, "return_scores must be true or false")
+    return texts, scores == "true"
+
+
+@bp.route("/predict", methods=["GET", "POST"])
 def predict():
     s = state()
-    texts, with_scores = parse_texts(s.config.max_items, s.config.client_timeout)
+    if request.method == "GET":
+        texts, with_scores = query_texts(s.config.max_items)
+    else:
+        texts, with_scores = parse_texts(s.config.max_items, s.config.client_timeout)
     answer = computed(texts)
     abstained = answer.labels.count(None)
     if abstained:
