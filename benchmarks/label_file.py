@@ -1,6 +1,6 @@
 """Labelling a file: rows/s and peak memory from a thousand to a million rows.
 
-    python benchmarks/label_file.py [--model_dir F] [--rows 1000 100000 1000000] [--max_seq_len 32]
+    python benchmarks/label_file.py [--models_dir D --model_dir F] [--rows 1000 100000 1000000] [--max_seq_len 32]
 
 Each size is a CSV of short texts (4-12 of the sample data's words, seeded) with an id column,
 labelled by `python -m bertclf predict --input ... --output ...` in its own process, exactly as a
@@ -64,11 +64,13 @@ def label(source: Path, target: Path, options: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", help="model folder (default: the latest)")
+    parser.add_argument("--models_dir", default="models", help="the models folder it lies in")
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--max_seq_len", type=int, default=32)
     parser.add_argument("--source", default=str(ROOT / "data" / "sample.csv"), help="where the words come from")
     args = parser.parse_args()
-    options = ["--max_seq_len", str(args.max_seq_len)] + (["--model_dir", args.model_dir] if args.model_dir else [])
+    options = ["--max_seq_len", str(args.max_seq_len), "--models_dir", args.models_dir]
+    options += ["--model_dir", args.model_dir] if args.model_dir else []
     vocabulary = words(Path(args.source))
     results = []
     with tempfile.TemporaryDirectory(prefix="bertclf-label-bench-") as folder:

@@ -187,7 +187,8 @@ status, stored = call("/feedback", {"text": "git push says rejected", "label": l
 assert status == 201, stored
 print(f"docker-test: tokens: 401 without, 200 with; POST /feedback stored #{stored['id']}")
 EOF
-exported=$($DOCKER run --rm -v "$volume:/app/feedback" "$API_IMAGE" python -m bertclf feedback export --output - 2>/dev/null)
+exported=$($DOCKER run --rm -v "$volume:/app/feedback" "$API_IMAGE" python -m bertclf feedback export --output - 2>&1) \
+    || { cleanup_secured; fail "feedback export in the api container: $exported"; }
 echo "$exported" | grep -q "git push says rejected" || { cleanup_secured; fail "feedback export from the volume: $exported"; }
 say "feedback export from the named volume: $(echo "$exported" | wc -l) lines (header + corrections)"
 cleanup_secured

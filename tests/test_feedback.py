@@ -200,3 +200,16 @@ def test_two_real_workers_write_at_once_and_lose_nothing(models, tmp_path):
     assert sum(counted) == clients * each, "both workers' counts summed"
     rate = clients * each / seconds
     print(f"feedback: {clients * each} writes from {clients} clients over 2 workers in {seconds:.2f} s ({rate:.0f}/s)")
+
+
+def test_training_reads_an_exported_csv_too(tmp_path):
+    texts, labels = make_texts(20)
+    data = write_csv(tmp_path / "data.csv", zip(texts, labels, strict=True))
+    plain = load_splits(TrainConfig(data=str(data)))
+    exported = write_csv(
+        tmp_path / "feedback.csv",
+        [("a new text", plain.classes[0]), ("a new text", plain.classes[1]), (plain.test.texts[0], plain.classes[0])],
+    )
+    splits = load_splits(TrainConfig(data=str(data), feedback=True, feedback_db=str(exported)))
+    assert splits.train.texts[-1] == "a new text" and splits.train.labels[-1] == plain.classes[1], "the last row wins"
+    assert splits.feedback["added"] == 1 and splits.feedback["left_out_in_validation_or_test"] == 1

@@ -261,7 +261,8 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     from bertclf.feedback import default_path, export_csv, label_counts
 
     cfg = settings(FeedbackConfig, args)
-    store = Path(cfg.feedback_db or default_path(cfg.models_dir))
+    # The api image sets BERTCLF_FEEDBACK_DB for its server; the command finds the same store there.
+    store = Path(cfg.feedback_db or os.environ.get("BERTCLF_FEEDBACK_DB") or default_path(cfg.models_dir))
     if args.action == "stats":
         counts = label_counts(store)
         print(f"{sum(counts.values())} correction(s) in {store}")

@@ -125,7 +125,12 @@ class TrainConfig(Workspace):
         "a correction of a training text replaces its label",
         parse_bool,
     )
-    feedback_db: str | None = _opt(None, "the feedback store to read (default: feedback.sqlite3 in models_dir)", str)
+    feedback_db: str | None = _opt(
+        None,
+        "the feedback to add: the SQLite store, or a CSV/TSV/JSONL that `feedback export` wrote (e.g. from the api "
+        "container); default: feedback.sqlite3 in models_dir",
+        str,
+    )
     validation_data: str | None = _opt(None, "separate validation file (default: split validation_split off DATA)", str)
     test_data: str | None = _opt(None, "separate test file (default: split test_split off DATA)", str)
     # 10% each keeps ~80% for training yet leaves enough test rows per class for a readable report.
@@ -542,7 +547,9 @@ def option_type(f: dataclasses.Field) -> Any:
 class FeedbackConfig(Workspace):
     """Where `python -m bertclf feedback` reads the corrections POST /feedback stored, and writes them."""
 
-    feedback_db: str | None = _opt(None, "the SQLite store (default: feedback.sqlite3 in models_dir)", str)
+    feedback_db: str | None = _opt(
+        None, "the SQLite store (default: $BERTCLF_FEEDBACK_DB, else feedback.sqlite3 in models_dir)", str
+    )
     output: str = _opt(
         "data/feedback.csv", "export: the training CSV to write (text,label,created,predicted,model); - for stdout"
     )

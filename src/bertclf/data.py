@@ -284,7 +284,12 @@ def add_feedback(train: Examples, validation: Examples, test: Examples, cfg: Tra
     from bertclf.feedback import corrections, default_path
 
     store = Path(cfg.feedback_db or default_path(cfg.models_dir))
-    stored = corrections(store)
+    if store.suffix.lower() in (".csv", ".tsv", ".jsonl"):  # an export, e.g. from the api container's volume
+        exported = read_examples(store)
+        latest = dict(zip(exported.texts, exported.labels, strict=True))  # the last row of a text wins
+        stored = list(latest.items())
+    else:
+        stored = corrections(store)
     held_out = set(validation.texts) | set(test.texts)
     position = {text: i for i, text in enumerate(train.texts)}
     texts, labels = list(train.texts), list(train.labels)
