@@ -190,7 +190,7 @@ EOF
 exported=$($DOCKER run --rm -v "$volume:/app/feedback" "$API_IMAGE" python -m bertclf feedback export --output - 2>&1) \
     || { cleanup_secured; fail "feedback export in the api container: $exported"; }
 echo "$exported" | grep -q "git push says rejected" || { cleanup_secured; fail "feedback export from the volume: $exported"; }
-say "feedback export from the named volume: $(echo "$exported" | wc -l) lines (header + corrections)"
+say "feedback export from the named volume: $(echo "$exported" | grep -c "git push says rejected") correction read back"
 cleanup_secured
 
 # === 5. graceful stop, sizes ===
