@@ -94,3 +94,21 @@ def test_windows_average_the_vectors_too(models):
     probabilities, vectors = windowed.compute([long_text, "saw"], embed=True)
     np.testing.assert_allclose(probabilities, windowed.predict_proba([long_text, "saw"]), atol=1e-6)
     assert vectors.shape == (2, windowed.embedding_dim)
+
+
+def test_an_embed_request_that_cannot_be_answered_fails_alone(models):
+    """A model swapped for one without the embedding output between the route's check and the pass:
+    the /embed request fails, the /predict requests sharing its pass are answered."""
+    from bertclf.registry import NoEmbeddings
+
+    _, folder = models
+    predictor = Predictor(folder)
+    predictor._with_embedding = None  # as a graph exported before embeddings
+    batcher = Batcher(lambda: predictor)
+    first = batcher.submit(["apple"])
+    embed = batcher.submit(["saw"], embed=True)
+    last = batcher.submit(["cat dog"])
+    assert first.result(timeout=60).labels == predictor.predict(["apple"])[0]
+    with pytest.raises(NoEmbeddings):
+        embed.result(timeout=60)
+    assert last.result(timeout=60).labels == predictor.predict(["cat dog"])[0]
