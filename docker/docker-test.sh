@@ -18,6 +18,8 @@ DOCKER=${DOCKER:-docker}
 MAKE=${MAKE:-make}
 API_IMAGE=${API_IMAGE:-bertclf-api}
 name="bertclf-docker-test-$$"
+secured="$name-tokens"   # step 4b's container and its feedback volume
+volume="$name-feedback"
 pointer=models/latest_model_config.json
 backup=$(mktemp)
 [ -f "$pointer" ] && cp "$pointer" "$backup" || rm -f "$backup"
@@ -26,7 +28,8 @@ new_model=
 say() { echo "docker-test: $*"; }
 fail() { echo "docker-test: FAILED: $*" >&2; exit 1; }
 cleanup() {
-    $DOCKER rm -f "$name" >/dev/null 2>&1 || true
+    $DOCKER rm -f "$name" "$secured" >/dev/null 2>&1 || true
+    $DOCKER volume rm "$volume" >/dev/null 2>&1 || true
     if [ -n "$new_model" ]; then rm -rf "models/$new_model"; fi
     if [ -f "$backup" ]; then mv "$backup" "$pointer"; elif [ -n "$new_model" ]; then rm -f "$pointer"; fi
 }
@@ -148,8 +151,6 @@ done
 say "HEALTHCHECK: healthy"
 
 # === 4b. tokens and feedback, started as `make start_api` starts it ===
-secured="$name-tokens"
-volume="$name-feedback"
 tokens_dir=$(mktemp -d)
 chmod 755 "$tokens_dir"
 cleanup_secured() { $DOCKER rm -f "$secured" >/dev/null 2>&1 || true; $DOCKER volume rm "$volume" >/dev/null 2>&1 || true; rm -rf "$tokens_dir"; }
