@@ -19,6 +19,8 @@ SEED ?=
 # FEEDBACK=1: add the corrections POST /feedback stored to the training split (FEEDBACK_DB= another store or export).
 FEEDBACK ?=
 FEEDBACK_DB ?=
+# PRECISION=mixed_bfloat16 / mixed_float16 (GPU): 16-bit compute in training; the export stays float32.
+PRECISION ?=
 PATIENCE ?=
 batch_size ?=
 max_seq_len ?=
@@ -70,7 +72,7 @@ TOKENS_RUN_FLAGS = $(if $(API_TOKENS_FILE),-v "$(abspath $(dir $(API_TOKENS_FILE
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
 	VALIDATION_DATA:validation_data TEST_DATA:test_data SEED:seed PATIENCE:patience \
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
-	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db
+	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision
 TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
 
 # The demo: the sample data is small (366 questions), so more and smaller steps than the

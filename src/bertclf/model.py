@@ -1,6 +1,9 @@
 """Build the classifier (pretrained backbone + preprocessor + classification head) for a checkpoint."""
 
+import json
+import logging
 import re
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -12,6 +15,8 @@ from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
 from bertclf.pipeline import traced_forward
 from bertclf.safety import keras_safe_mode
+
+log = logging.getLogger(__name__)
 
 
 def build_classifier(checkpoint: Checkpoint, num_classes: int, max_seq_len: int, dropout: float):
@@ -141,3 +146,53 @@ def init_head_from_probe(classifier, encoded: Encoded, labels, batch_size: int, 
     bias[probe.classes_] = intercept
     head.kernel.assign(kernel)
     head.bias.assign(bias)
+
+
+# The CPU flags under which bfloat16 runs in hardware; without them TensorFlow emulates it.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def set_training_precision(precision: str) -> None:
+    """Set Keras's global dtype policy for building and fitting the model: float32, or mixed
+    precision (16-bit compute, float32 weights; Keras wraps the optimizer in loss scaling for
+    float16 itself). Refuses float16 without a GPU: a CPU computes it slower than float32 and
+    gains nothing. bfloat16 works on any CPU, in hardware with avx512_bf16 or amx_bf16."""
+    import tensorflow as tf
+
+    if precision != "float32" and not tf.config.list_physical_devices("GPU"):
+        if precision == "mixed_float16":
+            raise ConfigError(
+                "precision mixed_float16 needs a GPU (no GPU is visible here): a CPU computes float16 slower than "
+                f"float32. On a CPU with {' or '.join(BF16_CPU_FLAGS)} use --precision mixed_bfloat16, else float32"
+            )
+        have = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
+        if have:
+            log.info("precision mixed_bfloat16 on the CPU, in hardware (%s)", ", ".join(have))
+        else:
+            log.warning(
+                "precision mixed_bfloat16: this CPU has neither %s, so bfloat16 is emulated and the fit is slower "
+                "than in float32; use --precision float32 here",
+                " nor ".join(BF16_CPU_FLAGS),
+            )
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def float32_twin(classifier):
+    """The same classifier, weights and all, built with the float32 dtype policy: what a
+    mixed-precision fit exports, so the saved model (config and computation) is float32. Sets
+    Keras's global policy back to float32."""
+    keras.mixed_precision.set_global_policy("float32")
+    config = json.loads(json.dumps(classifier.get_config()))
+    config["backbone"]["config"]["dtype"] = "float32"
+    twin = type(classifier).from_config(config)
+    twin.set_weights(classifier.get_weights())
+    return twin

@@ -32,7 +32,13 @@ from bertclf.evaluate import (
 )
 from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
-from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from bertclf.model import (
+    build_classifier,
+    compile_classifier,
+    float32_twin,
+    init_head_from_probe,
+    set_training_precision,
+)
 from bertclf.multilabel import multi_hot, record, sigmoid, tune_thresholds
 from bertclf.pieces import MAX_WINDOWS, average_windows
 from bertclf.pipeline import dataset, encode, encode_windows, token_counts, traced_forward, traced_preprocessor
@@ -263,6 +269,13 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     Returns:
         (exported folder, its model_config dict).
     """
+    try:
+        return _train(cfg, pad_to_max)
+    finally:  # a mixed-precision run leaves nothing behind for the next model built in this process
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(cfg: TrainConfig, pad_to_max: bool) -> tuple[Path, dict]:
     created = datetime.now()
     short_id = uuid.uuid4().hex[:8]
 
@@ -298,6 +311,7 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     checkpoint = resolve(cfg.model, cfg.models_dir)
     cfg = cfg.with_max_learn_rate(checkpoint.family, checkpoint.num_layers)  # saved resolved, as used
     keras.utils.set_random_seed(cfg.seed)
+    set_training_precision(cfg.precision)  # the policy the model is built and fitted with
     auto_length = cfg.max_seq_len == "auto"
     length = checkpoint.max_sequence_length if auto_length else int(cfg.max_seq_len)
     classifier = build_classifier(checkpoint, len(classes), length, cfg.dropout)
@@ -351,6 +365,9 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         # === Fit ===
         training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max, weights)
+        training["precision"] = cfg.precision
+        if cfg.precision != "float32":  # evaluated, calibrated and exported in float32
+            classifier = float32_twin(classifier)
         training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
         training["steps_per_epoch"] = steps_per_epoch
 

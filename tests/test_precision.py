@@ -1,0 +1,43 @@
+"""Mixed-precision training: bfloat16 compute on a CPU (emulated without avx512_bf16/amx_bf16),
+a model exported in float32 that serves like any other, and float16 refused without a GPU."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertclf.config import ConfigError, TrainConfig
+from bertclf.model import cpu_flags, set_training_precision
+from conftest import make_texts, train_tiny
+
+
+def test_float16_without_a_gpu_is_refused_with_the_alternative():
+    import keras
+
+    with pytest.raises(ConfigError, match=r"mixed_float16 needs a GPU.*mixed_bfloat16"):
+        set_training_precision("mixed_float16")
+    assert keras.mixed_precision.global_policy().name == "float32", "a refusal changes nothing"
+    with pytest.raises(ConfigError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
+        TrainConfig(precision="float16")
+
+
+def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_preset, caplog):
+    import keras
+
+    from bertclf.predictor import Predictor
+
+    texts, labels = make_texts(30)
+    _, folder, model_config = train_tiny(
+        tmp_path, tiny_preset, zip(texts, labels, strict=True), precision="mixed_bfloat16"
+    )
+    assert keras.mixed_precision.global_policy().name == "float32", "the run leaves the policy as it found it"
+    assert model_config["training"]["precision"] == "mixed_bfloat16"
+    assert model_config["hyperparameters"]["precision"] == "mixed_bfloat16"
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        assert "bfloat16 is emulated" in caplog.text
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["config"]["dtype"]["config"]["name"] == "float32", "the exported model is float32"
+    keras_model, served = Predictor(folder, engine="tensorflow"), Predictor(folder)
+    np.testing.assert_allclose(served.predict_proba(texts[:20]), keras_model.predict_proba(texts[:20]), atol=1e-4)
+    accuracy = np.mean(np.array(served.predict(texts)[0]) == np.array(labels))
+    assert accuracy > 0.6, f"the bfloat16 fit learned the task ({accuracy:.2f})"
