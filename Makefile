@@ -53,6 +53,9 @@ API_RUN_FLAGS ?=
 DEV_IMAGE ?= bertclf-dev
 API_IMAGE ?= bertclf-api
 GPU ?=
+# GPUS=0,1: train data-parallel on those GPUs (tf.distribute.MirroredStrategy; --devices all on them).
+GPUS ?=
+DEVICES_ARGS = $(if $(GPUS),--devices all)
 MODEL_DIR ?=
 MOUNT_MODELS ?=
 # Where train and start_api run: auto = in the container once its image is built (make build_dev,
@@ -119,6 +122,7 @@ help: ## list targets and variables
 	@echo "variables (Docker):"
 	@echo "  RUN_IN=auto|docker|native   train/start_api in the container once its image exists (auto)"
 	@echo "  GPU=<index>           train on that GPU (docker run --gpus device=<index>)"
+	@echo "  GPUS=0,1              train on several GPUs in step (MirroredStrategy; --devices for more)"
 	@echo "  DOCKER=docker BASE_IMAGE= DOCKER_BUILD_FLAGS=   (local-docker.sh --env prints them)"
 	@echo "  DOCKER_RUN_FLAGS= API_RUN_FLAGS=   extra docker run flags for the dev / api container"
 	@echo "  DEV_IMAGE=bertclf-dev API_IMAGE=bertclf-api"
@@ -146,20 +150,21 @@ train: ## fine-tune MODEL on DATA, evaluate, export to models/trained/ (in Docke
 	@if $(call in_docker,$(DEV_IMAGE)); then $(MAKE) --no-print-directory train-docker; \
 	else $(MAKE) --no-print-directory train-native; fi
 
-train-native: $(STAMP) ## train in .venv, without Docker (GPU=<index> picks a GPU)
-	$(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) $(BIN)/python -m bertclf train $(TRAIN_ARGS)
+train-native: $(STAMP) ## train in .venv, without Docker (GPU=<index> picks a GPU, GPUS=0,1 several)
+	$(if $(or $(GPUS),$(GPU)),CUDA_VISIBLE_DEVICES=$(or $(GPUS),$(GPU))) $(BIN)/python -m bertclf train $(TRAIN_ARGS) $(DEVICES_ARGS)
 
 train-docker: ## train in the dev container (project mounted; files owned by you; TensorBoard on TENSORBOARD_PORT)
 	@echo "training in the $(DEV_IMAGE) container (RUN_IN=native trains in .venv); TensorBoard: http://localhost:$(TENSORBOARD_PORT)"
 	@built=$$($(DOCKER) image inspect -f '{{ index .Config.Labels "bertclf.pyproject" }}' $(DEV_IMAGE) 2>/dev/null); \
 	if [ -n "$$built" ] && [ "$$built" != "$(PYPROJECT_SUM)" ]; then \
 		echo "warning: pyproject.toml changed since the $(DEV_IMAGE) image was built; its dependencies may be out of date: run 'make build_dev' (or RUN_IN=native)" >&2; fi
-	@gpu="$(GPU)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
-		echo "note: GPU=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; fi; \
+	@gpu="$(or $(GPUS),$(GPU))"; devices="$(DEVICES_ARGS)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "note: GPU(S)=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; devices=; fi; \
+	gpus_flag=; if [ -n "$$gpu" ]; then gpus_flag="\"device=$$gpu\""; fi; \
 	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
-		$${gpu:+--gpus device=$$gpu} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
+		$${gpus_flag:+--gpus "$$gpus_flag"} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
 		sh -c "tensorboard --logdir models/trained --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
-		exec python -m bertclf train $(TRAIN_ARGS)"
+		exec python -m bertclf train $(TRAIN_ARGS) $$devices"
 
 predict: $(STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
 	$(BIN)/python -m bertclf predict $(if $(OUT),--input '$(or $(DATA),$(error OUT= needs DATA=<file to label>))' --output '$(OUT)',$(if $(TEXT),'$(TEXT)')) \

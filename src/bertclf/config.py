@@ -172,6 +172,12 @@ class TrainConfig(Workspace):
     dropout: float = _opt(0.1, "dropout before the classification layer")
 
     # === Fit ===
+    devices: str = _opt(
+        "auto",
+        "where the fit runs: auto (one device), all (every visible GPU), GPU indices such as 0,1, or cpu:N (the "
+        "CPU split into N logical devices, to try the multi-device path without GPUs); several devices train in "
+        "step with tf.distribute.MirroredStrategy, the global batch split across them",
+    )
     precision: str = _opt(
         "float32",
         "what the fit computes in: float32; mixed_float16 (GPUs: about 2x faster on tensor cores, with loss "

@@ -23,6 +23,7 @@ from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig, choose_max_seq_len
 from bertclf.data import Splits, load_splits
+from bertclf.devices import strategy_for
 from bertclf.evaluate import (
     baseline_metrics,
     compute_metrics,
@@ -269,13 +270,17 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     Returns:
         (exported folder, its model_config dict).
     """
+    # First, before TensorFlow sets up its devices: splitting the CPU (cpu:N) needs it.
+    strategy, distribution = strategy_for(cfg.devices)
     try:
-        return _train(cfg, pad_to_max)
+        # Everything built from here on (model, optimizer, the float32 twin) lives on the chosen devices.
+        with strategy.scope():
+            return _train(cfg, pad_to_max, distribution)
     finally:  # a mixed-precision run leaves nothing behind for the next model built in this process
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(cfg: TrainConfig, pad_to_max: bool) -> tuple[Path, dict]:
+def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict) -> tuple[Path, dict]:
     created = datetime.now()
     short_id = uuid.uuid4().hex[:8]
 
@@ -366,6 +371,7 @@ def _train(cfg: TrainConfig, pad_to_max: bool) -> tuple[Path, dict]:
         # === Fit ===
         training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max, weights)
         training["precision"] = cfg.precision
+        training["distribution"] = distribution
         if cfg.precision != "float32":  # evaluated, calibrated and exported in float32
             classifier = float32_twin(classifier)
         training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
