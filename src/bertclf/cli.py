@@ -386,8 +386,9 @@ COMMANDS = [
     Command(
         "serve",
         "serve a trained model over HTTP (gunicorn + Flask)",
-        'Serve POST /predict {"x": [texts]} and GET /health, /ready, /model, /metrics. Every option can also '
-        "be set as an environment variable BERTCLF_<OPTION>; an option given here wins.",
+        'Serve POST /predict {"x": [texts]} (also GET /predict?text=...), POST /embed and /feedback, and GET '
+        "/health, /ready, /model, /metrics, /openapi.json and /docs. Every option can also be set as an environment "
+        "variable BERTCLF_<OPTION>; an option given here wins.",
         ServeConfig,
         _cmd_serve,
     ),
