@@ -187,7 +187,9 @@ class TrainConfig(Workspace):
     )
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
     batch_size: int = _opt(32, "examples per training step")
-    n_epochs: int = _opt(4, "passes over the training data (early stopping may end sooner)")
+    # 8, measured: on three real sets of ~1,200 training texts it beat 4 by 1.3-4.0 points of accuracy
+    # and 4-6 of macro-F1 (README); early stopping ended those runs after 5-7 epochs.
+    n_epochs: int = _opt(8, "most passes over the training data (early stopping usually ends sooner)")
     # None: default_max_learn_rate() decides from the checkpoint's family and depth.
     max_learn_rate: float | None = _opt(
         None,
