@@ -226,7 +226,7 @@ test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked 
 
 bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on 2 cores)
 
-bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len, and mixed_bfloat16
+bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len, mixed_bfloat16, 2 devices
 	$(BIN)/python benchmarks/train_padding.py
 
 bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling, predict --input and the naive way

@@ -1,5 +1,6 @@
-"""Training throughput with per-batch padding vs every batch padded to max_seq_len, and in mixed
-precision (bfloat16 compute, per-batch padding), in one run.
+"""Training throughput with per-batch padding vs every batch padded to max_seq_len, in mixed
+precision (bfloat16 compute, per-batch padding), and on two devices (the CPU split in two,
+MirroredStrategy), in one run.
 
     python benchmarks/train_padding.py [--data data/sample.csv] [--model MiniLM-L6-H384-uncased]
         [--batch_size 32] [--max_seq_len 128] [--rounds 2]
@@ -10,11 +11,17 @@ training step and is not timed.
 """
 
 import argparse
+import contextlib
 import time
 
 from bertclf.startup import import_tensorflow
 
 import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
+
+from bertclf.devices import strategy_for  # noqa: E402
+
+# Before TensorFlow sets up its devices: the CPU split in two, for the two-device row.
+TWO_DEVICES, _ = strategy_for("cpu:2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,13 +49,15 @@ def main():
     labels = np.array([classes.index(label) for label in examples.labels[: args.max_examples]])
     checkpoint = resolve(args.model)
     models = {}
-    for mode in ("per batch", "max_seq_len", "mixed_bfloat16"):
+    for mode in ("per batch", "max_seq_len", "mixed_bfloat16", "2 devices"):
         # A layer keeps the dtype policy it was built under: the mixed model computes in bfloat16.
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "mixed_bfloat16" else "float32")
-        classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
-        encoded = encode(classifier.preprocessor, texts)
-        classifier.preprocessor = None
-        compile_classifier(classifier, 3e-5)
+        # The two-device model lives in MirroredStrategy's scope: each step splits the batch in two.
+        with TWO_DEVICES.scope() if mode == "2 devices" else contextlib.nullcontext():
+            classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
+            encoded = encode(classifier.preprocessor, texts)
+            classifier.preprocessor = None
+            compile_classifier(classifier, 3e-5)
         data = dataset(encoded, labels, args.batch_size, seed=0, pad_to_max=mode == "max_seq_len")
         classifier.fit(data, epochs=1, verbose=0, shuffle=False)  # trace once, untimed
         models[mode] = (classifier, data)
@@ -73,6 +82,10 @@ def main():
     hardware = f"bfloat16 in hardware: {', '.join(bf16)}" if bf16 else "emulated: no avx512_bf16 or amx_bf16"
     ratio = rate["mixed_bfloat16"] / rate["per batch"]
     print(f"mixed_bfloat16 is {ratio:.2f}x float32 (per-batch padding both; {hardware})")
+    print(
+        f"2 devices (the CPU split in two, MirroredStrategy) is {rate['2 devices'] / rate['per batch']:.2f}x one "
+        "device: the path GPUS=0,1 takes; on one CPU it only adds the split and the gradient sum"
+    )
 
 
 if __name__ == "__main__":
