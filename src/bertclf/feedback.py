@@ -90,12 +90,18 @@ class FeedbackStore:
         return int(self._connection().execute("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0])
 
 
+EXPORT_COLUMNS = ("text", "label", "created", "predicted", "model")
+
+
 @contextlib.contextmanager
 def reading(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
-    """A read-only look at the store (a snapshot: writers carry on meanwhile)."""
+    """A read-only look at the store (a snapshot: writers carry on meanwhile); a query that fails
+    inside it is a FeedbackError naming the file."""
     connection = _connect(Path(path), create=False)
     try:
         yield connection
+    except sqlite3.Error as err:
+        raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
     finally:
         connection.close()
 
@@ -104,22 +110,21 @@ def corrections(path: str | os.PathLike) -> list[tuple[str, str]]:
     """(text, label) of every stored correction, the latest one per text (a text corrected twice
     counts once, with its last label), oldest first."""
     with reading(path) as connection:
-        try:
-            rows = connection.execute(
-                "SELECT text, label FROM feedback WHERE id IN (SELECT MAX(id) FROM feedback GROUP BY text) ORDER BY id"
-            ).fetchall()
-        except sqlite3.Error as err:
-            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+        rows = connection.execute(
+            "SELECT text, label FROM feedback WHERE id IN (SELECT MAX(id) FROM feedback GROUP BY text) ORDER BY id"
+        ).fetchall()
     return [(str(text), str(label)) for text, label in rows]
 
 
-def _write_rows(rows, f) -> int:
-    writer = csv.writer(f)
-    writer.writerow(["text", "label", "created", "predicted", "model"])
-    written = 0
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
-        written += 1
+def _export(path: str | os.PathLike, f) -> int:
+    """Every correction, oldest first, as CSV rows on `f`; returns how many."""
+    with reading(path) as connection:  # first: a missing store writes nothing, not even the header
+        writer = csv.writer(f)
+        writer.writerow(EXPORT_COLUMNS)
+        written = 0
+        for row in connection.execute(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM feedback ORDER BY id"):
+            writer.writerow(["" if value is None else value for value in row])
+            written += 1
     return written
 
 
@@ -128,36 +133,21 @@ def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
     "-", to stdout; returns the rows written. Columns: text, label (what `make train` reads), then
     created, predicted, model."""
     if str(output) == "-":
-        with reading(path) as connection:
-            try:
-                return _write_rows(
-                    connection.execute("SELECT text, label, created, predicted, model FROM feedback ORDER BY id"),
-                    sys.stdout,
-                )
-            except sqlite3.Error as err:
-                raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+        return _export(path, sys.stdout)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    with reading(path) as connection:
-        try:
-            rows = connection.execute("SELECT text, label, created, predicted, model FROM feedback ORDER BY id")
-            with open(temporary, "w", newline="", encoding="utf-8") as f:
-                written = _write_rows(rows, f)
-        except sqlite3.Error as err:
-            temporary.unlink(missing_ok=True)
-            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+    try:
+        with open(temporary, "w", newline="", encoding="utf-8") as f:
+            written = _export(path, f)
+    except BaseException:  # a store that cannot be read, or Ctrl-C: no half file
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, output)
     return written
 
 
 def label_counts(path: str | os.PathLike) -> dict[str, int]:
     with reading(path) as connection:
-        try:
-            rows = connection.execute("SELECT label, COUNT(*) FROM feedback GROUP BY label ORDER BY 2 DESC").fetchall()
-        except sqlite3.Error as err:
-            raise FeedbackError(f"cannot read the feedback store {path}: {err}") from None
+        rows = connection.execute("SELECT label, COUNT(*) FROM feedback GROUP BY label ORDER BY 2 DESC").fetchall()
     return {str(label): int(n) for label, n in rows}

@@ -235,12 +235,17 @@ class Predictor:
 
     def predict_proba(self, texts) -> np.ndarray:
         """Class probabilities, one row per text, columns in `self.classes` order."""
+        return self._rows(self._forward, texts, len(self.classes))
+
+    def _rows(self, forward: Callable[[dict], np.ndarray], texts, width: int) -> np.ndarray:
+        """`forward`'s rows (`width` columns) for texts, in input order; a long text read as windows
+        gets the mean of its windows' rows."""
         if not texts:
-            return np.zeros((0, len(self.classes)), np.float32)
+            return np.zeros((0, width), np.float32)
         encoded = self._encode(list(texts), window=self.long_text == "window")
         if encoded.truncated:
             self.on_truncated(encoded.truncated)
-        rows = predict_in_order(self._forward, encoded, self.batch_size)
+        rows = predict_in_order(forward, encoded, self.batch_size)
         return rows if encoded.owners is None else average_windows(rows, encoded.owners, len(texts))
 
     def compute(self, texts, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -256,14 +261,7 @@ class Predictor:
                 f"the model {self.name} was exported before serving graphs gave embeddings; write its graph again "
                 f"with `python -m bertclf export-onnx --model_dir {self.folder.name}` (training install)"
             )
-        if not texts:
-            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.embedding_dim), np.float32)
-        encoded = self._encode(list(texts), window=self.long_text == "window")
-        if encoded.truncated:
-            self.on_truncated(encoded.truncated)
-        rows = predict_in_order(self._with_embedding, encoded, self.batch_size)
-        if encoded.owners is not None:  # a long text's windows: the mean of their probabilities and vectors
-            rows = average_windows(rows, encoded.owners, len(texts))
+        rows = self._rows(self._with_embedding, texts, len(self.classes) + self.embedding_dim)
         return rows[:, : len(self.classes)], rows[:, len(self.classes) :]
 
     def token_counts(self, texts) -> np.ndarray:
