@@ -27,6 +27,13 @@ TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
 LABEL_COLUMNS = ("label", "tags", "tag", "category", "class", "labels")
 
 
+def usual_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
+    """The first of `candidates` (TEXT_COLUMNS, LABEL_COLUMNS) among `columns`, in any case, as the
+    file spells it; None if none is there."""
+    by_lower = {c.lower(): c for c in columns}
+    return next((by_lower[name] for name in candidates if name in by_lower), None)
+
+
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message says which and how to fix it."""
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig
+from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig, usual_column
 from bertclf.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,9 @@ def _pick_column(frame, wanted, candidates, kind, setting, path):
         raise DataError(
             f"{path}: no column named {wanted!r} (columns: {', '.join(columns)}). Set {setting}= to one of those."
         )
-    by_lower = {c.lower(): c for c in columns}
-    for name in candidates:
-        if name in by_lower:
-            return by_lower[name]
+    found = usual_column(columns, candidates)
+    if found is not None:
+        return found
     raise DataError(
         f"{path}: cannot tell which column holds the {kind} (columns: {', '.join(columns)}). "
         f"Name it with {setting}=<column>."

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from bertclf.config import TEXT_COLUMNS, ConfigError
+from bertclf.config import TEXT_COLUMNS, ConfigError, usual_column
 from bertclf.errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -151,10 +151,9 @@ def pick_text_column(columns: list[str], wanted: str | None, trained: str | None
         raise ConfigError(f"{path}: no column named {wanted!r} (columns: {', '.join(columns)}); set --text_column")
     if trained in columns:
         return trained
-    by_lower = {c.lower(): c for c in columns}
-    for name in TEXT_COLUMNS:
-        if name in by_lower:
-            return by_lower[name]
+    found = usual_column(columns, TEXT_COLUMNS)
+    if found is not None:
+        return found
     raise ConfigError(
         f"{path}: cannot tell which column holds the text (columns: {', '.join(columns)}); name it with --text_column"
     )

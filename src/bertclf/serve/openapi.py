@@ -51,6 +51,14 @@ def document(config: ServeConfig) -> dict[str, Any]:
 
 
 def _document(config: ServeConfig) -> dict[str, Any]:
+    # What a route that computes texts (POST /predict, POST /embed) answers when it cannot.
+    texts_errors = {
+        "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
+        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
+        "413": _error(f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"),
+        "415": _error("the Content-Type is not application/json"),
+        "503": _error("the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER),
+    }
     texts = {
         "type": "array",
         "items": {"type": "string"},
@@ -181,9 +189,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                         },
                         "400": _error("no text= in the query, or a bad return_scores"),
                         "413": _error(f"more than {config.max_items} texts"),
-                        "503": _error(
-                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
-                        ),
+                        "503": texts_errors["503"],
                     },
                 },
                 "post": {
@@ -195,15 +201,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                             "description": "a label and its probability per text",
                             "content": {JSON: {"schema": predict_response}},
                         },
-                        "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
-                        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
-                        "413": _error(
-                            f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
-                        ),
-                        "415": _error("the Content-Type is not application/json"),
-                        "503": _error(
-                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
-                        ),
+                        **texts_errors,
                     },
                 },
             },
@@ -227,16 +225,8 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error('the body is not a JSON object with "x": a non-empty list of Unicode strings'),
-                        "408": _error(f"the body did not arrive whole within {config.client_timeout:g} s"),
+                        **texts_errors,
                         "409": _error("the model's serving graph has no embedding output (exported before it had)"),
-                        "413": _error(
-                            f"more than {config.max_items} texts, or a body over {config.max_body_bytes} bytes"
-                        ),
-                        "415": _error("the Content-Type is not application/json"),
-                        "503": _error(
-                            "the model is loading, the server is busy, or the request passed its deadline", RETRY_AFTER
-                        ),
                     },
                 }
             },
