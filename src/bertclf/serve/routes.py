@@ -100,7 +100,7 @@ def parse_texts(max_items: int, client_timeout: float, flag: str = "return_score
     what is wrong with the body."""
     payload = read_json(client_timeout, example)
     if not isinstance(payload, dict) or "x" not in payload:
-        raise ApiError(400, f'expected a JSON object with "x": a list of texts, e.g. {EXAMPLE}')
+        raise ApiError(400, f'expected a JSON object with "x": a list of texts, e.g. {example}')
     texts = payload["x"]
     if not isinstance(texts, list):
         raise ApiError(400, f'"x" must be a list of strings, got {type(texts).__name__}')
