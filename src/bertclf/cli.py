@@ -218,10 +218,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Read the environment here, not when parsing: a bad BERTCLF_* value concerns serving only.
     cfg = ServeConfig.from_env(**given(ServeConfig, args))
     if cfg.api_tokens_file:  # a missing or broken tokens file stops here, not in every worker
-        from bertclf.serve.auth import Tokens
+        from bertclf.serve.auth import PROTECTED_PATHS, Tokens
 
         tokens = Tokens(cfg.api_tokens_file)
-        protected = "/predict, /model" + (" and /metrics" if cfg.protect_metrics else "")
+        protected = ", ".join([*PROTECTED_PATHS, *(["/metrics"] if cfg.protect_metrics else [])])
         log.info("%s need one of the %d API token(s) in %s", protected, len(tokens), cfg.api_tokens_file)
     # The workers read their settings from the environment (gunicorn starts the factory by name).
     env = dict(os.environ)

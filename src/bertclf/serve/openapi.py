@@ -8,6 +8,7 @@ from typing import Any
 
 from bertclf import __version__
 from bertclf.config import ServeConfig
+from bertclf.serve.auth import PROTECTED_PATHS
 
 JSON = "application/json"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -36,7 +37,7 @@ def _protect(doc: dict[str, Any], config: ServeConfig) -> dict[str, Any]:
         "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
         "token": {"type": "apiKey", "in": "header", "name": "Token", "description": "seed 000's Token: <token>"},
     }
-    protected = ["/predict", "/embed", "/feedback", "/model"] + (["/metrics"] if config.protect_metrics else [])
+    protected = [*PROTECTED_PATHS, *(["/metrics"] if config.protect_metrics else [])]
     unauthorized = _error("no API token, or one that is not valid here", WWW_AUTHENTICATE)
     for path in protected:
         for operation in doc["paths"][path].values():  # GET and POST /predict alike

@@ -7,7 +7,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from bertclf.serve.auth import presented_token
+from bertclf.serve.auth import PROTECTED_PATHS, presented_token
 from bertclf.serve.batcher import Answer, ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
@@ -28,18 +28,14 @@ def _bodiless_requests_have_arrived():
         request_read()
 
 
-# What needs a token when api_tokens_file is set; /health, /ready, /openapi.json and /docs stay open
-# (a load balancer's probes and a reader of the docs carry none); /metrics with protect_metrics.
-PROTECTED = frozenset({"api.predict", "api.model", "feedback.feedback", "embed.embed"})
-
-
 @bp.before_app_request  # every blueprint's routes
 def _authorized():
     """401 before the body is read when the server needs a token and the request has none that is valid."""
     s = state()
     if s.tokens is None:
         return
-    if request.endpoint not in PROTECTED and not (request.endpoint == "api.metrics" and s.config.protect_metrics):
+    route = request.url_rule.rule if request.url_rule is not None else None  # None: a 404 to come
+    if route not in PROTECTED_PATHS and not (route == "/metrics" and s.config.protect_metrics):
         return
     token = presented_token(request.headers)
     if s.tokens.allows(token):
