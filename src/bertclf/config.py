@@ -214,6 +214,19 @@ class TrainConfig(Workspace):
         "above it, the embeddings slowest (1: every layer at max_learn_rate)",
     )
     patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
+    # An interrupted run (kill, preemption, OOM) continues from its last checkpoint (resume.py).
+    resume: str = _opt(
+        "auto",
+        "auto: when an interrupted run of the same data and options left a checkpoint in models_dir/runs/, "
+        "continue from it (same learning-rate position and data order); never: discard it and start over",
+        str,
+        ("auto", "never"),
+    )
+    checkpoint_every: int = _opt(
+        0,
+        "also save the run's state every N training steps, not only at each epoch end (0: epoch ends only); "
+        "for epochs long enough that losing one hurts",
+    )
     seed: int = _opt(42, "random seed for the split, shuffling and initialisation")
 
     # Imbalanced data: weigh each class by n / (classes * its count) (scikit-learn's "balanced"),
@@ -316,6 +329,11 @@ class TrainConfig(Workspace):
                     f"calibration must be temperature or none, got {self.calibration!r}",
                 ),
                 (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+                (self.resume in ("auto", "never"), f"resume must be auto or never, got {self.resume!r}"),
+                (
+                    self.checkpoint_every >= 0,
+                    f"checkpoint_every must be 0 (epoch ends only) or a number of steps, got {self.checkpoint_every}",
+                ),
                 (
                     0 <= self.validation_split < 1 and 0 <= self.test_split < 1,
                     "validation_split and test_split must each be in [0, 1)",

@@ -2,7 +2,9 @@
 batches padded per batch for training, and the classifier traced once for inference. Serving
 imports none of this (see batches.py for the numpy side)."""
 
+import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -37,35 +39,50 @@ def encode(preprocessor, texts, chunk=1024) -> Encoded:
     return Encoded(features, lengths)
 
 
-def dataset(encoded: Encoded, labels, batch_size, seed=None, shuffle=True, pad_to_max=False) -> tf.data.Dataset:
+def dataset(
+    encoded: Encoded,
+    labels,
+    batch_size,
+    seed=None,
+    shuffle=True,
+    pad_to_max=False,
+    epoch: Callable[[], int] | None = None,
+    skip: int = 0,
+) -> tf.data.Dataset:
     """A tf.data pipeline of (features, labels) batches padded per batch.
 
     Args:
         encoded: output of `encode`.
         labels: int class indices, one per text; or (multi-label) a 0/1 row of classes per text.
         batch_size: examples per batch.
-        seed: shuffling seed; each epoch draws a new order from the same generator.
+        seed: shuffling seed (None: a random order each epoch).
         shuffle: False gives the fixed, length-sorted order used for evaluation.
         pad_to_max: pad every batch to max_seq_len (the slow way; for benchmarks only).
+        epoch: says which epoch an iteration is (resume.EpochClock.now); epoch e's order is drawn from
+            (seed, e), so it does not depend on how many epochs ran before in this process (a resumed
+            run trains the order an uninterrupted one does). Default: iterations counted from 0.
+        skip: leave out the first `skip` batches of the (one) epoch: the steps a resumed epoch has done.
     """
     labels = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int32)
     label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.float32 if labels.ndim == 2 else tf.int32)
-    rng = np.random.default_rng(seed)
+    now = epoch or itertools.count().__next__
 
     def generate():
         if shuffle:
-            batches = training_order(encoded.lengths, batch_size, rng)
+            batches = training_order(
+                encoded.lengths, batch_size, np.random.default_rng(None if seed is None else [seed, now()])
+            )
         else:  # fixed-size batches (the step count is declared below), sorted by length
             order = np.argsort(encoded.lengths, kind="stable")
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for index in batches:
+        for index in batches[skip:]:
             features = (
                 {key: value[index] for key, value in encoded.features.items()} if pad_to_max else encoded.batch(index)
             )
             yield features, labels[index]
 
     spec = {key: tf.TensorSpec((None, None), tf.int32) for key in encoded.features}
-    steps = math.ceil(len(encoded) / batch_size)
+    steps = math.ceil(len(encoded) / batch_size) - skip
     ds = tf.data.Dataset.from_generator(generate, output_signature=(spec, label_spec))
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 

@@ -1,10 +1,12 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> export."""
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import math
 import platform
+import shutil
 import sys
 import time
 import uuid
@@ -45,6 +47,16 @@ from bertclf.pieces import MAX_WINDOWS, average_windows
 from bertclf.pipeline import dataset, encode, encode_windows, token_counts, traced_forward, traced_preprocessor
 from bertclf.predictor import softmax
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, run_folder, save_labels, update_latest
+from bertclf.resume import (
+    Checkpointer,
+    EpochClock,
+    Position,
+    ResumableEarlyStopping,
+    Run,
+    config_record,
+    fingerprint,
+    open_run,
+)
 from bertclf.schedule import build_schedule
 
 log = logging.getLogger(__name__)
@@ -73,18 +85,25 @@ class StepLearningRateLogger(keras.callbacks.Callback):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Training examples per second, counted over whole epochs (validation time excluded)."""
+    """Training examples per second, counted over whole epochs (validation time excluded).
 
-    def __init__(self, n_examples):
+    Args:
+        n_examples: training texts per epoch.
+        partial_epoch: an epoch this process trains only part of (a resumed one), left out.
+    """
+
+    def __init__(self, n_examples, partial_epoch=None):
         super().__init__()
         self.n_examples = n_examples
+        self.partial_epoch = partial_epoch
         self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._epoch, self._start = epoch, time.perf_counter()
 
     def on_test_begin(self, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        if self._epoch != self.partial_epoch:
+            self.seconds.append(time.perf_counter() - self._start)
 
     @property
     def examples_per_second(self):
@@ -141,34 +160,64 @@ def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> 
     return weights
 
 
-def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, logs: Path, pad_to_max: bool, weights=None) -> dict:
-    """Fit with early stopping on the validation loss (best weights restored), TensorBoard logs
-    and the learning rate per step; returns what model_config.json records of the training."""
-    throughput = Throughput(len(encoded["train"]))
+def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, run: Run, pad_to_max: bool, weights=None) -> dict:
+    """Fit with early stopping on the validation loss (best weights restored), TensorBoard logs and
+    the learning rate per step, saving the run's state as it goes (resume.py) and continuing from
+    it when the run was interrupted; returns what model_config.json records of the training."""
+    steps = math.ceil(len(encoded["train"]) / cfg.batch_size)
+    start = run.position
+    throughput = Throughput(len(encoded["train"]), partial_epoch=start.epoch if start.step else None)
+    stopping = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+    run.restore(classifier, stopping)
+    before, started = float(run.state.get("seconds", 0.0)), time.perf_counter()
+    clock = EpochClock(start.epoch)
     callbacks = [
-        keras.callbacks.TensorBoard(log_dir=str(logs)),
-        StepLearningRateLogger(logs / "train"),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+        clock,
+        keras.callbacks.TensorBoard(log_dir=str(run.logs)),
+        StepLearningRateLogger(run.logs / "train"),
+        stopping,
         throughput,
+        Checkpointer(run, stopping, steps, cfg.checkpoint_every, lambda: before + time.perf_counter() - started),
     ]
-    started = time.perf_counter()
-    history = classifier.fit(
-        dataset(encoded["train"], y["train"], cfg.batch_size, seed=cfg.seed, pad_to_max=pad_to_max),
-        validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
-        epochs=cfg.n_epochs,
-        callbacks=callbacks,
-        class_weight=weights,
-        verbose=1 if sys.stdout.isatty() else 2,
-        shuffle=False,  # the dataset already draws a new length-grouped order each epoch
-    )
-    val_losses = history.history["val_loss"]
+
+    def fit(first: int, last: int, skip: int) -> None:
+        if stopping.stopped or first >= last:
+            return
+        train = dataset(
+            encoded["train"],
+            y["train"],
+            cfg.batch_size,
+            seed=cfg.seed,
+            pad_to_max=pad_to_max,
+            epoch=clock.now,
+            skip=skip,
+        )
+        classifier.fit(
+            train,
+            validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
+            initial_epoch=first,
+            epochs=last,
+            callbacks=callbacks,
+            class_weight=weights,
+            verbose=1 if sys.stdout.isatty() else 2,
+            shuffle=False,  # the dataset draws each epoch's length-grouped order from (seed, epoch)
+        )
+
+    if start.step:  # the interrupted epoch's remaining steps on their own, then the epochs after it
+        fit(start.epoch, start.epoch + 1, start.step)
+        start = Position(start.epoch + 1, 0)
+    fit(start.epoch, cfg.n_epochs, 0)
+    if stopping.best_weights is not None:  # the best epoch's weights, as restore_best_weights leaves them
+        classifier.set_weights(stopping.best_weights)
+    val_losses = run.history.get("val_loss", [])
     return {
         "epochs_run": len(val_losses),
         "best_epoch": int(np.argmin(val_losses)) + 1,
-        "seconds": round(time.perf_counter() - started, 1),
-        "examples_per_second": round(throughput.examples_per_second, 1),
+        "seconds": round(before + time.perf_counter() - started, 1),
+        "examples_per_second": round(throughput.examples_per_second, 1) or None,  # None: no whole epoch ran here
         "padding": "max_seq_len" if pad_to_max else "per batch",
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "history": run.history,
+        "resumed_from": config_record(run),
     }
 
 
@@ -274,13 +323,13 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
     strategy, distribution = strategy_for(cfg.devices)
     try:
         # Everything built from here on (model, optimizer, the float32 twin) lives on the chosen devices.
-        with strategy.scope():
-            return _train(cfg, pad_to_max, distribution)
+        with strategy.scope(), contextlib.ExitStack() as runs:
+            return _train(cfg, pad_to_max, distribution, runs)
     finally:  # a mixed-precision run leaves nothing behind for the next model built in this process
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict) -> tuple[Path, dict]:
+def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: contextlib.ExitStack) -> tuple[Path, dict]:
     created = datetime.now()
     short_id = uuid.uuid4().hex[:8]
 
@@ -332,7 +381,10 @@ def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict) -> tuple[Path
     encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
     cut = int((lengths > length).sum())
     classifier.preprocessor = None
-    if cfg.head_init == "probe":
+    # The run's checkpoint folder, found again after an interruption by what makes the fit the same.
+    run = runs.enter_context(open_run(cfg, checkpoint.name, fingerprint(cfg, splits)))
+    created, short_id = run.begin(created, short_id)
+    if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
         init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
@@ -367,15 +419,19 @@ def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict) -> tuple[Path
         "cut_share": round(cut / max(len(lengths), 1), 4),
     }
 
+    # === Fit === (resumable: the run folder keeps its state until the model is exported)
+    training = _fit(classifier, cfg, encoded, y, run, pad_to_max, weights)
+    training["precision"] = cfg.precision
+    training["distribution"] = distribution
+    if cfg.precision != "float32":  # evaluated, calibrated and exported in float32
+        classifier = float32_twin(classifier)
+    training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
+    training["steps_per_epoch"] = steps_per_epoch
+
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
-        # === Fit ===
-        training = _fit(classifier, cfg, encoded, y, work / "logs", pad_to_max, weights)
-        training["precision"] = cfg.precision
-        training["distribution"] = distribution
-        if cfg.precision != "float32":  # evaluated, calibrated and exported in float32
-            classifier = float32_twin(classifier)
-        training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
-        training["steps_per_epoch"] = steps_per_epoch
+        run.exporting(work)
+        if run.logs.is_dir():
+            shutil.copytree(run.logs, work / "logs")
 
         # === Evaluate ===
         forward = traced_forward(classifier)

@@ -1,0 +1,145 @@
+"""Resume after interruption: a tiny training run killed with SIGKILL (kill -9) at an epoch end, in
+the middle of an epoch, or in the middle of its export, then run again, gives the model an
+uninterrupted run gives, in one model folder and with nothing half-written left behind."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import load, numpy_helper
+
+from bertclf.config import TrainConfig
+from conftest import make_texts, write_csv
+
+# The killed run: a real training process that kills itself with SIGKILL (what kill -9 sends, no
+# clean-up of any kind) right after the checkpoint at the given position is on disk, or in the export.
+KILLED = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from bertclf.startup import import_tensorflow
+import_tensorflow()
+from bertclf import resume, train
+from bertclf.config import TrainConfig
+settings, at = json.loads(sys.argv[1]), sys.argv[3]
+save = resume.Run.save
+def save_then_die(self, model, position, stopping, seconds):
+    save(self, model, position, stopping, seconds)
+    if f"{position.epoch}.{position.step}" == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.Run.save = save_then_die
+if at == "export":
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    train.write_serving_graph = die
+train.train(TrainConfig(**settings))
+print("finished without being killed")
+"""
+# Same seed, data and options: only the interruption differs. Adam at 1e-2 with dropout (whose
+# generators the checkpoint restores) on CPU: a resumed run repeats the same float operations.
+WEIGHT_TOLERANCE = 1e-5
+
+
+def settings(root: Path, preset: Path, data: Path, **extra) -> dict:
+    return {
+        "data": str(data),
+        "model": str(preset),
+        "models_dir": str(root / "models"),
+        "max_seq_len": 32,
+        "batch_size": 16,
+        "n_epochs": 3,
+        "patience": 3,
+        "max_learn_rate": 1e-2,
+        "min_learn_rate": 1e-3,
+        "calibration": "none",
+        **extra,
+    }
+
+
+def weights(folder):
+    return {t.name: numpy_helper.to_array(t) for t in load(Path(folder) / "serving" / "model.onnx").graph.initializer}
+
+
+def kill_run(run: dict, at: str):
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED, json.dumps(run), str(Path(__file__).parent), at],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    texts, labels = make_texts(40)
+    return write_csv(tmp_path_factory.mktemp("data") / "data.csv", zip(texts, labels, strict=True))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_preset, data):
+    from bertclf.train import train
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    folder, config = train(TrainConfig(**settings(root, tiny_preset, data)))
+    assert not (root / "models" / "runs").exists()  # removed once the model is exported
+    return folder, config
+
+
+@pytest.mark.parametrize(
+    "at, extra, resumed_from",
+    [
+        ("1.0", {}, {"epoch": 1, "step": 0}),  # after its first epoch
+        ("1.2", {"checkpoint_every": 2}, {"epoch": 1, "step": 2}),  # 2 steps into the second epoch
+        ("export", {}, None),  # fitted, half-way through writing the model folder
+    ],
+)
+def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_gives(
+    tmp_path, tiny_preset, data, uninterrupted, at, extra, resumed_from, caplog
+):
+    from bertclf.predictor import Predictor
+    from bertclf.train import train
+
+    run = settings(tmp_path, tiny_preset, data, **extra)
+    kill_run(run, at)
+    runs = tmp_path / "models" / "runs"
+    (folder_left,) = runs.iterdir()
+    state = json.loads((folder_left / "state.json").read_text())
+    trained = tmp_path / "models" / "trained"
+    if at == "export":
+        assert state["epoch"] == 3 and [p.name[:12] for p in trained.iterdir()] == [".incomplete-"]
+    else:
+        assert [state["epoch"], state["step"]] == [resumed_from["epoch"], resumed_from["step"]]
+        assert not trained.exists() or not any(trained.iterdir())  # no model folder before the fit ends
+
+    caplog.set_level("INFO")
+    folder, config = train(TrainConfig(**run))
+    reference_folder, reference = uninterrupted
+
+    # One whole model folder; the run folder and the half-written export are gone.
+    assert [p.name for p in trained.iterdir()] == [folder.name]
+    assert not runs.exists()
+    if resumed_from is not None:
+        assert config["training"]["resumed_from"] == {**resumed_from, "run_folder": folder_left.name}
+        assert "resuming the interrupted run" in caplog.text
+    else:  # nothing was left to fit: straight to the evaluation and export
+        assert config["training"]["resumed_from"] == {"epoch": 3, "step": 0, "run_folder": folder_left.name}
+        assert "removing" in caplog.text and ".incomplete-" in caplog.text
+    # The same run: the one name, the history of every epoch, the same model.
+    assert (config["id"], config["created"]) == (state["short_id"], state["created"][:19])
+    assert config["training"]["epochs_run"] == reference["training"]["epochs_run"] == 3
+    for name, values in reference["training"]["history"].items():
+        resumed = config["training"]["history"][name]
+        if at == "1.2" and name in ("loss", "accuracy"):  # the resumed epoch reports its remaining steps only
+            resumed, values = resumed[:1] + resumed[2:], values[:1] + values[2:]
+        assert resumed == pytest.approx(values, abs=1e-5), name
+    a, b = weights(folder), weights(reference_folder)
+    assert a.keys() == b.keys()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < WEIGHT_TOLERANCE
+    texts, _ = make_texts(10, seed=5)
+    resumed_answers, reference_answers = (Predictor(f).predict_proba(texts) for f in (folder, reference_folder))
+    np.testing.assert_allclose(resumed_answers, reference_answers, atol=1e-5)
