@@ -22,6 +22,10 @@ FEEDBACK_DB ?=
 # PRECISION=mixed_bfloat16 / mixed_float16 (GPU): 16-bit compute in training; the export stays float32.
 PRECISION ?=
 PATIENCE ?=
+# An interrupted run resumes from its checkpoint in models/runs/ (RESUME=never starts over);
+# CHECKPOINT_EVERY=N also saves every N steps, not only at epoch ends.
+RESUME ?=
+CHECKPOINT_EVERY ?=
 batch_size ?=
 max_seq_len ?=
 n_epochs ?=
@@ -75,7 +79,8 @@ TOKENS_RUN_FLAGS = $(if $(API_TOKENS_FILE),-v "$(abspath $(dir $(API_TOKENS_FILE
 TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_column \
 	VALIDATION_DATA:validation_data TEST_DATA:test_data SEED:seed PATIENCE:patience \
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
-	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision
+	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision \
+	RESUME:resume CHECKPOINT_EVERY:checkpoint_every
 TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
 
 # The demo: the sample data is small (366 questions), so more and smaller steps than the
@@ -114,6 +119,8 @@ help: ## list targets and variables
 	@echo "  VALIDATION_DATA= TEST_DATA=  separate files instead of splitting DATA"
 	@echo "  batch_size= max_seq_len= n_epochs= max_learn_rate= min_learn_rate= warmup_proportion="
 	@echo "  SEED= PATIENCE=       split/shuffle seed; early-stopping patience in epochs"
+	@echo "  RESUME=auto|never     continue an interrupted run from models/runs/ (auto), or start over"
+	@echo "  CHECKPOINT_EVERY=N    save the run's state every N steps too (default: at epoch ends)"
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"
@@ -163,7 +170,7 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 	gpus_flag=; if [ -n "$$gpu" ]; then gpus_flag="\"device=$$gpu\""; fi; \
 	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
 		$${gpus_flag:+--gpus "$$gpus_flag"} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
-		sh -c "tensorboard --logdir models/trained --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
+		sh -c "tensorboard --logdir models --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
 		exec python -m bertclf train $(TRAIN_ARGS) $$devices"
 
 predict: $(STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
@@ -179,8 +186,8 @@ fetch: $(STAMP) ## download, check and convert MODEL (default checkpoint) ahead 
 data: $(STAMP) ## download the full Stack Overflow dataset to data/stack-overflow-data.csv
 	$(BIN)/python -m bertclf data
 
-tensorboard: $(STAMP) ## serve training logs on TENSORBOARD_PORT
-	$(BIN)/tensorboard --logdir models/trained --host $(TENSORBOARD_HOST) --port $(TENSORBOARD_PORT)
+tensorboard: $(STAMP) ## serve training logs on TENSORBOARD_PORT (runs training now and trained models)
+	$(BIN)/tensorboard --logdir models --host $(TENSORBOARD_HOST) --port $(TENSORBOARD_PORT)
 
 start_api: ## serve the latest model on api_port (POST /predict; in Docker after build_api)
 	@if $(call in_docker,$(API_IMAGE)); then $(MAKE) --no-print-directory start_api-docker; \

@@ -143,3 +143,103 @@ def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_gives(
     texts, _ = make_texts(10, seed=5)
     resumed_answers, reference_answers = (Predictor(f).predict_proba(texts) for f in (folder, reference_folder))
     np.testing.assert_allclose(resumed_answers, reference_answers, atol=1e-5)
+
+
+# === The run folder on its own ===
+def splits(texts=("a b", "c d", "e f")):
+    from types import SimpleNamespace
+
+    part = SimpleNamespace(texts=list(texts), labels=["x", "y", "x"][: len(texts)])
+    return SimpleNamespace(train=part, validation=part, test=part)
+
+
+def test_the_fingerprint_is_the_data_and_what_changes_the_fit_not_where_it_runs(tmp_path):
+    from bertclf.resume import fingerprint
+
+    base = TrainConfig(models_dir=str(tmp_path / "a"))
+    same = [
+        TrainConfig(models_dir=str(tmp_path / "b"), devices="cpu:2", resume="never", checkpoint_every=10),
+        TrainConfig(models_dir=str(tmp_path / "a"), data="moved/elsewhere.csv"),  # the content is what counts
+    ]
+    other = [
+        TrainConfig(models_dir=str(tmp_path / "a"), n_epochs=3),
+        TrainConfig(models_dir=str(tmp_path / "a"), seed=1),
+    ]
+    assert {fingerprint(cfg, splits()) for cfg in [base, *same]} == {fingerprint(base, splits())}
+    assert len({fingerprint(cfg, splits()) for cfg in [base, *other]}) == 3
+    assert fingerprint(base, splits(("a b", "c d", "e g"))) != fingerprint(base, splits())
+
+
+def test_a_run_is_locked_while_it_trains(tmp_path):
+    from bertclf.resume import RunBusy, open_run
+
+    cfg = TrainConfig(models_dir=str(tmp_path))
+    with open_run(cfg, "m", "f" * 16) as run:
+        with pytest.raises(RunBusy, match="same data and options is running .pid \\d+"), open_run(cfg, "m", "f" * 16):
+            pass
+        assert run.folder.exists()
+    assert not (tmp_path / "runs").exists()  # completed: removed
+    with open_run(cfg, "m", "f" * 16):  # and free again
+        pass
+
+
+def saved_run(tmp_path, cfg, digest="f" * 16, **state):
+    """A run folder as an interrupted run leaves it (state.json only; what it names is made up)."""
+    from datetime import datetime
+
+    from bertclf.resume import open_run
+
+    with pytest.raises(KeyboardInterrupt), open_run(cfg, "m", digest) as run:
+        run.begin(datetime(2026, 1, 2, 3, 4, 5), "abcd1234")
+        run.state.update({"epoch": 1, "step": 0, "weights": "fit-0001-000000.weights.h5", **state})
+        (run.folder / run.state["weights"]).write_bytes(b"not really weights")
+        (run.folder / "state.json").write_text(json.dumps(run.state))
+        raise KeyboardInterrupt  # as Ctrl-C or a kill leaves it
+    return run.folder
+
+
+def test_never_discards_the_checkpoint_and_auto_keeps_it(tmp_path):
+    from bertclf.resume import open_run
+
+    cfg = TrainConfig(models_dir=str(tmp_path))
+    folder = saved_run(tmp_path, cfg)
+    with pytest.raises(KeyboardInterrupt), open_run(cfg, "m", "f" * 16) as run:
+        assert run.has_checkpoint and run.position.epoch == 1
+        raise KeyboardInterrupt
+    with open_run(TrainConfig(models_dir=str(tmp_path), resume="never"), "m", "f" * 16) as run:
+        assert not run.state and sorted(p.name for p in folder.iterdir()) == ["lock"]
+
+
+@pytest.mark.parametrize(
+    "state, reason",
+    [
+        ({"fingerprint": "0" * 16}, "fingerprint"),
+        ({"epoch": "1"}, "epoch"),
+        ({"weights": "../../elsewhere.weights.h5"}, "weights is not a file name"),
+        ({"created": "yesterday"}, "isoformat"),
+    ],
+)
+def test_a_broken_state_starts_over_and_says_why(tmp_path, caplog, state, reason):
+    from bertclf.resume import open_run
+
+    cfg = TrainConfig(models_dir=str(tmp_path))
+    folder = saved_run(tmp_path, cfg, **state)
+    with open_run(cfg, "m", "f" * 16) as run:
+        assert not run.state
+        assert sorted(p.name for p in folder.iterdir()) == ["lock"]
+    assert "cannot resume from it" in caplog.text and reason in caplog.text
+
+
+def test_only_a_half_written_model_folder_is_removed(tmp_path):
+    from bertclf.resume import open_run
+
+    cfg = TrainConfig(models_dir=str(tmp_path))
+    keep = tmp_path / "trained" / "20260101-000000_m"
+    keep.mkdir(parents=True)
+    for staging in (keep, tmp_path / "elsewhere", tmp_path / "trained" / ".incomplete-x"):
+        staging.mkdir(exist_ok=True)
+        saved_run(tmp_path, cfg, staging=str(staging))
+        with open_run(cfg, "m", "f" * 16):
+            pass
+    assert keep.exists() and (tmp_path / "elsewhere").exists()
+    assert not (tmp_path / "trained" / ".incomplete-x").exists()

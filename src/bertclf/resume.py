@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -215,6 +216,7 @@ class Run:
     def save(self, model, position: Position, stopping: ResumableEarlyStopping, seconds: float) -> None:
         """Write a checkpoint at `position`: weights (and best weights when they changed) first, under
         names of their own, then state.json naming them, then remove what it no longer names."""
+        started = time.perf_counter()
         weights = f"fit-{position.epoch:04d}-{position.step:06d}.weights.h5"
         tmp = self.folder / f".{uuid.uuid4().hex}.weights.h5"  # Keras wants the .weights.h5 ending
         model.save_weights(tmp)
@@ -233,6 +235,13 @@ class Run:
         state["saved"] = datetime.now().isoformat(timespec="seconds")
         write_json_atomic(self.folder / STATE_FILE, state)
         self.state = state
+        log.info(
+            "checkpoint: %d epoch(s)%s done, saved in %.1f s (%s)",
+            position.epoch,
+            f" and {position.step} step(s)" if position.step else "",
+            time.perf_counter() - started,
+            self.folder,
+        )
         named = {STATE_FILE, LOCK_FILE, LOGS_DIR, weights, state.get("best_weights")}
         for path in self.folder.iterdir():
             if path.name not in named and path.suffix in (".h5", ".npz") and not path.name.startswith("."):
