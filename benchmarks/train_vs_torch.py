@@ -1,0 +1,245 @@
+"""Per-step training speed: bertclf's fit (Keras 3 on TensorFlow) against a plain PyTorch + Hugging
+Face loop on the same padded batches of the same checkpoint, and where our time goes.
+
+    python benchmarks/train_vs_torch.py --hf_python .venv-hf/bin/python [--data data/sample.csv]
+        [--model MiniLM-L6-H384-uncased] [--batch_size 32] [--max_seq_len 128] [--rounds 3]
+
+The batches are made once, as `make train` makes them (texts grouped by length, each batch padded
+to its longest text rounded up to 8 tokens), and written to a .npz that a PyTorch worker (its own
+interpreter, with torch and transformers: see hf_finetune.py) loads. The worker waits for a command
+on stdin, runs one pass over every batch and prints its seconds, so the two frameworks alternate
+(A B A B ...) on the same cores and a noisy machine slows both alike. Rows:
+
+- keras fit (make train): what `make train` runs: AdamW (weight decay, clipnorm 1.0), Keras's fit loop
+  and metrics, tf.data from a generator
+- keras fit, XLA: the same with `jit_compile=True` (one compilation per batch width, untimed)
+- tf step by hand: the same step in one tf.function (GradientTape + the same optimizer), no Keras loop
+- tf forward+backward: the gradients alone; tf forward: the training-mode forward pass alone
+- tf.data pipeline alone: iterating the batches, no model
+- torch step: forward, backward, clip_grad_norm_ 1.0, AdamW (weight decay 0.01), as a user writes it
+- torch forward+backward, torch forward: as above
+
+Both sides use every core (TensorFlow's default; torch.set_num_threads(os.cpu_count())), one at a time.
+"""
+
+import argparse
+import functools
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bertclf.startup import import_tensorflow
+
+import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bertclf.batches import training_order  # noqa: E402
+from bertclf.checkpoints import resolve  # noqa: E402
+from bertclf.config import DEFAULT_MODEL  # noqa: E402
+from bertclf.data import read_examples  # noqa: E402
+from bertclf.model import build_classifier, compile_classifier  # noqa: E402
+from bertclf.pipeline import encode  # noqa: E402
+
+# The PyTorch side, run by --hf_python with the checkpoint folder and the batches file.
+TORCH_WORKER = r"""
+import os, sys, time
+import numpy as np, torch
+from transformers import AutoModelForSequenceClassification
+torch.set_num_threads(os.cpu_count())
+torch.manual_seed(0)
+folder, batches = sys.argv[1], np.load(sys.argv[2], allow_pickle=False)
+n = int(batches["count"])
+data = [({"input_ids": torch.from_numpy(batches[f"token_ids_{i}"]).long(),
+          "attention_mask": torch.from_numpy(batches[f"padding_mask_{i}"]).long(),
+          "token_type_ids": torch.from_numpy(batches[f"segment_ids_{i}"]).long()},
+         torch.from_numpy(batches[f"labels_{i}"]).long()) for i in range(n)]
+model = AutoModelForSequenceClassification.from_pretrained(
+    folder, num_labels=int(batches["classes"]), use_safetensors=True)
+model.train()
+optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
+def step(x, y):
+    loss = model(**x, labels=y).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+def backward(x, y):
+    model(**x, labels=y).loss.backward()
+    model.zero_grad()
+def forward(x, y):
+    with torch.no_grad():
+        model(**x)
+run = {"step": step, "backward": backward, "forward": forward}
+print("ready", flush=True)
+for line in sys.stdin:
+    work = run[line.strip()]
+    start = time.perf_counter()
+    for x, y in data:
+        work(x, y)
+    print(time.perf_counter() - start, flush=True)
+"""
+
+
+TORCH_ROWS = {"torch step": "step", "torch forward+backward": "backward", "torch forward": "forward"}
+
+
+class TorchWorker:
+    def __init__(self, python: str, folder: Path, batches: Path):
+        self.process = subprocess.Popen(
+            [python, "-c", TORCH_WORKER, str(folder), str(batches)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        ready = self.process.stdout.readline().strip()
+        if ready != "ready":
+            sys.exit(f"the PyTorch worker did not start ({python}: needs torch and transformers)")
+
+    def seconds(self, work: str) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(work + "\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self):
+        self.process.terminate()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hf_python", required=True, help="interpreter with torch and transformers")
+    parser.add_argument("--data", default="data/sample.csv")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a checkpoint in Hugging Face format (config.json)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes per row")
+    parser.add_argument("--max_examples", type=int, default=384, help="texts per pass (a fixed workload)")
+    args = parser.parse_args()
+
+    examples = read_examples(args.data)
+    texts = examples.texts[: args.max_examples]
+    classes = sorted(set(examples.labels))
+    labels = np.array([classes.index(label) for label in examples.labels[: args.max_examples]], dtype=np.int32)
+    checkpoint = resolve(args.model)
+    if not (checkpoint.path / "config.json").exists():
+        sys.exit(f"{checkpoint.path}: not a Hugging Face folder (config.json); PyTorch cannot load it")
+
+    def build(jit_compile=False):
+        keras.utils.set_random_seed(0)
+        classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
+        encoded = encode(classifier.preprocessor, texts)
+        classifier.preprocessor = None
+        compile_classifier(classifier, 3e-5, jit_compile=jit_compile)
+        return classifier, encoded
+
+    classifier, encoded = build()
+    order = training_order(encoded.lengths, args.batch_size, np.random.default_rng(0))
+    batches = [(encoded.batch(index), labels[index]) for index in order]
+    widths = sorted({x["token_ids"].shape[1] for x, _ in batches})
+
+    def generated():
+        spec = {key: tf.TensorSpec((None, None), tf.int32) for key in batches[0][0]}
+        return tf.data.Dataset.from_generator(
+            lambda: iter(batches), output_signature=(spec, tf.TensorSpec((None,), tf.int32))
+        ).prefetch(2)
+
+    in_memory = [({k: tf.constant(v) for k, v in x.items()}, tf.constant(y)) for x, y in batches]
+    xla, _ = build(jit_compile=True)
+    by_hand, _ = build()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y):  # what Keras's train step does, without its loop, callbacks and metrics
+        with tf.GradientTape() as tape:
+            value = loss(y, by_hand(x, training=True))
+        by_hand.optimizer.apply(tape.gradient(value, by_hand.trainable_variables), by_hand.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            value = loss(y, classifier(x, training=True))
+        return tape.gradient(value, classifier.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def forward(x, y):
+        return classifier(x, training=True)
+
+    def fit(model):
+        return lambda: model.fit(generated(), epochs=1, verbose=0, shuffle=False)
+
+    def each(function):
+        def run():
+            for x, y in in_memory:
+                function(x, y)
+
+        return run
+
+    def pipeline():
+        for _ in generated():
+            pass
+
+    rows = {
+        "keras fit (make train)": fit(classifier),
+        "keras fit, XLA": fit(xla),
+        "tf step by hand": each(step),
+        "tf forward+backward": each(gradients),
+        "tf forward": each(forward),
+        "tf.data pipeline alone": pipeline,
+    }
+    for run in rows.values():  # trace (XLA: compile every width) once, untimed
+        run()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "batches.npz"
+        arrays = {"count": np.array(len(batches)), "classes": np.array(len(classes))}
+        for i, (x, y) in enumerate(batches):
+            arrays |= {f"{key}_{i}": value for key, value in x.items()} | {f"labels_{i}": y}
+        np.savez(path, **arrays)
+        worker = TorchWorker(args.hf_python, checkpoint.path, path)
+        for name, work in TORCH_ROWS.items():
+            worker.seconds(work)  # warm-up, untimed
+            rows[name] = functools.partial(worker.seconds, work)
+        # One after the other, ours and theirs interleaved, every round: noise slows both alike.
+        order = [name for pair in itertools.zip_longest(rows, TORCH_ROWS) for name in pair if name and name in rows]
+        order = list(dict.fromkeys(order))
+        seconds = dict.fromkeys(order, 0.0)
+        for _ in range(args.rounds):
+            for name in order:
+                start = time.perf_counter()
+                reported = rows[name]()
+                seconds[name] += reported if name in TORCH_ROWS else time.perf_counter() - start
+        worker.close()
+
+    ms = {name: 1000 * seconds[name] / (len(batches) * args.rounds) for name in seconds}
+    print(
+        f"{len(texts)} texts in {len(batches)} batches of {args.batch_size} (widths {widths[0]}-{widths[-1]} "
+        f"tokens, {len(widths)} distinct), model {checkpoint.name}, {os.cpu_count()} cores, {args.rounds} rounds"
+    )
+    reference = ms["torch step"]
+    print(f"{'':<26}{'ms/step':>9}{'vs torch step':>15}")
+    for name in [*list(rows)[: len(rows) - len(TORCH_ROWS)], *TORCH_ROWS]:
+        print(f"{name:<26}{ms[name]:>9.1f}{ms[name] / reference:>14.2f}x")
+    print(
+        f"ours, a step: forward {ms['tf forward']:.0f} ms, "
+        f"backward {ms['tf forward+backward'] - ms['tf forward']:.0f} ms, "
+        f"clip + AdamW {ms['tf step by hand'] - ms['tf forward+backward']:.0f} ms, Keras's loop and the input "
+        f"pipeline {ms['keras fit (make train)'] - ms['tf step by hand']:.0f} ms (the pipeline alone "
+        f"{ms['tf.data pipeline alone']:.1f} ms)"
+    )
+    print(
+        f"torch, a step: forward {ms['torch forward']:.0f} ms, backward "
+        f"{ms['torch forward+backward'] - ms['torch forward']:.0f} ms, clip + AdamW "
+        f"{ms['torch step'] - ms['torch forward+backward']:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
