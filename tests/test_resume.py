@@ -175,7 +175,7 @@ def test_a_run_is_locked_while_it_trains(tmp_path):
 
     cfg = TrainConfig(models_dir=str(tmp_path))
     with open_run(cfg, "m", "f" * 16) as run:
-        with pytest.raises(RunBusy, match="same data and options is running .pid \\d+"), open_run(cfg, "m", "f" * 16):
+        with pytest.raises(RunBusy, match=r"same data and options is running .pid \d+"), open_run(cfg, "m", "f" * 16):
             pass
         assert run.folder.exists()
     assert not (tmp_path / "runs").exists()  # completed: removed
@@ -243,3 +243,21 @@ def test_only_a_half_written_model_folder_is_removed(tmp_path):
             pass
     assert keep.exists() and (tmp_path / "elsewhere").exists()
     assert not (tmp_path / "trained" / ".incomplete-x").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from bertclf.resume import Position, ResumableEarlyStopping, open_run
+
+    def full_disk(path):
+        Path(path).write_bytes(b"half")  # what a write cut short by a full disk leaves
+        raise OSError(28, "No space left on device")
+
+    model = SimpleNamespace(save_weights=full_disk, weights=[], variables=[])
+    with open_run(TrainConfig(models_dir=str(tmp_path)), "m", "f" * 16) as run:
+        before = dict(run.state)
+        run.save(model, Position(1, 0), ResumableEarlyStopping(), 1.0)
+        assert run.state == before and sorted(p.name for p in run.folder.iterdir()) == ["lock"]
+    assert "could not save the run's state at 1 epoch(s) and 0 step(s)" in caplog.text
+    assert "No space left on device" in caplog.text

@@ -215,26 +215,43 @@ class Run:
 
     def save(self, model, position: Position, stopping: ResumableEarlyStopping, seconds: float) -> None:
         """Write a checkpoint at `position`: weights (and best weights when they changed) first, under
-        names of their own, then state.json naming them, then remove what it no longer names."""
+        names of their own, then state.json naming them, then remove what it no longer names. A save
+        that fails (a full disk) is logged and training goes on: the previous checkpoint stays."""
         started = time.perf_counter()
         weights = f"fit-{position.epoch:04d}-{position.step:06d}.weights.h5"
-        tmp = self.folder / f".{uuid.uuid4().hex}.weights.h5"  # Keras wants the .weights.h5 ending
-        model.save_weights(tmp)
-        os.replace(tmp, self.folder / weights)
-        state = {**self.state, "epoch": position.epoch, "step": position.step, "weights": weights}
-        if stopping.best_weights is not None and stopping.best_epoch != self._best_saved:
-            best = f"best-{stopping.best_epoch:04d}.npz"
-            tmp = self.folder / f".{uuid.uuid4().hex}.npz"
-            np.savez(tmp, *stopping.best_weights)
-            os.replace(tmp, self.folder / best)
-            state["best_weights"], state["best_epoch_saved"] = best, stopping.best_epoch
-            self._best_saved = stopping.best_epoch
-        state["early_stopping"] = stopping.state()
-        state["rng"] = [[v.path, np.asarray(v.numpy()).tolist()] for v in _rng_variables(model)]
-        state["seconds"] = round(seconds, 1)
-        state["saved"] = datetime.now().isoformat(timespec="seconds")
-        write_json_atomic(self.folder / STATE_FILE, state)
-        self.state = state
+        temporary: list[Path] = []
+
+        def written(name: str, write) -> None:
+            tmp = self.folder / f".{uuid.uuid4().hex}{''.join(Path(name).suffixes)}"  # Keras wants .weights.h5
+            temporary.append(tmp)
+            write(tmp)
+            os.replace(tmp, self.folder / name)
+
+        try:
+            written(weights, model.save_weights)
+            state = {**self.state, "epoch": position.epoch, "step": position.step, "weights": weights}
+            if stopping.best_weights is not None and stopping.best_epoch != self._best_saved:
+                best = f"best-{stopping.best_epoch:04d}.npz"
+                written(best, lambda path: np.savez(path, *stopping.best_weights))
+                state["best_weights"], state["best_epoch_saved"] = best, stopping.best_epoch
+            state["early_stopping"] = stopping.state()
+            state["rng"] = [[v.path, np.asarray(v.numpy()).tolist()] for v in _rng_variables(model)]
+            state["seconds"] = round(seconds, 1)
+            state["saved"] = datetime.now().isoformat(timespec="seconds")
+            write_json_atomic(self.folder / STATE_FILE, state)
+        except OSError as err:
+            for tmp in temporary:
+                tmp.unlink(missing_ok=True)
+            log.warning(
+                "checkpoint: could not save the run's state at %d epoch(s) and %d step(s) in %s (%s); training goes "
+                "on, and an interruption would resume from the checkpoint before",
+                position.epoch,
+                position.step,
+                self.folder,
+                err,
+            )
+            return
+        self.state, self._best_saved = state, state.get("best_epoch_saved")
         log.info(
             "checkpoint: %d epoch(s)%s done, saved in %.1f s (%s)",
             position.epoch,
