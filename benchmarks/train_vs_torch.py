@@ -35,6 +35,9 @@ from pathlib import Path
 
 from bertclf.startup import import_tensorflow
 
+if "--onednn" in sys.argv and sys.argv[sys.argv.index("--onednn") + 1 :][:1] == ["off"]:
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read once, when TensorFlow loads
+
 import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
 
 import keras  # noqa: E402
@@ -124,6 +127,9 @@ def main():
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per row")
     parser.add_argument("--max_examples", type=int, default=384, help="texts per pass (a fixed workload)")
+    parser.add_argument(
+        "--onednn", choices=("on", "off"), default="on", help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
+    )
     args = parser.parse_args()
 
     examples = read_examples(args.data)
@@ -193,8 +199,11 @@ def main():
         "tf forward, XLA": each(traced(forward, jit_compile=True)),
         "tf.data pipeline alone": pipeline,
     }
-    for run in rows.values():  # trace (XLA: compile every width) once, untimed
+    first = {}
+    for name, run in rows.items():  # trace (XLA: compile every width) once: timed apart
+        start = time.perf_counter()
         run()
+        first[name] = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batches.npz"
@@ -220,12 +229,22 @@ def main():
     ms = {name: 1000 * seconds[name] / (len(batches) * args.rounds) for name in seconds}
     print(
         f"{len(texts)} texts in {len(batches)} batches of {args.batch_size} (widths {widths[0]}-{widths[-1]} "
-        f"tokens, {len(widths)} distinct), model {checkpoint.name}, {os.cpu_count()} cores, {args.rounds} rounds"
+        f"tokens, {len(widths)} distinct), model {checkpoint.name}, {os.cpu_count()} cores, {args.rounds} rounds, "
+        f"oneDNN {args.onednn}"
     )
     reference = ms["torch step"]
-    print(f"{'':<26}{'ms/step':>9}{'vs torch step':>15}")
+    print(f"{'':<26}{'ms/step':>9}{'vs torch step':>15}{'first pass s':>14}")
     for name in [*list(rows)[: len(rows) - len(TORCH_ROWS)], *TORCH_ROWS]:
-        print(f"{name:<26}{ms[name]:>9.1f}{ms[name] / reference:>14.2f}x")
+        print(f"{name:<26}{ms[name]:>9.1f}{ms[name] / reference:>14.2f}x{first.get(name, float('nan')):>14.1f}")
+    compile_cost = first["keras fit, XLA"] - first["keras fit (make train)"]
+    saved = (ms["keras fit (make train)"] - ms["keras fit, XLA"]) / 1000
+    print(
+        f"XLA: {compile_cost:.0f} s more for the first pass ({len(widths)} widths compiled, "
+        f"{compile_cost / len(widths):.1f} s each), then {saved * 1000:.0f} ms less a step: it pays after "
+        f"{compile_cost / saved:.0f} steps"
+        if saved > 0
+        else "XLA: no faster here"
+    )
     print(
         f"ours, a step: forward {ms['tf forward']:.0f} ms, "
         f"backward {ms['tf forward+backward'] - ms['tf forward']:.0f} ms, "
