@@ -26,6 +26,8 @@ PATIENCE ?=
 # CHECKPOINT_EVERY=N also saves every N steps, not only at epoch ends.
 RESUME ?=
 CHECKPOINT_EVERY ?=
+# XLA=1: compile the training step with XLA (faster steps after a compilation per batch width; long runs).
+XLA ?=
 batch_size ?=
 max_seq_len ?=
 n_epochs ?=
@@ -80,7 +82,7 @@ TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_c
 	VALIDATION_DATA:validation_data TEST_DATA:test_data SEED:seed PATIENCE:patience \
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
 	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision \
-	RESUME:resume CHECKPOINT_EVERY:checkpoint_every
+	RESUME:resume CHECKPOINT_EVERY:checkpoint_every XLA:xla
 TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
 
 # The demo: the sample data is small (366 questions), so more and smaller steps than the
@@ -90,7 +92,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-serve bench-label \
+	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-torch bench-serve bench-label \
 	clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
@@ -121,6 +123,7 @@ help: ## list targets and variables
 	@echo "  SEED= PATIENCE=       split/shuffle seed; early-stopping patience in epochs"
 	@echo "  RESUME=auto|never     continue an interrupted run from models/runs/ (auto), or start over"
 	@echo "  CHECKPOINT_EVERY=N    save the run's state every N steps too (default: at epoch ends)"
+	@echo "  XLA=1                 compile the training step with XLA (pays on long runs: make bench-torch)"
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"
@@ -235,6 +238,18 @@ bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on
 
 bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len, mixed_bfloat16, 2 devices
 	$(BIN)/python benchmarks/train_padding.py
+
+# The PyTorch + Hugging Face side of bench-torch lives in its own virtualenv (bertclf never imports torch).
+HF_VENV ?= .venv-hf
+HF_STAMP := $(HF_VENV)/.installed-torch-2.13.0
+
+$(HF_STAMP):
+	@test -x $(HF_VENV)/bin/python || $(PYTHON) -m venv $(HF_VENV)
+	$(HF_VENV)/bin/python -m pip install --quiet torch==2.13.0 transformers safetensors scikit-learn
+	@touch $@
+
+bench-torch: $(STAMP) $(HF_STAMP) ## training ms/step: our fit vs a PyTorch + Hugging Face loop on the same batches, and where our time goes
+	$(BIN)/python benchmarks/train_vs_torch.py --hf_python $(HF_VENV)/bin/python
 
 bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling, predict --input and the naive way
 	$(BIN)/python benchmarks/serve.py

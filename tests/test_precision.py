@@ -41,3 +41,11 @@ def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_prese
     np.testing.assert_allclose(served.predict_proba(texts[:20]), keras_model.predict_proba(texts[:20]), atol=1e-4)
     accuracy = np.mean(np.array(served.predict(texts)[0]) == np.array(labels))
     assert accuracy > 0.6, f"the bfloat16 fit learned the task ({accuracy:.2f})"
+
+
+@pytest.mark.slow  # XLA compiles the step once per batch width: ~40 s even for the tiny model
+def test_xla_compiles_the_training_step_and_the_model_is_the_same_kind(tmp_path, tiny_preset):
+    texts, labels = make_texts(10)
+    _, folder, config = train_tiny(tmp_path, tiny_preset, zip(texts, labels, strict=True), xla=True, n_epochs=1)
+    assert config["hyperparameters"]["xla"] is True
+    assert (folder / "serving" / "model.onnx").exists()  # exported and checked as any other run

@@ -192,6 +192,14 @@ class TrainConfig(Workspace):
         "exported model is float32 whichever",
         choices=TRAIN_PRECISIONS,
     )
+    # Off: each batch width compiles once (~9 s for MiniLM on 2 cores), which pays only on long runs
+    # (benchmarks/train_vs_torch.py: ~225 steps per width there).
+    xla: bool = _opt(
+        False,
+        "compile the training step with XLA (jit_compile): faster steps (1.2-1.6x measured with MiniLM on a CPU) "
+        "after a compilation per batch width (up to max_seq_len/8 widths, ~9 s each for MiniLM): for long runs",
+        parse_bool,
+    )
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
     batch_size: int = _opt(32, "examples per training step")
     # 8, measured: on three real sets of ~1,200 training texts it beat 4 by 1.3-4.0 points of accuracy

@@ -394,7 +394,10 @@ def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: context
         layer_decay=cfg.layer_decay,
         num_layers=checkpoint.num_layers,
         multi_label=multi,
+        jit_compile=cfg.xla,
     )
+    if cfg.xla:
+        log.info("xla: the training step is compiled once per batch width (each width's first step is slow)")
     log.info(
         "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
         "texts (%.1f%%) are longer than max_seq_len %d and are cut (longest: %d tokens)",
