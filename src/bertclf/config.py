@@ -196,8 +196,9 @@ class TrainConfig(Workspace):
     # (benchmarks/train_vs_torch.py: ~225 steps per width there).
     xla: bool = _opt(
         False,
-        "compile the training step with XLA (jit_compile): faster steps (1.2-1.6x measured with MiniLM on a CPU) "
-        "after a compilation per batch width (up to max_seq_len/8 widths, ~9 s each for MiniLM): for long runs",
+        "compile the training step with XLA (jit_compile): up to 1.6x faster steps (MiniLM on a 2-core CPU: "
+        "0.98-1.57x over four runs) after a compilation per batch width (up to max_seq_len/8 widths, ~9 s each "
+        "for MiniLM): for long runs",
         parse_bool,
     )
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.
