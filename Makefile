@@ -133,6 +133,7 @@ help: ## list targets and variables
 	@echo "  RUN_IN=auto|docker|native   train/start_api in the container once its image exists (auto)"
 	@echo "  GPU=<index>           train on that GPU (docker run --gpus device=<index>)"
 	@echo "  GPUS=0,1              train on several GPUs in step (MirroredStrategy; --devices for more)"
+	@echo "  TF_CONFIG='{...}'     (environment) train on several machines in step: README, 'Several machines'"
 	@echo "  DOCKER=docker BASE_IMAGE= DOCKER_BUILD_FLAGS=   (local-docker.sh --env prints them)"
 	@echo "  DOCKER_RUN_FLAGS= API_RUN_FLAGS=   extra docker run flags for the dev / api container"
 	@echo "  DEV_IMAGE=bertclf-dev API_IMAGE=bertclf-api"
@@ -172,7 +173,7 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 		echo "note: GPU(S)=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; devices=; fi; \
 	gpus_flag=; if [ -n "$$gpu" ]; then gpus_flag="\"device=$$gpu\""; fi; \
 	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
-		$${gpus_flag:+--gpus "$$gpus_flag"} $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
+		$${gpus_flag:+--gpus "$$gpus_flag"} $(if $(TF_CONFIG),-e TF_CONFIG) $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
 		sh -c "tensorboard --logdir models --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
 		exec python -m bertclf train $(TRAIN_ARGS) $$devices"
 

@@ -91,6 +91,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bertclf.train import train
 
     folder, model_config = train(settings(TrainConfig, args))
+    if folder is None:  # a worker of several machines: the chief prints the evaluation and exports
+        training = model_config["training"]
+        task = training["distribution"]["task"]
+        print(f"{task}: trained {training['epochs_run']} epochs in {training['seconds']:.0f} s; the chief exports")
+        return 0
     report = (folder / "classification_report.txt").read_text(encoding="utf-8")
     training, metrics = model_config["training"], model_config["metrics"]
     print(f"\n{report}")
@@ -107,9 +112,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(TF-IDF + logistic regression on the same split: accuracy {baseline['accuracy']:.3f}, "
             f"macro-F1 {baseline['macro_f1']:.3f})"
         )
+    speed = training["examples_per_second"]  # None: resumed, and no whole epoch ran in this process
     print(
-        f"trained {training['epochs_run']} epochs in {training['seconds']:.0f} s "
-        f"({training['examples_per_second']:.1f} examples/s)"
+        f"trained {training['epochs_run']} epochs in {training['seconds']:.0f} s"
+        + (f" ({speed:.1f} examples/s)" if speed else "")
+        + (" (resumed after an interruption)" if training.get("resumed_from") else "")
     )
     print(f"model: {model_config['name']}")
     print(f"exported to {folder}")

@@ -8,6 +8,7 @@ import math
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -25,7 +26,7 @@ from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig, choose_max_seq_len
 from bertclf.data import Splits, load_splits
-from bertclf.devices import strategy_for
+from bertclf.devices import is_chief, strategy_for
 from bertclf.evaluate import (
     baseline_metrics,
     compute_metrics,
@@ -309,7 +310,7 @@ def write_golden_texts(
     golden.write(folder, [texts[i] for i in chosen], probabilities, subset.lengths)
 
 
-def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
+def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path | None, dict]:
     """Fine-tune, evaluate and export one model; point latest_model_config.json at it.
 
     Args:
@@ -317,7 +318,8 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         pad_to_max: pad every batch to max_seq_len (the slow way; only the benchmark uses it).
 
     Returns:
-        (exported folder, its model_config dict).
+        (exported folder, its model_config dict); on a worker of several machines that is not the
+        chief, which exports nothing: (None, {"training": what it recorded of the fit}).
     """
     # First, before TensorFlow sets up its devices: splitting the CPU (cpu:N) needs it.
     strategy, distribution = strategy_for(cfg.devices)
@@ -329,7 +331,9 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path, dict]:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: contextlib.ExitStack) -> tuple[Path, dict]:
+def _train(
+    cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: contextlib.ExitStack
+) -> tuple[Path | None, dict]:
     created = datetime.now()
     short_id = uuid.uuid4().hex[:8]
 
@@ -382,7 +386,15 @@ def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: context
     cut = int((lengths > length).sum())
     classifier.preprocessor = None
     # The run's checkpoint folder, found again after an interruption by what makes the fit the same.
-    run = runs.enter_context(open_run(cfg, checkpoint.name, fingerprint(cfg, splits)))
+    run_cfg = cfg
+    if "workers" in distribution:  # several machines: every worker would need the chief's checkpoint
+        log.info("resume: not across several machines; this run starts from the pretrained checkpoint")
+        run_cfg = dataclasses.replace(cfg, resume="never")
+    if not is_chief(distribution):  # its checkpoints and logs go to a temporary folder, not into models/
+        scratch = tempfile.mkdtemp(prefix="bertclf-worker-")
+        runs.callback(shutil.rmtree, scratch, ignore_errors=True)
+        run_cfg = dataclasses.replace(run_cfg, models_dir=scratch)
+    run = runs.enter_context(open_run(run_cfg, checkpoint.name, fingerprint(cfg, splits)))
     created, short_id = run.begin(created, short_id)
     if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
@@ -430,6 +442,9 @@ def _train(cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: context
         classifier = float32_twin(classifier)
     training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
     training["steps_per_epoch"] = steps_per_epoch
+    if not is_chief(distribution):
+        log.info("%s: training done; the chief evaluates and exports the model", distribution["task"])
+        return None, {"training": training}
 
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         run.exporting(work)
