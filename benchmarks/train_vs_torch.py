@@ -129,6 +129,11 @@ def main():
     parser.add_argument(
         "--onednn", choices=("on", "off"), default="on", help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also write a TensorFlow profile of 2 passes of our fit to DIR (TensorBoard's profile tab, or xprof)",
+    )
     args = parser.parse_args()
 
     examples = read_examples(args.data)
@@ -202,6 +207,12 @@ def main():
         start = time.perf_counter()
         run()
         first[name] = time.perf_counter() - start
+    if args.profile:  # two passes of make train's fit under TensorFlow's profiler, traced already
+        tf.profiler.experimental.start(args.profile)
+        for _ in range(2):
+            rows["keras fit (make train)"]()
+        tf.profiler.experimental.stop()
+        print(f"profile of {2 * len(batches)} steps of keras fit written to {args.profile}")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batches.npz"
