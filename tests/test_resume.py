@@ -261,3 +261,11 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_
         assert run.state == before and sorted(p.name for p in run.folder.iterdir()) == ["lock"]
     assert "could not save the run's state at 1 epoch(s) and 0 step(s)" in caplog.text
     assert "No space left on device" in caplog.text
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(tmp_path):
+    from bertclf.resume import open_run
+
+    with pytest.raises(RuntimeError), open_run(TrainConfig(models_dir=str(tmp_path)), "m", "f" * 16):
+        raise RuntimeError("out of memory in the first epoch")
+    assert not (tmp_path / "runs").exists()

@@ -394,8 +394,12 @@ def open_run(cfg: TrainConfig, model_name: str, digest: str) -> Iterator[Run]:
         try:
             yield run
         except BaseException:
-            if run.state.get("weights"):
+            if run.has_checkpoint:
                 log.warning("training state kept in %s: run the same command again to resume", folder)
+            else:  # it failed before its first checkpoint: nothing to resume from
+                shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    runs.rmdir()
             raise
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
