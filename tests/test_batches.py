@@ -70,3 +70,14 @@ def test_token_counts_are_taken_before_truncation(tiny_preset):
     counts = token_counts(preprocessor, ["apple", "apple " * 50, ""])
     assert counts.tolist() == [3, 52, 2]  # [CLS] and [SEP] included
     assert encode(preprocessor, ["apple " * 50]).lengths.tolist() == [32]
+
+
+def test_each_epoch_draws_the_order_one_generator_running_through_the_run_draws():
+    from bertclf.pipeline import epoch_generator
+
+    lengths = np.random.default_rng(0).integers(1, 100, 200)
+    rng = np.random.default_rng(42)  # how every epoch was drawn before runs could resume
+    for epoch in range(4):
+        expected = training_order(lengths, 16, rng)
+        drawn = training_order(lengths, 16, epoch_generator(42, epoch, lengths, 16))
+        assert [list(b) for b in drawn] == [list(b) for b in expected]

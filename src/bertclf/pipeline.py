@@ -39,6 +39,19 @@ def encode(preprocessor, texts, chunk=1024) -> Encoded:
     return Encoded(features, lengths)
 
 
+def epoch_generator(seed, epoch: int, lengths, batch_size) -> np.random.Generator:
+    """The random generator that draws epoch `epoch`'s training order: one generator seeded with
+    `seed`, past the draws of the epochs before it. So epoch e gets the order it got when one
+    generator ran through a whole run in one process (the order every measured run in the README
+    trained on), and a resumed run recomputes it without having run those epochs (cheap: a
+    permutation per epoch skipped). `seed` None: a fresh random generator."""
+    rng = np.random.default_rng(seed)
+    if seed is not None:
+        for _ in range(epoch):
+            training_order(lengths, batch_size, rng)
+    return rng
+
+
 def dataset(
     encoded: Encoded,
     labels,
@@ -58,9 +71,9 @@ def dataset(
         seed: shuffling seed (None: a random order each epoch).
         shuffle: False gives the fixed, length-sorted order used for evaluation.
         pad_to_max: pad every batch to max_seq_len (the slow way; for benchmarks only).
-        epoch: says which epoch an iteration is (resume.EpochClock.now); epoch e's order is drawn from
-            (seed, e), so it does not depend on how many epochs ran before in this process (a resumed
-            run trains the order an uninterrupted one does). Default: iterations counted from 0.
+        epoch: says which epoch an iteration is (resume.EpochClock.now); epoch e's order depends on
+            (seed, e) only, not on how many epochs ran before in this process, so a resumed run trains
+            the order an uninterrupted one does (epoch_generator). Default: iterations counted from 0.
         skip: leave out the first `skip` batches of the (one) epoch: the steps a resumed epoch has done.
     """
     labels = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int32)
@@ -70,7 +83,7 @@ def dataset(
     def generate():
         if shuffle:
             batches = training_order(
-                encoded.lengths, batch_size, np.random.default_rng(None if seed is None else [seed, now()])
+                encoded.lengths, batch_size, epoch_generator(seed, now(), encoded.lengths, batch_size)
             )
         else:  # fixed-size batches (the step count is declared below), sorted by length
             order = np.argsort(encoded.lengths, kind="stable")

@@ -16,7 +16,8 @@ every `checkpoint_every` steps:
 texts and labels as split, every option that changes the fit, and the bertclf version) and
 continues where the checkpoint left off: the learning rate from the optimizer's restored step
 count, the dropout generators from their saved states, and the data order because each epoch's
-order is drawn from (seed, epoch) and a resumed epoch skips the batches it already trained on.
+order depends on (seed, epoch) only (pipeline.epoch_generator) and a resumed epoch skips the
+batches it already trained on.
 The folder is removed once the model is exported; an unfinished export (a half-written
 `.incomplete-` folder) is removed by the next run.
 """
