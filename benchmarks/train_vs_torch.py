@@ -202,6 +202,7 @@ def main():
         "tf forward, XLA": each(traced(forward, jit_compile=True)),
         "tf.data pipeline alone": pipeline,
     }
+    ours = list(rows)
     first = {}
     for name, run in rows.items():  # trace (XLA: compile every width) once: timed apart
         start = time.perf_counter()
@@ -225,8 +226,7 @@ def main():
             worker.seconds(work)  # warm-up, untimed
             rows[name] = functools.partial(worker.seconds, work)
         # One after the other, ours and theirs interleaved, every round: noise slows both alike.
-        order = [name for pair in itertools.zip_longest(rows, TORCH_ROWS) for name in pair if name and name in rows]
-        order = list(dict.fromkeys(order))
+        order = [name for pair in itertools.zip_longest(ours, TORCH_ROWS) for name in pair if name]
         seconds = dict.fromkeys(order, 0.0)
         for _ in range(args.rounds):
             for name in order:
@@ -243,7 +243,7 @@ def main():
     )
     reference = ms["torch step"]
     print(f"{'':<26}{'ms/step':>9}{'vs torch step':>15}{'first pass s':>14}")
-    for name in [*list(rows)[: len(rows) - len(TORCH_ROWS)], *TORCH_ROWS]:
+    for name in [*ours, *TORCH_ROWS]:
         print(f"{name:<26}{ms[name]:>9.1f}{ms[name] / reference:>14.2f}x{first.get(name, float('nan')):>14.1f}")
     compile_cost = first["keras fit, XLA"] - first["keras fit (make train)"]
     saved = (ms["keras fit (make train)"] - ms["keras fit, XLA"]) / 1000

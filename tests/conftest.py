@@ -52,11 +52,12 @@ def tiny_csv(tmp_path):
     return write_csv(tmp_path / "tiny.csv", zip(texts, labels, strict=True))
 
 
-def save_tiny_bert_preset(folder):
+def save_tiny_bert_preset(folder, **backbone_options):
     """A 2-layer BERT (hidden size 16: smaller does not learn in a few steps) with its WordPiece
     tokenizer, saved as a KerasHub preset. Seeded: the weights (and every test built on them) are
     the same in every run, whichever test creates them first. Unseeded, the tiny model trained
-    well in some runs and barely in others (seed 0 too), which made test_model flaky."""
+    well in some runs and barely in others (seed 0 too), which made test_model flaky.
+    `backbone_options` go to BertBackbone (dropout=0.0 for runs that must match across devices)."""
     import keras
     import keras_hub
 
@@ -69,10 +70,25 @@ def save_tiny_bert_preset(folder):
         hidden_dim=16,
         intermediate_dim=32,
         max_sequence_length=64,
+        **backbone_options,
     )
     backbone.save_to_preset(str(folder))
     tokenizer.save_to_preset(str(folder))
     return folder
+
+
+def serving_weights(folder) -> dict:
+    """A model folder's weights as its serving graph holds them: ONNX initializers by name."""
+    from onnx import load, numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in load(Path(folder) / "serving" / "model.onnx").graph.initializer}
+
+
+def largest_weight_difference(folder_a, folder_b) -> float:
+    """The largest absolute difference between the weights of two model folders of the same model."""
+    a, b = serving_weights(folder_a), serving_weights(folder_b)
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
 def detached_classifier(preset, max_seq_len):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import load, numpy_helper
 
 from bertclf.config import ConfigError
+from conftest import largest_weight_difference
 
 # Both runs in one process: the split comes first, then each run picks its devices.
 RUNS = """
@@ -22,14 +22,10 @@ from bertclf.startup import import_tensorflow
 import_tensorflow()
 from bertclf.devices import strategy_for
 strategy_for("cpu:2")
-import keras, keras_hub
-from conftest import VOCAB, make_texts, train_tiny
+from conftest import make_texts, save_tiny_bert_preset, train_tiny
 root = Path(sys.argv[1])
-keras.utils.set_random_seed(1)
 # No dropout anywhere: replicas draw their own dropout masks, which no single device reproduces.
-keras_hub.models.BertBackbone(vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=16,
-    intermediate_dim=32, max_sequence_length=64, dropout=0.0).save_to_preset(str(root / "preset"))
-keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True).save_to_preset(str(root / "preset"))
+save_tiny_bert_preset(root / "preset", dropout=0.0)
 texts, labels = make_texts(20)
 settings = dict(dropout=0.0, n_epochs=1, calibration="none", max_learn_rate=1e-3, min_learn_rate=1e-4)
 out = {}
@@ -45,10 +41,6 @@ LEARN_RATE = 1e-3
 # step of about the learning rate, so weights may differ by a few steps; the answers hardly move.
 WEIGHT_TOLERANCE = 5 * LEARN_RATE
 PROBABILITY_TOLERANCE = 5e-3
-
-
-def weights(folder):
-    return {t.name: numpy_helper.to_array(t) for t in load(Path(folder) / "serving" / "model.onnx").graph.initializer}
 
 
 def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
@@ -70,9 +62,7 @@ def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
     }
     assert runs["single"]["distribution"]["devices"] == 1
     assert runs["mirrored"]["loss"] == pytest.approx(runs["single"]["loss"], abs=1e-3)
-    a, b = weights(runs["mirrored"]["folder"]), weights(runs["single"]["folder"])
-    assert a.keys() == b.keys()
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < WEIGHT_TOLERANCE
+    assert largest_weight_difference(runs["mirrored"]["folder"], runs["single"]["folder"]) < WEIGHT_TOLERANCE
     texts, _ = make_texts(20)
     mirrored, single = Predictor(runs["mirrored"]["folder"]), Predictor(runs["single"]["folder"])
     np.testing.assert_allclose(mirrored.predict_proba(texts), single.predict_proba(texts), atol=PROBABILITY_TOLERANCE)

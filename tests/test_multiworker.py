@@ -11,15 +11,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from onnx import load, numpy_helper
 
-from conftest import make_texts, write_csv
-
-
-def weights(folder):
-    return {t.name: numpy_helper.to_array(t) for t in load(folder / "serving" / "model.onnx").graph.initializer}
+from conftest import largest_weight_difference, make_texts, save_tiny_bert_preset, write_csv
 
 
 def free_ports(count):
@@ -30,29 +24,6 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
-
-
-def no_dropout_preset(folder):
-    """The tiny BERT without dropout anywhere: each replica would draw its own masks, which no single
-    device reproduces, so only without it can the two machines' model equal one device's."""
-    import keras
-    import keras_hub
-
-    from conftest import VOCAB
-
-    keras.utils.set_random_seed(1)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=64,
-        dropout=0.0,
-    )
-    backbone.save_to_preset(str(folder))
-    keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True).save_to_preset(str(folder))
-    return folder
 
 
 SETTINGS = {
@@ -76,7 +47,8 @@ def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
     from bertclf.predictor import Predictor
     from bertclf.train import train
 
-    preset = no_dropout_preset(tmp_path / "preset")
+    # No dropout anywhere: each replica would draw its own masks, which no single device reproduces.
+    preset = save_tiny_bert_preset(tmp_path / "preset", dropout=0.0)
     texts, labels = make_texts(40)
     data = write_csv(tmp_path / "data.csv", zip(texts, labels, strict=True))
     hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
@@ -126,8 +98,7 @@ def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
         reference["training"]["history"]["loss"], abs=LOSS_TOLERANCE
     )
     assert single is not None
-    a, b = weights(folder), weights(single)
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < WEIGHT_TOLERANCE
+    assert largest_weight_difference(folder, single) < WEIGHT_TOLERANCE
     answers = Predictor(folder).predict_proba(texts)
     assert answers.shape == (len(texts), 3)
     assert ((answers >= 0) & (answers <= 1)).all() and abs(answers.sum(axis=1) - 1).max() < 1e-5

@@ -34,6 +34,12 @@ def display_name(family: str, created: datetime, short_id: str) -> str:
     return f"{family} {created:%Y-%m-%d %H:%M:%S} {short_id}"
 
 
+def folder_slug(model_name: str) -> str:
+    """A model name as a safe part of a folder name: runs of anything but ASCII letters, digits, `.`,
+    `_` and `-` become one `-`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip("-.") or "model"
+
+
 @contextlib.contextmanager
 def run_folder(models_dir: str | Path, model_name: str, created: datetime) -> Iterator[tuple[Path, Path]]:
     """Yield a temporary folder under models/trained/; it gets its final `<YYYYmmdd-HHMMSS>_<model>`
@@ -45,7 +51,7 @@ def run_folder(models_dir: str | Path, model_name: str, created: datetime) -> It
     """
     trained = Path(models_dir) / "trained"
     trained.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip("-.") or "model"
+    slug = folder_slug(model_name)
     final = trained / f"{created:%Y%m%d-%H%M%S}_{slug}"
     suffix = 1
     while final.exists():

@@ -43,7 +43,7 @@ import numpy as np
 from bertclf import __version__
 from bertclf.config import ConfigError, TrainConfig
 from bertclf.files import read_json_object, write_json_atomic
-from bertclf.registry import INCOMPLETE_PREFIX
+from bertclf.registry import INCOMPLETE_PREFIX, folder_slug
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def carry(self, state: dict, best_weights: list | None) -> None:
         """Continue from a saved state (`state()`) and best weights."""
         self.carried = {**state, "best_weights": best_weights}
-        for name, value in self.carried.items():
+        self._take_carried()
+
+    def _take_carried(self) -> None:
+        for name, value in (self.carried or {}).items():
             setattr(self, name, value)
 
     def on_train_begin(self, logs=None):
         if self.carried is None:
             super().on_train_begin(logs)
         else:
-            self.carry({k: v for k, v in self.carried.items() if k != "best_weights"}, self.carried["best_weights"])
+            self._take_carried()
 
     def on_train_end(self, logs=None):
         self.carried = {**self.state(), "best_weights": self.best_weights}
@@ -373,8 +376,7 @@ def open_run(cfg: TrainConfig, model_name: str, digest: str) -> Iterator[Run]:
     model is exported); kept, to resume from, when it fails or is interrupted."""
     models_dir = Path(cfg.models_dir)
     runs = models_dir / RUNS_DIR
-    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in model_name).strip("-.")[:60] or "model"
-    folder = runs / f"{slug}-{digest}"
+    folder = runs / f"{folder_slug(model_name)}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     handle = _lock(folder)
     try:
@@ -392,19 +394,21 @@ def open_run(cfg: TrainConfig, model_name: str, digest: str) -> Iterator[Run]:
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         _mention_others(runs, folder)
         run = Run(folder, digest, state)
+
+        def discard() -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                runs.rmdir()  # only if no other run is left in it
+
         try:
             yield run
         except BaseException:
             if run.has_checkpoint:
                 log.warning("training state kept in %s: run the same command again to resume", folder)
             else:  # it failed before its first checkpoint: nothing to resume from
-                shutil.rmtree(folder, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    runs.rmdir()
+                discard()
             raise
-        shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            runs.rmdir()  # only if no other run is left in it
+        discard()
     finally:
         handle.close()
 
