@@ -4,6 +4,7 @@ training split only."""
 
 import csv
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from bertclf.config import TrainConfig
 from bertclf.data import Examples, add_feedback, load_splits
-from bertclf.feedback import FeedbackError, FeedbackStore, corrections, export_csv, label_counts
+from bertclf.feedback import FeedbackError, FeedbackStore, StoreFull, corrections, export_csv, label_counts
 from conftest import make_app, make_texts, wait_until, write_csv
 from servers import JSON, request, serving
 
@@ -213,3 +214,45 @@ def test_training_reads_an_exported_csv_too(tmp_path):
     splits = load_splits(TrainConfig(data=str(data), feedback=True, feedback_db=str(exported)))
     assert splits.train.texts[-1] == "a new text" and splits.train.labels[-1] == plain.classes[1], "the last row wins"
     assert splits.feedback["added"] == 1 and splits.feedback["left_out_in_validation_or_test"] == 1
+
+
+def _write_at(start, path, each, max_rows, results):
+    """One writer process: waits for the common start, then stores `each` corrections."""
+    while time.time() < start:
+        pass
+    outcome = []
+    try:
+        store = FeedbackStore(path)
+        for i in range(each):
+            try:
+                store.add(f"text {i}", "x", None, None, None, max_rows)
+                outcome.append("stored")
+            except StoreFull:
+                outcome.append("full")
+    except Exception as err:  # reported to the test, which names it
+        outcome.append(repr(err))
+    results.put(outcome)
+
+
+def test_many_writer_processes_open_a_new_store_at_once_wait_and_keep_the_cap_exact(tmp_path):
+    # Two failures seen with several gunicorn workers: a worker opening a new store while another
+    # turned it to WAL got "database is locked" at once (about 1 round in 20 here), and reading the
+    # cap, then writing in another statement let the store grow past it.
+    context = multiprocessing.get_context("fork")
+    processes, each, max_rows, rounds = 6, 5, 20, 60
+    for round_ in range(rounds):
+        path = tmp_path / f"{round_}.sqlite3"
+        results = context.Queue()
+        start = time.time() + 0.05
+        workers = [
+            context.Process(target=_write_at, args=(start, path, each, max_rows, results)) for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = [item for _ in workers for item in results.get(timeout=60)]
+        for worker in workers:
+            worker.join()
+        errors = [item for item in outcomes if item not in ("stored", "full")]
+        assert not errors, f"round {round_}: {errors[:2]}"
+        assert outcomes.count("stored") == max_rows and outcomes.count("full") == processes * each - max_rows
+        assert FeedbackStore(path).last_id() == max_rows

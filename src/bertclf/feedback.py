@@ -14,9 +14,11 @@ to validation or test, so a model's scores stay comparable with the run before.
 import contextlib
 import csv
 import os
+import random
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +44,35 @@ class FeedbackError(ConfigError):
     """The feedback store cannot be opened or read; the message names the file and the fix."""
 
 
+class StoreFull(Exception):
+    """The store holds as many corrections as it may (`max_rows`); nothing was written."""
+
+
+def _busy(err: sqlite3.Error) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err))
+
+
+def _set_up(connection: sqlite3.Connection, create: bool) -> None:
+    """WAL mode and the table, retried while another process does the same.
+
+    Turning a new file to WAL takes its write lock from inside a read, and SQLite does not wait
+    for a lock there (waiting could deadlock): when two workers open a new store at once, one gets
+    "database is locked" at once, whatever the busy timeout. Retrying for up to BUSY_SECONDS is
+    what the timeout would have done."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe in WAL mode
+            if create:
+                connection.execute(SCHEMA)
+            return
+        except sqlite3.OperationalError as err:
+            if not _busy(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))  # jittered: two retrying workers do not collide again
+
+
 def default_path(models_dir: str | os.PathLike) -> Path:
     return Path(models_dir) / FEEDBACK_FILE
 
@@ -51,10 +82,7 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         raise FeedbackError(f"no feedback store at {path}: POST /feedback to a running server creates it")
     try:
         connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)  # autocommit; BEGIN by hand
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe in WAL mode
-        if create:
-            connection.execute(SCHEMA)
+        _set_up(connection, create)
         return connection
     except sqlite3.Error as err:
         raise FeedbackError(
@@ -76,18 +104,46 @@ class FeedbackStore:
             connection = self._local.connection = _connect(self.path, create=True)
         return connection
 
-    def add(self, text: str, label: str, predicted: str | None, model: str | None, served_model: str | None) -> int:
-        """Store one correction; returns its id. Raises sqlite3.Error when the file cannot be written."""
+    def add(
+        self,
+        text: str,
+        label: str,
+        predicted: str | None,
+        model: str | None,
+        served_model: str | None,
+        max_rows: int = 0,
+    ) -> int:
+        """Store one correction; returns its id. Raises StoreFull when the store already holds
+        `max_rows` (0: no cap), sqlite3.Error when the file cannot be written.
+
+        The write lock is taken before the cap is read (BEGIN IMMEDIATE), so the cap is exact and a
+        writer waits for another worker's write. A deferred transaction would start as a read, and
+        SQLite cannot upgrade a read whose snapshot another worker has since changed: it answers
+        "database is locked" at once instead of waiting."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        cursor = self._connection().execute(
-            "INSERT INTO feedback (created, text, label, predicted, model, served_model) VALUES (?, ?, ?, ?, ?, ?)",
-            (created, text, label, predicted, model, served_model),
-        )
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if max_rows and _last_id(connection) >= max_rows:
+                raise StoreFull(max_rows)
+            cursor = connection.execute(
+                "INSERT INTO feedback (created, text, label, predicted, model, served_model) VALUES (?, ?, ?, ?, ?, ?)",
+                (created, text, label, predicted, model, served_model),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
         return int(cursor.lastrowid or 0)
 
     def last_id(self) -> int:
         """The id of the last correction stored (ids only grow: how many were ever stored)."""
-        return int(self._connection().execute("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0])
+        return _last_id(self._connection())
+
+
+def _last_id(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0])
 
 
 EXPORT_COLUMNS = ("text", "label", "created", "predicted", "model")

@@ -6,7 +6,7 @@ import sqlite3
 
 from flask import Blueprint, current_app, jsonify
 
-from bertclf.feedback import FeedbackError, FeedbackStore
+from bertclf.feedback import FeedbackError, FeedbackStore, StoreFull
 from bertclf.serve.errors import ApiError
 from bertclf.serve.routes import LOADING, read_json, state, unicode_text
 
@@ -85,13 +85,15 @@ def feedback():
     model = _string(payload, "model", MAX_MODEL_CHARS)
     store = _store()
     try:
-        if s.config.feedback_max_rows and store.last_id() >= s.config.feedback_max_rows:
-            raise ApiError(
-                507,
-                f"the feedback store is full ({s.config.feedback_max_rows} corrections); export them with "
-                "`python -m bertclf feedback export` and start a new store",
-            )
-        stored = store.add(text, (separator or "|").join(labels), predicted, model, predictor.name)
+        stored = store.add(
+            text, (separator or "|").join(labels), predicted, model, predictor.name, s.config.feedback_max_rows
+        )
+    except StoreFull:
+        raise ApiError(
+            507,
+            f"the feedback store is full ({s.config.feedback_max_rows} corrections); export them with "
+            "`python -m bertclf feedback export` and start a new store",
+        ) from None
     except (sqlite3.Error, FeedbackError) as err:
         log.error("feedback store %s: %s", store.path, err)
         if "locked" in str(err) or "busy" in str(err):
