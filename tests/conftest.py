@@ -192,7 +192,12 @@ def tiny_run(tmp_path_factory, tiny_preset):
 
 def train_tiny(root, preset, rows, **settings):
     """A real training run of the tiny model on `rows` (text, label) with the settings that make it
-    learn (8 full epochs at a high rate); `settings` change them. Returns (config, folder, model_config)."""
+    learn with room to spare on any CPU (16 full epochs at a high rate); `settings` change them.
+    Returns (config, folder, model_config).
+
+    8 epochs left the random tiny model at 2 of 3 classes (accuracy 0.67 against tests' 0.6): a
+    change of kernels could tip it. 16 reach 1.0 on the test split and on 300 fresh texts, with
+    oneDNN on and off."""
     from bertclf.config import TrainConfig
     from bertclf.train import train
 
@@ -200,10 +205,10 @@ def train_tiny(root, preset, rows, **settings):
     recipe = {
         "max_seq_len": 32,
         "batch_size": 16,
-        "n_epochs": 8,
+        "n_epochs": 16,
         "max_learn_rate": 1e-2,
         "min_learn_rate": 1e-3,
-        "patience": 8,
+        "patience": 16,
     }
     cfg = TrainConfig(data=str(data), model=str(preset), models_dir=str(root / "models"), **(recipe | settings))
     folder, model_config = train(cfg)

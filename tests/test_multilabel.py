@@ -69,10 +69,17 @@ def test_a_separator_in_the_labels_makes_the_data_multi_label(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory, tiny_preset):
-    texts, labels = make_multilabel_texts(150, seed=1)
+def multilabel_run(tmp_path_factory, tiny_pretrained_preset):
+    # Learnt with room to spare on any CPU: from features that already tell the classes apart, on
+    # 300 texts for 12 epochs, micro-F1 0.99-1.0 with oneDNN's kernels on or off. From random
+    # features, 150 texts and 8 epochs gave 0.79-0.84: which side of 0.8 a run fell on depended on
+    # the CPU's kernels (AVX-512 machines failed). 12 epochs are enough here (train_tiny's 16 are for
+    # random features).
+    texts, labels = make_multilabel_texts(300, seed=1)
     rows = zip(texts, labels, strict=True)
-    cfg, folder, model_config = train_tiny(tmp_path_factory.mktemp("multilabel"), tiny_preset, rows, max_seq_len=16)
+    root = tmp_path_factory.mktemp("multilabel")
+    settings = dict(max_seq_len=16, n_epochs=12, patience=12)
+    cfg, folder, model_config = train_tiny(root, tiny_pretrained_preset, rows, **settings)
     return Path(cfg.models_dir), folder, model_config
 
 
@@ -83,7 +90,7 @@ def test_training_tunes_a_threshold_per_label_and_scores_the_test_split(multilab
     assert model_config["multi_label"]["separator"] == "|"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"subset_accuracy", "micro_f1", "macro_f1", "per_label", "baseline"} <= set(metrics)
-    assert metrics["micro_f1"] > 0.8, "three separable labels are learnt"
+    assert metrics["micro_f1"] > 0.9, "three separable labels are learnt"
     assert metrics["per_label"]["fruit"]["threshold"] == pytest.approx(thresholds["fruit"])
     assert {"micro_f1", "subset_accuracy"} <= set(metrics["baseline"])
     assert (folder / "per_label_scores.png").is_file() and not (folder / "confusion_matrix.png").exists()

@@ -21,14 +21,18 @@ def test_float16_without_a_gpu_is_refused_with_the_alternative():
         TrainConfig(precision="float16")
 
 
-def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_preset, caplog):
+def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_pretrained_preset, caplog):
     import keras
 
     from bertclf.predictor import Predictor
 
+    # A random head on features that tell the classes apart: what the bfloat16 fit must learn, it
+    # learns with room to spare (loss 1.08 -> 0.12, accuracy 1.0, oneDNN on and off). From random
+    # features a bfloat16 fit stalled at 2 of 3 classes (0.67 against 0.6).
     texts, labels = make_texts(30)
+    rows = zip(texts, labels, strict=True)
     _, folder, model_config = train_tiny(
-        tmp_path, tiny_preset, zip(texts, labels, strict=True), precision="mixed_bfloat16"
+        tmp_path, tiny_pretrained_preset, rows, precision="mixed_bfloat16", head_init="random"
     )
     assert keras.mixed_precision.global_policy().name == "float32", "the run leaves the policy as it found it"
     assert model_config["training"]["precision"] == "mixed_bfloat16"
@@ -40,7 +44,9 @@ def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_prese
     keras_model, served = Predictor(folder, engine="tensorflow"), Predictor(folder)
     np.testing.assert_allclose(served.predict_proba(texts[:20]), keras_model.predict_proba(texts[:20]), atol=1e-4)
     accuracy = np.mean(np.array(served.predict(texts)[0]) == np.array(labels))
-    assert accuracy > 0.6, f"the bfloat16 fit learned the task ({accuracy:.2f})"
+    assert accuracy > 0.9, f"the bfloat16 fit learned the task ({accuracy:.2f})"
+    losses = model_config["training"]["history"]["loss"]
+    assert losses[-1] < 0.5 * losses[0]
 
 
 @pytest.mark.slow  # XLA compiles the step once per batch width: ~40 s even for the tiny model

@@ -30,8 +30,9 @@ EXPORTED = {
 def test_loss_goes_down_and_model_learns(tiny_run):
     _, _, model_config = tiny_run
     losses = model_config["training"]["history"]["loss"]
-    assert losses[-1] < 0.8 * losses[0]
-    assert model_config["metrics"]["accuracy"] > 0.6  # 3 classes: chance is 0.33
+    # Measured 0.03 and 1.0 (oneDNN on and off); 3 classes: chance is 0.33.
+    assert losses[-1] < 0.5 * losses[0]
+    assert model_config["metrics"]["accuracy"] > 0.9
 
 
 def test_export_is_complete(tiny_run):
