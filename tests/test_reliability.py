@@ -364,6 +364,22 @@ def external_data(graph):
     return model.SerializeToString()
 
 
+def sparse_external_indices(graph):
+    """The graph with a sparse weight whose indices ONNX Runtime would read from a file of the
+    server's (the review's attack: /embed answered the first bytes of a CSV in data/)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(graph)
+    values = helper.make_tensor("leak", onnx.TensorProto.FLOAT, [16], [0.0] * 16)
+    indices = helper.make_tensor("leak_indices", onnx.TensorProto.INT64, [16], [0] * 16)
+    indices.ClearField("int64_data")
+    indices.data_location = onnx.TensorProto.EXTERNAL
+    indices.external_data.add(key="location", value="pyproject.toml")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [1 << 20]))
+    return model.SerializeToString()
+
+
 def hostile_folders(a):
     """Copies of model A, each broken the way an attacker or an accident would: (name, folder)."""
     cases = {}
@@ -392,6 +408,7 @@ def hostile_folders(a):
     case("pickle", lambda f: (f / "weights.pkl").write_bytes(b"\x80\x04K\x01."))
     case("not-json", lambda f: (f / "model_config.json").write_text("{not json"))
     case("external-data-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(external_data(graph)))
+    case("sparse-external-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(sparse_external_indices(graph)))
     case("cut-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(graph.read_bytes()[:5000]))
     case("drifted-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(drifted(graph)))  # golden check
 
@@ -421,7 +438,7 @@ def test_hostile_model_folders_under_load(tmp_path, models):
     by model A meanwhile, each folder is refused by every worker, and a good model swaps in after
     them (nothing stalled the model watcher)."""
     models_dir, a, b = models
-    tally = Tally("hostile model folders (14), 4 clients")
+    tally = Tally("hostile model folders (15), 4 clients")
     cases = hostile_folders(a)
     rng = np.random.default_rng(3)
     corpus = [sentence(rng, 8) for _ in range(20)]

@@ -60,6 +60,34 @@ def external(model):
     weight.external_data.add(key="location", value="../../../etc/passwd")
 
 
+def _external_tensor(name, location="data/train.csv"):
+    tensor = helper.make_tensor(name, TensorProto.INT64, [4], [0, 1, 2, 3])
+    tensor.ClearField("int64_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
+def sparse_external_indices(model):
+    # The attack a review found: dense values, indices read from a file beside the server.
+    values = helper.make_tensor("leak", TensorProto.FLOAT, [4], [0.0] * 4)
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, _external_tensor("leak_indices"), [8]))
+
+
+def sparse_inline(model):
+    values = helper.make_tensor("dense_enough", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("at", TensorProto.INT64, [1], [0])
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4]))
+
+
+def external_attribute(model):
+    model.graph.node[-1].attribute.append(helper.make_attribute("value", _external_tensor("in_attribute")))
+
+
+def training_info(model):
+    model.training_info.add()
+
+
 def foreign_op(model):
     model.graph.node.append(helper.make_node("Loop", ["x"], ["y"], name="loop"))
 
@@ -98,7 +126,11 @@ def many_nodes(model):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (external, r"point to external data files"),
+        (external, r"points to an external data file"),
+        (sparse_external_indices, r"holds a sparse tensor"),
+        (sparse_inline, r"holds a sparse tensor"),
+        (external_attribute, r"tensor 'in_attribute' points to an external data file"),
+        (training_info, r"holds training information"),
         (foreign_op, r"operator ai.onnx.Loop is not one a serving graph uses"),
         (custom_domain, r"imports operator sets \['evil.ops'\]"),
         (subgraph, r"holds a subgraph"),

@@ -3,18 +3,22 @@ check it, and run it (fp32, or int8 quantized at load).
 
 The graph is written at export by graph.py from the Keras weights; serving needs neither
 TensorFlow nor Keras. Nothing in the file may run code or reach outside it, so loading refuses
-external data files, operators we do not write (ALLOWED_OPS), functions and subgraphs, a file
-over MAX_GRAPH_BYTES, and inputs or outputs other than ours.
+external data files on any tensor, sparse tensors, training information, operators we do not
+write (ALLOWED_OPS), functions and subgraphs, a file over MAX_GRAPH_BYTES, and inputs or outputs
+other than ours.
 """
 
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import TensorProto
 
 from bertclf.config import PRECISIONS
@@ -55,6 +59,21 @@ def _refuse(path: Path, why: str) -> UnsafeModelError:
     return UnsafeModelError(f"{path}: {why}; export the graph again with `python -m bertclf export-onnx`")
 
 
+def _messages(message: Message) -> Iterator[Message]:
+    """`message` and every message inside it, at any depth: each tensor the file holds, wherever
+    the format lets one sit (initializers, node attributes, sparse tensors' parts, and fields a
+    later ONNX adds), so no kind of tensor is left unchecked."""
+    yield message
+    for field in message.DESCRIPTOR.fields:  # not ListFields(): it would copy every weight's bytes
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.is_repeated:
+            for item in getattr(message, field.name):
+                yield from _messages(item)
+        elif message.HasField(field.name):
+            yield from _messages(getattr(message, field.name))
+
+
 def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
     """Raise UnsafeModelError unless `model` is a graph of ours: only ALLOWED_OPS, all weights
     inside the file, our inputs, and a probabilities output (and an embedding); RegistryError when that output's
@@ -72,9 +91,19 @@ def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
             raise _refuse(path, f"operator {node.domain or 'ai.onnx'}.{node.op_type} is not one a serving graph uses")
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             raise _refuse(path, f"node {node.name!r} holds a subgraph")
-    weights = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
-    if any(t.data_location == TensorProto.EXTERNAL or len(t.external_data) for t in weights):
-        raise _refuse(path, "its weights point to external data files; a serving graph holds them all")
+    if len(model.training_info):
+        raise _refuse(path, "holds training information; a serving graph has none")
+    for message in _messages(model):
+        # graph.py writes dense initializers only. A sparse tensor's indices and values are two more
+        # tensors, each of which could point ONNX Runtime at a file: refused wherever one sits.
+        if isinstance(message, onnx.SparseTensorProto):
+            raise _refuse(path, "holds a sparse tensor; a serving graph's weights are all dense")
+        if isinstance(message, TensorProto) and (
+            message.data_location == TensorProto.EXTERNAL or len(message.external_data)
+        ):
+            raise _refuse(
+                path, f"tensor {message.name!r} points to an external data file; a serving graph holds them all"
+            )
     inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
     if not {"token_ids", "padding_mask"} <= inputs.keys() <= set(INPUTS) or set(inputs.values()) != {TensorProto.INT32}:
         raise _refuse(path, f"inputs {sorted(inputs)}; a serving graph takes int32 {', '.join(INPUTS)}")
