@@ -5,6 +5,10 @@ preload_app = False
 # gthread (threads feed the worker's batcher; the model runs on one thread), telling the app when
 # each request was queued, so its deadline counts the wait for a free thread too.
 worker_class = "bertclf.serve.worker.ThreadWorker"
+# Connections one worker holds; past it, a new one closes the oldest request still arriving
+# (worker.py). An idle connection costs a file descriptor, not a thread: 1,000 idle connections
+# and 100 that trickle their headers leave /health answering (make test-reliability).
+worker_connections = 4096
 # Request lines come from the app as JSON; gunicorn's own access log would duplicate them.
 accesslog = None
 
