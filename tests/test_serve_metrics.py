@@ -16,3 +16,15 @@ def test_metrics_count_texts_cut_at_max_seq_len(client):
     client.post("/predict", json={"x": ["apple", " ".join(["banana"] * 100), "saw " * 29]})
     text = client.get("/metrics").get_data(as_text=True)
     assert "bertclf_truncated_texts_total 1.0" in text
+
+
+def test_made_up_paths_do_not_grow_the_metrics(client):
+    # /docs/<path:path> matches any path: labelled by path, 5,200 of them made /metrics 9 MB.
+    for i in range(200):
+        client.get(f"/docs/made-up-{i}")
+        client.get(f"/nowhere/{i}")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "made-up" not in text and "nowhere" not in text
+    endpoints = {line.split('endpoint="')[1].split('"')[0] for line in text.splitlines() if 'endpoint="' in line}
+    assert len(endpoints) <= 5, endpoints
+    assert 'endpoint="unknown",status="404"} 200.0' in text

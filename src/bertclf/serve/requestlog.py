@@ -44,7 +44,9 @@ def install(app, metrics, trusted_proxies: frozenset[str] = frozenset()):
     @app.after_request
     def _log(response):
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.path if request.url_rule is not None else "unknown"
+        # The matched route, never the raw path: /docs/<path:path> matches any path, and one label
+        # per path a client makes up grew /metrics (and each worker) without bound.
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unknown"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
         if endpoint != "/metrics":  # scrapes every few seconds would drown the log
