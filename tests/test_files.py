@@ -68,3 +68,31 @@ def test_sha256_and_json_objects(tmp_path):
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(LookupError, match=rf"bad.json: {message}"):
             read_json_object(tmp_path / "bad.json", LookupError)
+
+
+def test_atomic_files_never_write_through_a_planted_symlink(tmp_path, monkeypatch):
+    import uuid
+
+    from bertclf import files
+    from bertclf.feedback import FeedbackStore, export_csv
+    from bertclf.labelfile import Writer
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    # The names the old code used (".<name>.<pid>.tmp"), and the next name the new code would pick.
+    fixed = uuid.UUID(int=1)
+    monkeypatch.setattr(files.uuid, "uuid4", lambda: fixed)
+    for name in ("out.csv", "labelled.csv", "feedback.csv"):
+        (tmp_path / f".{name}.{os.getpid()}.tmp").symlink_to(victim)
+    (tmp_path / f".out.csv.{fixed.hex}.tmp").symlink_to(victim)
+    with pytest.raises(FileExistsError), files.atomic_text_file(tmp_path / "out.csv") as f:
+        f.write("x")
+    monkeypatch.undo()
+    writer = Writer(tmp_path / "labelled.csv", "csv", ["text", "prediction"])
+    writer.write({"text": "a", "prediction": "b"})
+    writer.commit()
+    store = tmp_path / "feedback.sqlite3"
+    FeedbackStore(store).add("a", "b", None, None, None)
+    assert export_csv(store, tmp_path / "feedback.csv") == 1
+    assert victim.read_text() == "keep" and not (tmp_path / "out.csv").exists()
+    assert (tmp_path / "labelled.csv").read_text().splitlines() == ["text,prediction", "a,b"]

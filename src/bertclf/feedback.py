@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bertclf.config import ConfigError
+from bertclf.files import atomic_text_file
 
 FEEDBACK_FILE = "feedback.sqlite3"
 BUSY_SECONDS = 10.0  # how long a write waits for another worker's before it fails
@@ -192,15 +193,8 @@ def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
         return _export(path, sys.stdout)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", newline="", encoding="utf-8") as f:
-            written = _export(path, f)
-    except BaseException:  # a store that cannot be read, or Ctrl-C: no half file
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, output)
-    return written
+    with atomic_text_file(output, newline="") as f:  # a store that cannot be read, or Ctrl-C: no half file
+        return _export(path, f)
 
 
 def label_counts(path: str | os.PathLike) -> dict[str, int]:

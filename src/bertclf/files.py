@@ -9,7 +9,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import IO, Any, TypeGuard
 
 
 def is_finite_number(value: Any) -> TypeGuard[int | float]:
@@ -42,13 +42,36 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueErro
     return value
 
 
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A fresh hidden name beside `path` for a file to be renamed onto it. Open it with "x": a
+    name that already exists (a symlink someone planted, say) fails instead of being followed."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: str | os.PathLike, newline: str | None = None) -> Iterator[IO[str]]:
+    """A UTF-8 text file to write into, renamed onto `path` when the block completes and removed
+    when it fails (or is interrupted): readers see the old file or the whole new one."""
+    tmp = temporary_sibling(path)
+    try:
+        # "x": created with the user's umask (mkstemp would force 0600), never through a symlink.
+        with open(tmp, "x", encoding="utf-8", newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so a reader sees the old file or the new one, never half of either."""
-    path = Path(path)
-    # A unique sibling name opened with "x": created with the user's umask (mkstemp would force 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temporary_sibling(path)
     try:
-        with open(tmp, "xb") as f:
+        with open(tmp, "xb") as f:  # "x": see temporary_sibling
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from bertclf.config import TEXT_COLUMNS, ConfigError, usual_column
 from bertclf.errors import DataError
+from bertclf.files import temporary_sibling
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The csv module refuses fields over 128 KiB by default; a long document is a fair text. Past this
@@ -164,8 +165,9 @@ class Writer:
 
     def __init__(self, path: Path, kind: str, columns: list[str], separator: str = "|"):
         self.path, self.kind, self.columns, self.separator = path, kind, columns, separator
-        self.temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.file = open(self.temporary, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed in commit/abort)
+        self.temporary = temporary_sibling(path)
+        # "x": a planted symlink at the name fails instead of being followed (files.temporary_sibling).
+        self.file = open(self.temporary, "x", encoding="utf-8", newline="")  # noqa: SIM115 (closed in commit/abort)
         if kind != "jsonl":
             self.csv = csv.writer(self.file, delimiter="," if kind == "csv" else "\t")
             self.csv.writerow(columns)
