@@ -5,6 +5,7 @@ training split only."""
 import csv
 import json
 import multiprocessing
+import os
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +16,16 @@ import pytest
 
 from bertclf.config import TrainConfig
 from bertclf.data import Examples, add_feedback, load_splits
-from bertclf.feedback import FeedbackError, FeedbackStore, StoreFull, corrections, export_csv, label_counts
+from bertclf.feedback import (
+    FeedbackError,
+    FeedbackStore,
+    Limits,
+    StoreFull,
+    corrections,
+    decide,
+    export_csv,
+    label_counts,
+)
 from conftest import make_app, make_texts, wait_until, write_csv
 from servers import JSON, request, serving
 
@@ -104,7 +114,7 @@ def test_export_and_stats(tmp_path):
         ("a b", "y"),
         ('say "hi"\nthere', "x"),
     ]
-    assert corrections(db) == [("c, d", "y"), ("a b", "y"), ('say "hi"\nthere', "x")], "the latest per text"
+    assert corrections(db).labels == [("c, d", "y"), ("a b", "y"), ('say "hi"\nthere', "x")], "one sender: its latest"
     assert label_counts(db) == {"x": 2, "y": 2}
     result = subprocess.run(
         [sys.executable, "-m", "bertclf", "feedback", "stats", "--feedback_db", str(db)], capture_output=True, text=True
@@ -174,7 +184,8 @@ def test_two_real_workers_write_at_once_and_lose_nothing(models, tmp_path):
     log = tmp_path / "server.log"
     clients, each = 8, 25
     failures: list = []
-    with serving(models_dir, log, "--workers", "2", "--feedback_db", str(db)) as (port, _):
+    options = ["--workers", "2", "--feedback_db", str(db), "--feedback_sender_per_minute", "0"]  # one address
+    with serving(models_dir, log, *options) as (port, _):
 
         def client(k):
             for i in range(each):
@@ -225,7 +236,7 @@ def _write_at(start, path, each, max_rows, results):
         store = FeedbackStore(path)
         for i in range(each):
             try:
-                store.add(f"text {i}", "x", None, None, None, max_rows)
+                store.add(f"text {i}", "x", None, None, None, limits=Limits(max_rows=max_rows))
                 outcome.append("stored")
             except StoreFull:
                 outcome.append("full")
@@ -256,3 +267,130 @@ def test_many_writer_processes_open_a_new_store_at_once_wait_and_keep_the_cap_ex
         assert not errors, f"round {round_}: {errors[:2]}"
         assert outcomes.count("stored") == max_rows and outcomes.count("full") == processes * each - max_rows
         assert FeedbackStore(path).last_id() == max_rows
+
+
+def test_a_texts_label_is_the_majority_of_its_distinct_senders():
+    rows = [
+        ("t1", "x", "a"),
+        ("t1", "y", "b"),
+        ("t1", "y", "c"),  # two senders against one
+        ("t2", "x", "a"),
+        ("t2", "x", "a"),
+        ("t2", "x", "a"),
+        ("t2", "y", "b"),  # repeating does not add votes: a tie
+        ("t3", "x", "a"),
+        ("t3", "y", "a"),  # a sender corrects itself: its latest counts
+    ]
+    decided = decide(rows)
+    assert decided.labels == [("t1", "y"), ("t3", "y")]
+    assert decided.conflicts == [{"text": "t2", "votes": {"x": 1, "y": 1}}]
+    assert decided.corrections == 9 and decided.senders == 3
+
+
+def test_bounds_per_sender_and_for_the_store(models):
+    models_dir, _ = models
+    app = make_app(
+        models_dir,
+        forwarded_allow_ips="127.0.0.1",
+        feedback_sender_max_rows=3,
+        feedback_sender_per_minute=5,
+        feedback_max_text_chars=50,
+    )
+    try:
+        wait_until(lambda: app.extensions["bertclf"].manager.ready)
+        client = app.test_client()
+
+        def send(text, address):
+            return client.post("/feedback", json={"text": text, "label": "fruit"}, headers={"X-Forwarded-For": address})
+
+        assert [send(f"t{i}", "10.0.0.1").status_code for i in range(3)] == [201] * 3
+        capped = send("t3", "10.0.0.1")
+        assert capped.status_code == 429 and "its 3 corrections" in capped.get_json()["error"]
+        assert send("t3", "10.0.0.2").status_code == 201, "one sender at its bound does not lock out another"
+        long = send("a" * 51, "10.0.0.3")
+        assert long.status_code == 400 and "longer than 50 characters" in long.get_json()["error"]
+    finally:
+        app.extensions["bertclf"].manager.stop()
+    db = models_dir / "feedback.sqlite3"
+    senders = [row[0] for row in sqlite3.connect(db).execute("SELECT sender FROM feedback ORDER BY id")]
+    assert senders == ["ip:10.0.0.1"] * 3 + ["ip:10.0.0.2"]
+    assert os.stat(db).st_mode & 0o777 == 0o600, "what clients sent is this user's to read"
+
+    fast = make_app(models_dir, feedback_sender_per_minute=2, feedback_db=str(models_dir / "rate.sqlite3"))
+    try:
+        wait_until(lambda: fast.extensions["bertclf"].manager.ready)
+        client = fast.test_client()
+        assert [client.post("/feedback", json={"text": f"r{i}", "label": "fruit"}).status_code for i in range(2)] == [
+            201,
+            201,
+        ]
+        limited = client.post("/feedback", json={"text": "r2", "label": "fruit"})
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 61
+        assert "2 corrections a minute" in limited.get_json()["error"]
+    finally:
+        fast.extensions["bertclf"].manager.stop()
+
+
+def test_the_store_is_bounded_in_bytes(tmp_path):
+    store = FeedbackStore(tmp_path / "f.sqlite3")
+    limits = Limits(max_bytes=200_000)
+    stored = 0
+    with pytest.raises(StoreFull, match="200000 bytes"):
+        for i in range(1000):
+            store.add(f"{i} " + "x" * 9_000, "fruit", None, None, None, "ip:1", limits)
+            stored += 1
+    assert 5 < stored < 25 and os.path.getsize(tmp_path / "f.sqlite3") <= 200_000
+
+
+def test_a_sender_is_the_tokens_id_never_the_token(models, tmp_path):
+    from bertclf.serve.auth import hashed_line, token_id
+
+    models_dir, _ = models
+    token = "s3cret-token-for-feedback-0123456789"
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(hashed_line(token) + "\n")
+    app = make_app(models_dir, api_tokens_file=str(tokens))
+    try:
+        wait_until(lambda: app.extensions["bertclf"].manager.ready)
+        answer = app.test_client().post(
+            "/feedback", json={"text": "pear", "label": "fruit"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code == 201
+    finally:
+        app.extensions["bertclf"].manager.stop()
+    db = models_dir / "feedback.sqlite3"
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # the store and its WAL
+    assert token.encode() not in raw
+    assert sqlite3.connect(db).execute("SELECT sender FROM feedback").fetchall() == [(token_id(token),)]
+
+
+def test_a_store_from_before_senders_is_brought_up_to_date(tmp_path):
+    db = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(db)
+    old.execute(
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, text TEXT NOT NULL, "
+        "label TEXT NOT NULL, predicted TEXT, model TEXT, served_model TEXT)"
+    )
+    old.execute("INSERT INTO feedback (created, text, label) VALUES ('2026-01-01T00:00:00+00:00', 'a', 'x')")
+    old.commit()
+    old.close()
+    assert corrections(db).labels == [("a", "x")], "read as it is"
+    FeedbackStore(db).add("a", "y", None, None, None, "ip:1", Limits(sender_rows=5))
+    decided = corrections(db)
+    assert decided.conflicts == [{"text": "a", "votes": {"x": 1, "y": 1}}] and decided.senders == 2
+
+
+def test_training_leaves_conflicts_out_and_reads_senders_from_an_export(tmp_path, caplog):
+    texts, labels = make_texts(20)
+    data = write_csv(tmp_path / "data.csv", zip(texts, labels, strict=True))
+    store = FeedbackStore(tmp_path / "f.sqlite3")
+    for text, label, sender in [("new a", "fruit", "s1"), ("new a", "tool", "s2"), ("new b", "tool", "s1")]:
+        store.add(text, label, None, None, None, sender)
+    for db in (tmp_path / "f.sqlite3", tmp_path / "export.csv"):
+        if db.suffix == ".csv":
+            export_csv(tmp_path / "f.sqlite3", db)
+        with caplog.at_level("WARNING"):
+            splits = load_splits(TrainConfig(data=str(data), feedback=True, feedback_db=str(db)))
+        assert "new a" not in splits.train.texts and "new b" in splits.train.texts
+        assert splits.feedback["conflicts"] == 1 and splits.feedback["senders"] == 2
+        assert "senders disagree" in caplog.text

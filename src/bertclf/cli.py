@@ -265,16 +265,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
-    from bertclf.feedback import default_path, export_csv, label_counts
+    from bertclf.feedback import default_path, export_csv, summary
 
     cfg = settings(FeedbackConfig, args)
     # The api image sets BERTCLF_FEEDBACK_DB for its server; the command finds the same store there.
     store = Path(cfg.feedback_db or os.environ.get("BERTCLF_FEEDBACK_DB") or default_path(cfg.models_dir))
     if args.action == "stats":
-        counts = label_counts(store)
-        print(f"{sum(counts.values())} correction(s) in {store}")
-        for label, n in counts.items():
+        stats = summary(store)
+        print(
+            f"{stats['corrections']} correction(s) of {stats['texts']} text(s) from {stats['senders']} sender(s) "
+            f"in {store}"
+        )
+        print("labels training takes (a text's label: the most votes of distinct senders):")
+        for label, n in stats["labels"].items():
             print(f"{n:>8}  {label}")
+        conflicts = stats["conflicts"]
+        print(f"conflicts (senders tied between labels; left out of training): {len(conflicts)}")
+        for conflict in conflicts[:10]:
+            print(f"          {conflict['text'][:60]!r}: {conflict['votes']}")
+        print("senders with the most corrections:")
+        for sender, n in stats["top_senders"].items():
+            print(f"{n:>8}  {sender}")
         return 0
     written = export_csv(store, cfg.output)
     print(

@@ -543,8 +543,22 @@ class ServeConfig(PredictConfig):
     feedback_new_labels: bool = _opt(
         False, "accept feedback labels the served model does not know (for a class to add)", parse_bool
     )
-    # A bound on the disk any client can fill: ~100,000 corrections are a few tens of MB.
+    # Bounds on the disk clients can fill: ~100,000 corrections are a few tens of MB; the byte bound
+    # holds whatever the texts' length. Each sender (API token, else client address) has its own,
+    # smaller bounds, so one at its bound never locks the others out.
     feedback_max_rows: int = _opt(100_000, "most corrections the store takes; past it POST /feedback answers 507")
+    feedback_max_bytes: int = _opt(
+        256 << 20, "largest size of the feedback store file; past it POST /feedback answers 507"
+    )
+    # The model reads at most 512 tokens: about 2,000-4,000 characters of text.
+    feedback_max_text_chars: int = _opt(10_000, "longest text a correction may carry (longer gets 400)")
+    feedback_sender_max_rows: int = _opt(
+        10_000, "most corrections one sender (API token, else client address) may store; past it 429"
+    )
+    feedback_sender_max_bytes: int = _opt(16 << 20, "most bytes of text and labels one sender may store; past it 429")
+    feedback_sender_per_minute: int = _opt(
+        60, "most corrections one sender may send in a minute; past it 429 with Retry-After"
+    )
 
     def trusted_proxies(self) -> frozenset[str]:
         """forwarded_allow_ips as a set of addresses."""
@@ -565,6 +579,19 @@ class ServeConfig(PredictConfig):
                 (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
                 (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
                 (self.feedback_max_rows >= 0, f"feedback_max_rows must be 0 or more, got {self.feedback_max_rows}"),
+                *(
+                    (getattr(self, name) >= 0, f"{name} must be 0 (no bound) or more, got {getattr(self, name)}")
+                    for name in (
+                        "feedback_max_bytes",
+                        "feedback_sender_max_rows",
+                        "feedback_sender_max_bytes",
+                        "feedback_sender_per_minute",
+                    )
+                ),
+                (
+                    self.feedback_max_text_chars >= 1,
+                    f"feedback_max_text_chars must be at least 1, got {self.feedback_max_text_chars}",
+                ),
             ]
         )
 

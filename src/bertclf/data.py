@@ -277,18 +277,22 @@ def load_splits(cfg: TrainConfig) -> Splits:
 
 
 def add_feedback(train: Examples, validation: Examples, test: Examples, cfg: TrainConfig) -> tuple[Examples, dict]:
-    """The training split with the stored corrections (the latest per text): a correction of a
-    training text replaces its label, one of a validation or test text is left out (it would leak
-    the answer into the scores), any other is a new training text."""
-    from bertclf.feedback import corrections, default_path
+    """The training split with the stored corrections, each text's label decided by its senders
+    (feedback.decide: a majority of distinct senders; a tie is left out and reported): a correction
+    of a training text replaces its label, one of a validation or test text is left out (it would
+    leak the answer into the scores), any other is a new training text."""
+    from bertclf.feedback import corrections, decide, default_path, exported_rows
 
     store = Path(cfg.feedback_db or default_path(cfg.models_dir))
     if store.suffix.lower() in (".csv", ".tsv", ".jsonl"):  # an export, e.g. from the api container's volume
-        exported = read_examples(store)
-        latest = dict(zip(exported.texts, exported.labels, strict=True))  # the last row of a text wins
-        stored = list(latest.items())
+        rows = exported_rows(store)
+        if rows is None:  # no sender column (a hand-made file): one unknown sender, whose last row wins
+            exported = read_examples(store)
+            rows = [(text, label, "") for text, label in zip(exported.texts, exported.labels, strict=True)]
+        decided = decide(rows)
     else:
-        stored = corrections(store)
+        decided = corrections(store)
+    stored = decided.labels
     held_out = set(validation.texts) | set(test.texts)
     position = {text: i for i, text in enumerate(train.texts)}
     texts, labels = list(train.texts), list(train.labels)
@@ -306,18 +310,29 @@ def add_feedback(train: Examples, validation: Examples, test: Examples, cfg: Tra
             added += 1
     record = {
         "db": str(store.resolve()),
-        "corrections": len(stored),
+        "corrections": decided.corrections,
+        "senders": decided.senders,
+        "texts": len(stored) + len(decided.conflicts),
         "added": added,
         "relabelled": relabelled,
         "left_out_in_validation_or_test": skipped,
+        "conflicts": len(decided.conflicts),
     }
     log.info(
-        "feedback: %d correction(s) from %s: %d new training text(s), %d training label(s) corrected, %d left out "
-        "(their text is in the validation or test split)",
-        len(stored),
+        "feedback: %d correction(s) of %d text(s) from %d sender(s) in %s: %d new training text(s), %d training "
+        "label(s) corrected, %d left out (their text is in the validation or test split)",
+        decided.corrections,
+        record["texts"],
+        decided.senders,
         store,
         added,
         relabelled,
         skipped,
     )
+    if decided.conflicts:
+        log.warning(
+            "feedback: %d text(s) left out: their senders disagree, with as many votes for two labels (first: %s)",
+            len(decided.conflicts),
+            "; ".join(f"{c['text'][:60]!r} {c['votes']}" for c in decided.conflicts[:3]),
+        )
     return Examples(texts, labels, train.source, train.dropped), record

@@ -46,6 +46,12 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def token_id(token: str) -> str:
+    """What names a token in stored data (who sent a correction): the start of its SHA-256, never
+    the token. A token's holder can compute it; nobody can get the token back from it."""
+    return "token:" + digest(token).hex()[:16]
+
+
 def new_token() -> str:
     """A fresh random token (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)

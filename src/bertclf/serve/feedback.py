@@ -4,10 +4,12 @@
 import logging
 import sqlite3
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
-from bertclf.feedback import FeedbackError, FeedbackStore, StoreFull
+from bertclf.feedback import FeedbackError, FeedbackStore, Limits, SenderLimit, StoreFull
+from bertclf.serve.auth import presented_token, token_id
 from bertclf.serve.errors import ApiError
+from bertclf.serve.requestlog import client_ip
 from bertclf.serve.routes import LOADING, read_json, state, unicode_text
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,23 @@ def _labels(value, key: str, multi_label: bool) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
+def sender() -> str:
+    """Who sent this request, as the store records it: the API token's id when the server needs
+    tokens (the route only runs with a valid one), else the client's address."""
+    s = state()
+    token = presented_token(request.headers) if s.tokens is not None else None
+    if token is not None:
+        return token_id(token)
+    return f"ip:{client_ip(s.config.trusted_proxies())}"
+
+
 @bp.post("/feedback")
 def feedback():
     s = state()
     payload = read_json(s.config.client_timeout, EXAMPLE)
     if not isinstance(payload, dict):
         raise ApiError(400, f'expected a JSON object with "text" and "label", e.g. {EXAMPLE}')
-    text = _string(payload, "text", required=True)
+    text = _string(payload, "text", s.config.feedback_max_text_chars, required=True)
     assert text is not None
     if not text.strip():
         raise ApiError(400, '"text" is empty; send the text the model labelled')
@@ -84,16 +96,27 @@ def feedback():
         predicted = (separator or "|").join(_labels(predicted, "predicted", multi))
     model = _string(payload, "model", MAX_MODEL_CHARS)
     store = _store()
+    config = s.config
+    limits = Limits(
+        config.feedback_max_rows,
+        config.feedback_max_bytes,
+        config.feedback_sender_max_rows,
+        config.feedback_sender_max_bytes,
+        config.feedback_sender_per_minute,
+    )
     try:
-        stored = store.add(
-            text, (separator or "|").join(labels), predicted, model, predictor.name, s.config.feedback_max_rows
-        )
-    except StoreFull:
+        stored = store.add(text, (separator or "|").join(labels), predicted, model, predictor.name, sender(), limits)
+    except StoreFull as full:
         raise ApiError(
             507,
-            f"the feedback store is full ({s.config.feedback_max_rows} corrections); export them with "
-            "`python -m bertclf feedback export` and start a new store",
+            f"the feedback store is full ({full}); export them with `python -m bertclf feedback export` and start "
+            "a new store",
         ) from None
+    except SenderLimit as limit:
+        if limit.retry_after is not None:
+            wait = str(limit.retry_after)
+            raise ApiError(429, f"{limit}; retry after {wait} s", {"Retry-After": wait}) from None
+        raise ApiError(429, f"{limit}; the server's operator can export the store and start a new one") from None
     except (sqlite3.Error, FeedbackError) as err:
         log.error("feedback store %s: %s", store.path, err)
         if "locked" in str(err) or "busy" in str(err):

@@ -133,7 +133,11 @@ def _document(config: ServeConfig) -> dict[str, Any]:
         "type": "object",
         "required": ["text", "label"],
         "properties": {
-            "text": {"type": "string", "description": "the text the model labelled (not blank)"},
+            "text": {
+                "type": "string",
+                "maxLength": config.feedback_max_text_chars,
+                "description": "the text the model labelled (not blank)",
+            },
             "label": {
                 **label,
                 "description": "its right label, one the model knows (a list of them for a multi-label model)",
@@ -246,7 +250,16 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                         "413": _error(f"a body over {config.max_body_bytes} bytes"),
                         "415": _error("the Content-Type is not application/json"),
                         "503": _error("the model is loading, or the store is busy or cannot be written", RETRY_AFTER),
-                        "507": _error(f"the store holds feedback_max_rows ({config.feedback_max_rows}) corrections"),
+                        "429": _error(
+                            "this sender (API token, else client address) has stored its feedback_sender_max_rows "
+                            f"({config.feedback_sender_max_rows}) or feedback_sender_max_bytes, or sent more than "
+                            f"feedback_sender_per_minute ({config.feedback_sender_per_minute}) in a minute (then with "
+                            "Retry-After)"
+                        ),
+                        "507": _error(
+                            f"the store holds feedback_max_rows ({config.feedback_max_rows}) corrections or "
+                            f"feedback_max_bytes ({config.feedback_max_bytes})"
+                        ),
                     },
                 }
             },
