@@ -325,6 +325,59 @@ def test_idle_and_slow_header_connections(tmp_path, models):
     assert tally.p99() < 1.0, f"p99 {tally.p99():.2f} s"
 
 
+# === One client cannot starve the others ===
+def test_heavy_clients_do_not_starve_a_light_one(tmp_path, models):
+    """5 clients (each its own API token) send maximum-size requests back to back for 30 s while a
+    sixth sends one text at a time: the sixth is never refused and answered with p99 under 1 s.
+    (First come, first served, the five filled the queue: the others got 503 for 34 s.)"""
+    from bertclf.serve.auth import hashed_line
+
+    models_dir, _, _ = models
+    tokens = [f"reliability-token-{k}-0123456789abcdef" for k in range(6)]
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text("".join(hashed_line(t) + "\n" for t in tokens))
+    settings = {"workers": 2, "api_tokens_file": tokens_file}
+    heavy, light = Tally("5 clients x 256 texts back to back (heavy), 30 s"), Tally("the 6th client, 1 text (light)")
+    rng = np.random.default_rng(1)
+    corpus = [sentence(rng) for _ in range(512)]
+    stop = time.monotonic() + 30
+
+    def client(token, texts, tally):
+        headers = {**JSON, "Authorization": f"Bearer {token}"}
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                connection.request("POST", "/predict", json.dumps({"x": texts}), headers)
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                took = time.perf_counter() - started
+                wrong = response.status == 200 and len(answer["predictions"]) != len(texts)
+                tally.add(response.status, took, "answer: wrong length" if wrong else None)
+            except TimeoutError:
+                tally.fail("hang", hang=True)
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                tally.fail(f"{type(err).__name__}: {err}")
+            finally:
+                connection.close()
+
+    with serving(models_dir, tmp_path / "server.log", *options(settings)) as (port, _):
+        threads = [
+            threading.Thread(target=client, args=(tokens[k], corpus[k * 50 : k * 50 + 256], heavy), daemon=True)
+            for k in range(5)
+        ]
+        threads.append(threading.Thread(target=client, args=(tokens[5], ["apple"], light), daemon=True))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    heavy.report()
+    light.report()
+    assert not light.errors and light.hangs == 0 and set(light.statuses) == {200}, (light.statuses, light.errors[:3])
+    assert light.p99() < 1.0, f"p99 {light.p99():.2f} s"
+    assert heavy.statuses[200] > 0 and not heavy.errors and heavy.hangs == 0, (heavy.statuses, heavy.errors[:3])
+
+
 # === A worker killed under load ===
 def test_kill_9_of_a_worker_under_load(tmp_path, models):
     """8 clients for 25 s; 5 s in, one worker gets SIGKILL. The master replaces it; only requests

@@ -214,3 +214,49 @@ def test_a_pass_skips_requests_whose_client_has_gone():
     with pytest.raises(ClientGone):
         gone.result(timeout=10)
     assert predictor.calls == [["here"]] and batcher.waiting_texts == 0
+
+
+def test_a_client_with_one_text_is_neither_refused_nor_queued_behind_full_requests():
+    gate = threading.Event()
+    predictor = CountingPredictor(gate)
+    batcher = Batcher(lambda: predictor, max_texts=8, max_waiting_texts=24)
+    busy = batcher.submit(["busy"], client="heavy-0")
+    leader = threading.Thread(target=busy.result, kwargs={"timeout": 10})
+    leader.start()  # the model is now busy
+    time.sleep(0.2)
+    heavy = []
+    for k in range(1, 6):  # five clients, a full request each: the queue (24 texts) fills
+        with contextlib.suppress(Overloaded):
+            heavy.append(batcher.submit(["h" * k] * 8, client=f"heavy-{k}"))
+    assert len(heavy) == 3 and batcher.waiting_texts == 24
+    light = batcher.submit(["light"], client="light")  # refused before: the queue was full
+    with pytest.raises(Overloaded):
+        batcher.submit(["x"] * 8, client="big")  # a full request gets no reserve
+    gate.set()
+    leader.join(10)
+    assert len(light.result(timeout=10).labels) == 1
+    for future in heavy:
+        future.result(timeout=10)
+    assert predictor.calls[1][0] == "light", "the one text went first in the next pass"
+
+
+def test_one_client_cannot_fill_the_whole_queue():
+    gate = threading.Event()
+    predictor = CountingPredictor(gate)
+    batcher = Batcher(lambda: predictor, max_texts=8, max_waiting_texts=32)
+    busy = batcher.submit(["busy"], client="a")
+    leader = threading.Thread(target=busy.result, kwargs={"timeout": 10})
+    leader.start()
+    time.sleep(0.2)
+    admitted = []
+    with pytest.raises(Overloaded):
+        for _ in range(4):
+            admitted.append(batcher.submit(["x"] * 8, client="a"))
+    assert len(admitted) == 2, "half the queue (16 texts) for one client"
+    others = batcher.submit(["y"] * 8, client="b")  # room is left for another client
+    gate.set()
+    leader.join(10)
+    assert [len(f.result(timeout=10).labels) for f in [*admitted, others]] == [8, 8, 8]
+    # Fair order: b's request (tagged from where the queue stood) ran before a's second.
+    order = [call[0][0] for call in predictor.calls[1:]]
+    assert order.index("y") < len(order) - 1, predictor.calls

@@ -1,6 +1,7 @@
 """Gather concurrent requests into shared model batches, one forward pass at a time per worker."""
 
 import collections
+import itertools
 import math
 import threading
 import time
@@ -58,6 +59,14 @@ class Batcher:
     answered on every path, and a waiter gives up at its deadline whoever holds the model. A
     request whose client has gone away is dropped if no pass has taken it yet.
 
+    Clients are served fairly (a client: an API token, else an address; the route says which).
+    A pass takes requests by fair queuing: each request is tagged with its client's running total
+    of texts at its end (counted from where the queue stands now), and the smallest tags go
+    first, so a client sending one text is not queued behind another's five full requests. No client may
+    have more than `client_share` texts waiting, and a client with nothing waiting may always
+    bring one small request (up to `small_texts`) even when the queue is full, within a reserve
+    of `max_texts` beyond max_waiting_texts: clients that fill the queue cannot refuse others.
+
     Args:
         current: callable returning the Predictor to use now (None while loading).
         max_texts: most texts in one gathered batch (a single larger request still runs whole).
@@ -73,8 +82,15 @@ class Batcher:
         self.max_texts = max_texts
         self.max_waiting_texts = max_waiting_texts
         self.wait_seconds = wait_seconds
-        self._pending: collections.deque[tuple[list[str], _Request]] = collections.deque()  # not yet in a pass
+        # Half the queue, but room for one full request: a client alone still sends max_texts.
+        self.client_share = None if max_waiting_texts is None else max(max_texts, max_waiting_texts // 2)
+        self.small_texts = max(1, max_texts // 16)
+        self._pending: list[_Request] = []  # not yet in a pass, in arrival order
         self._waiting_texts = 0  # texts in _pending
+        self._by_client: collections.Counter[str] = collections.Counter()  # texts waiting, per client
+        self._finish: dict[str, float] = {}  # each client's last tag (fair queuing)
+        self._virtual = 0.0  # the tag of the last request taken into a pass
+        self._arrivals = itertools.count()
         self._rate = 0.0  # texts per second of recent passes, for Retry-After
         self._changed = threading.Condition()  # guards _pending; notified when a pass ends
         self._model = threading.Lock()  # held by the leader for the length of a pass
@@ -96,7 +112,7 @@ class Batcher:
             return 1
         return max(1, math.ceil(self._waiting_texts / self._rate))
 
-    def submit(self, texts, gone=None, embed=False) -> "_Request":
+    def submit(self, texts, gone=None, embed=False, client: str = "") -> "_Request":
         """Queue texts for prediction; `.result(timeout)` of the returned Future gives an Answer.
 
         Args:
@@ -105,19 +121,43 @@ class Batcher:
                 asked); `.result` then raises ClientGone if the texts were not taken into a pass.
             embed: also give the texts' embeddings (from the same pass: a batch that holds such a
                 request computes both outputs for all its texts, which costs next to nothing).
+            client: who sent it (API token id or address), for fair shares and order.
 
         Raises:
-            Overloaded: max_waiting_texts texts are already waiting.
+            Overloaded: the queue is full (max_waiting_texts), or this client has its share waiting.
         """
         texts = list(texts)
-        future = _Request(self, gone, embed)
+        future = _Request(self, gone, embed, texts, client)
         with self._changed:
             limit = self.max_waiting_texts
-            if limit is not None and self._waiting_texts and self._waiting_texts + len(texts) > limit:
-                raise Overloaded(self.retry_after())
-            self._pending.append((texts, future))
+            if limit is not None and self._waiting_texts:
+                mine = self._by_client[client]
+                fits = self._waiting_texts + len(texts) <= limit
+                small = not mine and len(texts) <= self.small_texts
+                if mine + len(texts) > (self.client_share or limit) or not (
+                    fits or (small and self._waiting_texts + len(texts) <= limit + self.max_texts)
+                ):
+                    raise Overloaded(self.retry_after())
+            # Fair queuing: a client's texts are counted from where the queue stands now, and a
+            # request goes by the count at its end (a short request of a quiet client comes first).
+            start = max(self._virtual, self._finish.get(client, 0.0))
+            self._finish[client] = start + len(texts)
+            future.tag = (start + len(texts), next(self._arrivals))
+            future.start = start
+            self._pending.append(future)
             self._waiting_texts += len(texts)
+            self._by_client[client] += len(texts)
         return future
+
+    def _unqueue(self, future: "_Request") -> None:
+        """Account for `future` leaving the queue (called under the condition)."""
+        self._waiting_texts -= len(future.texts)
+        self._by_client[future.client] -= len(future.texts)
+        if self._by_client[future.client] <= 0:
+            del self._by_client[future.client]
+        if not self._pending:  # idle: forget the clients' totals, so memory stays bounded
+            self._finish.clear()
+            self._virtual = 0.0
 
     def _serve(self, future, timeout):
         """Lead passes until `future` is answered, or wait while another thread leads; give up at
@@ -149,25 +189,32 @@ class Batcher:
     def _drop(self, future) -> bool:
         """Take `future` out of the queue; False if a pass has already taken it."""
         with self._changed:
-            mine = [texts for texts, f in self._pending if f is future]
-            if not mine:
+            if future not in self._pending:
                 return False
-            self._pending = collections.deque(item for item in self._pending if item[1] is not future)
-            self._waiting_texts -= sum(len(texts) for texts in mine)
+            self._pending.remove(future)
+            self._unqueue(future)
             return True
 
     def _take(self):
+        """The next pass's requests: by fair-queuing tag, as many as fit in max_texts (the first
+        always: a request larger than max_texts runs whole, and the oldest tag is never passed over)."""
         with self._changed:
             batch: list[tuple[list[str], _Request]] = []
             count = 0
-            while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_texts):
-                item = self._pending.popleft()
-                self._waiting_texts -= len(item[0])
-                if item[1].gone is not None and item[1].gone():
-                    item[1].set_exception(ClientGone())  # nobody would read the answer
+            for future in sorted(self._pending, key=lambda f: f.tag):
+                if batch and count + len(future.texts) > self.max_texts:
+                    continue  # a smaller one further on may still fit
+                self._pending.remove(future)
+                if future.gone is not None and future.gone():
+                    future.set_exception(ClientGone())  # nobody would read the answer
+                    self._unqueue(future)
                     continue
-                batch.append(item)
-                count += len(item[0])
+                self._virtual = max(self._virtual, future.start)
+                self._unqueue(future)
+                batch.append((future.texts, future))
+                count += len(future.texts)
+                if count >= self.max_texts:
+                    break
             return batch
 
     def _pass(self):
@@ -246,11 +293,15 @@ class Batcher:
 class _Request(Future):
     """A queued request; waiting on it runs the model when nobody else is."""
 
-    def __init__(self, batcher, gone=None, embed=False):
+    def __init__(self, batcher, gone=None, embed=False, texts=(), client=""):
         super().__init__()
         self._batcher = batcher
         self.gone = gone
         self.embed = embed
+        self.texts = list(texts)
+        self.client = client
+        self.tag: tuple[float, int] = (0.0, 0)  # fair-queuing order, set by submit
+        self.start = 0.0  # where its client's count stood when it arrived
 
     def result(self, timeout=None):
         self._batcher._serve(self, timeout)

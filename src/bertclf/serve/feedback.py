@@ -4,13 +4,11 @@
 import logging
 import sqlite3
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from bertclf.feedback import FeedbackError, FeedbackStore, Limits, SenderLimit, StoreFull
-from bertclf.serve.auth import presented_token, token_id
 from bertclf.serve.errors import ApiError
-from bertclf.serve.requestlog import client_ip
-from bertclf.serve.routes import LOADING, read_json, state, unicode_text
+from bertclf.serve.routes import LOADING, client_id, read_json, state, unicode_text
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +49,6 @@ def _labels(value, key: str, multi_label: bool) -> list[str]:
         if len(label) > MAX_LABEL_CHARS or not label.isprintable():
             raise ApiError(400, f'"{key}" must be one line of at most {MAX_LABEL_CHARS} printable characters')
     return list(dict.fromkeys(labels))
-
-
-def sender() -> str:
-    """Who sent this request, as the store records it: the API token's id when the server needs
-    tokens (the route only runs with a valid one), else the client's address."""
-    s = state()
-    token = presented_token(request.headers) if s.tokens is not None else None
-    if token is not None:
-        return token_id(token)
-    return f"ip:{client_ip(s.config.trusted_proxies())}"
 
 
 @bp.post("/feedback")
@@ -105,7 +93,7 @@ def feedback():
         config.feedback_sender_per_minute,
     )
     try:
-        stored = store.add(text, (separator or "|").join(labels), predicted, model, predictor.name, sender(), limits)
+        stored = store.add(text, (separator or "|").join(labels), predicted, model, predictor.name, client_id(), limits)
     except StoreFull as full:
         raise ApiError(
             507,

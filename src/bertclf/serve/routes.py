@@ -7,10 +7,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from bertclf.serve.auth import PROTECTED_PATHS, presented_token
+from bertclf.serve.auth import PROTECTED_PATHS, presented_token, token_id
 from bertclf.serve.batcher import Answer, ClientGone, ModelNotLoaded, Overloaded
 from bertclf.serve.errors import ApiError
 from bertclf.serve.openapi import document
+from bertclf.serve.requestlog import client_ip
 from bertclf.serve.worker import queue_wait, request_read
 
 bp = Blueprint("api", __name__)
@@ -20,6 +21,16 @@ LOADING = "the model is still loading; retry in a few seconds (GET /ready says w
 
 def state():
     return current_app.extensions["bertclf"]
+
+
+def client_id() -> str:
+    """Who sent this request, for fair shares and stored corrections: the API token's id when the
+    server needs tokens (protected routes run only with a valid one), else the client's address."""
+    s = state()
+    token = presented_token(request.headers) if s.tokens is not None else None
+    if token is not None:
+        return token_id(token)
+    return f"ip:{client_ip(s.config.trusted_proxies())}"
 
 
 @bp.before_app_request
@@ -153,7 +164,8 @@ def computed(texts: list[str], embed: bool = False) -> Answer:
             {"Retry-After": str(wait)},
         )
     try:
-        return s.batcher.submit(texts, gone=client_gone(request.environ), embed=embed).result(timeout=left)
+        future = s.batcher.submit(texts, gone=client_gone(request.environ), embed=embed, client=client_id())
+        return future.result(timeout=left)
     except Overloaded as busy:
         raise ApiError(
             503,
