@@ -75,11 +75,35 @@ def test_tokens_are_re_read_when_the_file_changes_and_a_broken_change_keeps_them
     bump(path)
     assert tokens.allows(BOB) and not tokens.allows("oops")
     assert "line 2" in caplog.text and "stay in force" in caplog.text
-    path.unlink()  # a vanished file keeps the tokens too
-    assert tokens.allows(BOB)
+    path.unlink()  # a vanished file fails closed: no token works (a revoked one must not)
+    assert not tokens.allows(BOB) and tokens.unavailable is not None and "cannot read" in tokens.unavailable
+    assert "protected routes answer 503" in caplog.text
+    path.write_text(hashed_line(BOB) + "\n")  # back
+    assert tokens.allows(BOB) and tokens.unavailable is None
     path.write_text("")  # an emptied file revokes every token
     bump(path)
     assert not tokens.allows(BOB)
+
+
+def test_a_deleted_tokens_file_makes_protected_routes_answer_503(guarded):
+    client, path = guarded
+    assert client.post("/predict", json={"x": ["a"]}, headers={"Authorization": f"Bearer {ALICE}"}).status_code == 200
+    path.unlink()
+    answer = client.post("/predict", json={"x": ["a"]}, headers={"Authorization": f"Bearer {ALICE}"})
+    assert answer.status_code == 503 and "cannot check API tokens" in answer.get_json()["error"]
+    assert str(path) not in answer.get_json()["error"]
+    assert client.get("/health").status_code == 200, "open routes stay open"
+
+
+def test_a_writable_file_and_plain_tokens_are_warned_about(tmp_path, caplog):
+    path = tmp_path / "tokens.txt"
+    path.write_text(f"{ALICE}\n{hashed_line(BOB)}\n")
+    path.chmod(0o666)
+    with caplog.at_level("WARNING"):
+        Tokens(path)
+    assert "can be written by other users (mode 0o666)" in caplog.text and "chmod go-w" in caplog.text
+    assert "1 token(s)" in caplog.text and "plain text" in caplog.text
+    assert ALICE not in caplog.text
 
 
 def test_a_missing_or_empty_file_stops_the_server_at_start(tmp_path):

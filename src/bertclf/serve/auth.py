@@ -10,7 +10,9 @@ the response time. A token never reaches a log line, an error message or /metric
 
 The file is re-read when it changes (a stat per request, like the model pointer's), so adding or
 revoking a token needs no restart; a change that does not parse keeps the tokens in force and logs
-why (a typo must not open the server, nor lock everyone out).
+why (a typo must not open the server, nor lock everyone out). A file that is gone or cannot be
+read fails closed: protected routes answer 503 until it is back (a deleted file must not keep
+revoked tokens working). A file others can write, and tokens kept in plain text, are warned about.
 """
 
 import hashlib
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import threading
 from pathlib import Path
 
@@ -62,6 +65,12 @@ def hashed_line(token: str) -> str:
     return HASH_PREFIX + digest(token).hex()
 
 
+def plain_tokens(text: str) -> int:
+    """How many lines of a tokens file hold a token itself rather than its hash."""
+    lines = (line.strip() for line in text.splitlines())
+    return sum(1 for line in lines if line and not line.startswith("#") and not line.lower().startswith(HASH_PREFIX))
+
+
 def parse_tokens(text: str, source: str) -> tuple[bytes, ...]:
     """The SHA-256 digests of the tokens in a tokens file's text. Errors name the line, never its content."""
     digests = []
@@ -89,19 +98,43 @@ def parse_tokens(text: str, source: str) -> tuple[bytes, ...]:
     return tuple(digests)
 
 
+class TokensUnavailable(TokenFileError):
+    """The tokens file is gone or cannot be read: no token can be checked (fail closed)."""
+
+
 def read_tokens(path: Path) -> tuple[bytes, ...]:
+    """The file's token digests; warns (in the log) about a file others can write or tokens kept in
+    plain text. Raises TokensUnavailable when it cannot be read, TokenFileError when it does not parse."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
+            mode = os.fstat(f.fileno()).st_mode
     except OSError as err:
-        raise TokenFileError(f"cannot read the tokens file {path}: {err.strerror or err}") from None
+        raise TokensUnavailable(f"cannot read the tokens file {path}: {err.strerror or err}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise TokenFileError(f"the tokens file {path} is larger than {MAX_FILE_BYTES} bytes; it holds a token a line")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise TokenFileError(f"the tokens file {path} is not UTF-8 text") from None
-    return parse_tokens(text, str(path))
+    digests = parse_tokens(text, str(path))
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning(
+            "the tokens file %s can be written by other users (mode %s): whoever can write it can add a token; "
+            "chmod go-w %s",
+            path,
+            oct(mode & 0o777),
+            path,
+        )
+    plain = plain_tokens(text)
+    if plain:
+        log.warning(
+            "%d token(s) in %s are kept in plain text: anyone who reads the file can use them; keep only their "
+            "sha256: lines (python -m bertclf token writes those)",
+            plain,
+            path,
+        )
+    return digests
 
 
 def presented_token(headers) -> str | None:
@@ -120,6 +153,10 @@ class Tokens:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Why no token can be checked now (the file is gone or unreadable), else None: then every
+        # protected route answers 503, never with the tokens read before (a deleted file must not
+        # keep a revoked token working).
+        self.unavailable: str | None = None
         self._stamp = self._file_stamp()
         self._digests = read_tokens(self.path)  # a broken file at start is a ConfigError: fail fast
         if not self._digests:
@@ -145,9 +182,15 @@ class Tokens:
             self._stamp = stamp
             try:
                 self._digests = read_tokens(self.path)
+            except TokensUnavailable as err:
+                self.unavailable = str(err)
+                self._digests = ()
+                log.error("%s; protected routes answer 503 until it is back", err)
+                return
             except TokenFileError as err:
                 log.error("%s; the tokens read before stay in force", err)
                 return
+            self.unavailable = None
             log.info("re-read the tokens file %s: %d token(s)", self.path, len(self._digests))
 
     def __len__(self) -> int:
@@ -156,6 +199,8 @@ class Tokens:
     def allows(self, token: str | None) -> bool:
         """Whether `token` is one of the file's (constant time in the token and in which one matched)."""
         self._refresh()
+        if self.unavailable is not None:
+            return False
         presented = digest(token or "")
         matched = False
         for stored in self._digests:

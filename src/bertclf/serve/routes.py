@@ -51,6 +51,12 @@ def _authorized():
     token = presented_token(request.headers)
     if s.tokens.allows(token):
         return
+    if s.tokens.unavailable is not None:  # fail closed; the log says why, the client need not know the path
+        raise ApiError(
+            503,
+            "this server cannot check API tokens now; retry later (its operator's log says why)",
+            {"Retry-After": "5"},
+        )
     # RFC 6750: no credentials, a bare challenge; a wrong one, error="invalid_token". (Counted in
     # bertclf_requests by status 401; the token itself goes nowhere.)
     if token is None:
