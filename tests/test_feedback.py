@@ -394,3 +394,19 @@ def test_training_leaves_conflicts_out_and_reads_senders_from_an_export(tmp_path
         assert "new a" not in splits.train.texts and "new b" in splits.train.texts
         assert splits.feedback["conflicts"] == 1 and splits.feedback["senders"] == 2
         assert "senders disagree" in caplog.text
+
+
+def test_an_export_never_holds_a_formula_and_training_reads_the_texts_back(tmp_path):
+    store = FeedbackStore(tmp_path / "f.sqlite3")
+    store.add("=cmd|'/c calc'!A1", "fruit", "@SUM(1)", None, None, "ip:1")
+    store.add("'quoted", "tool", None, None, None, "ip:1")
+    export_csv(tmp_path / "f.sqlite3", tmp_path / "export.csv")
+    with open(tmp_path / "export.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["text"] for r in rows] == ["'=cmd|'/c calc'!A1", "''quoted"] and rows[0]["predicted"] == "'@SUM(1)"
+    from bertclf.feedback import exported_rows
+
+    assert exported_rows(tmp_path / "export.csv") == [
+        ("=cmd|'/c calc'!A1", "fruit", "ip:1"),
+        ("'quoted", "tool", "ip:1"),
+    ]

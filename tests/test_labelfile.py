@@ -208,3 +208,16 @@ def test_the_cli_labels_a_file_with_a_real_model_as_predict_does(tmp_path, train
     assert [float(row["probability"]) for row in out] == pytest.approx(probabilities, abs=1e-5)
     refused = subprocess.run([*command, "--input", str(source)], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--input and --output go together" in refused.stderr
+
+
+def test_cells_a_spreadsheet_would_run_are_escaped_unless_asked_not_to(tmp_path):
+    rows = [{"text": '=HYPERLINK("http://evil","x") bug', "note": "+1"}, {"text": "docs", "note": "'quoted"}]
+    source = write(tmp_path / "in.csv", rows)
+    label_file(Keyword(), source, tmp_path / "safe.csv")
+    safe = read(tmp_path / "safe.csv")
+    assert safe[0]["text"] == "'" + rows[0]["text"] and safe[0]["note"] == "'+1" and safe[1]["note"] == "''quoted"
+    assert safe[1]["text"] == "docs", "other cells as they are"
+    label_file(Keyword(), source, tmp_path / "raw.csv", escape_formulas=False)
+    assert read(tmp_path / "raw.csv")[0]["text"] == rows[0]["text"]
+    label_file(Keyword(), source, tmp_path / "out.jsonl")
+    assert read(tmp_path / "out.jsonl")[0]["text"] == rows[0]["text"], "JSON Lines is not a spreadsheet"

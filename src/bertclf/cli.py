@@ -161,7 +161,15 @@ def _label_file(cfg: LabelConfig) -> int:
     assert cfg.input is not None and cfg.output is not None  # LabelConfig checks they come together
     predictor = Predictor.from_config(cfg, threads=os.cpu_count())
     print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})", file=sys.stderr)
-    done = label_file(predictor, cfg.input, cfg.output, cfg.text_column, cfg.top_k, cfg.chunk_rows)
+    done = label_file(
+        predictor,
+        cfg.input,
+        cfg.output,
+        cfg.text_column,
+        cfg.top_k,
+        cfg.chunk_rows,
+        escape_formulas=cfg.escape_formulas,
+    )
     print(
         f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
         f"({done['rows_per_second']:,.0f} rows/s) into {cfg.output}",

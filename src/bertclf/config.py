@@ -461,6 +461,13 @@ class LabelConfig(PredictConfig):
         str,
     )
     top_k: int = _opt(0, "also write the K most probable labels and their scores (label_1, score_1, ...)")
+    # A labelled file is often opened in a spreadsheet, where a text such as =HYPERLINK(...) would run.
+    escape_formulas: bool = _opt(
+        True,
+        "in CSV/TSV output, put ' before cells that start with = + - @ (or ') so spreadsheets show them as text, "
+        "never run them (false: write every cell as it is)",
+        parse_bool,
+    )
     # 2,048 rows: large enough that length-sorted batches fill up, small enough to stay flat in memory.
     chunk_rows: int = _opt(2048, "rows read, classified and written at a time (memory stays flat)")
 

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bertclf.config import ConfigError
-from bertclf.files import atomic_text_file
+from bertclf.files import atomic_text_file, spreadsheet_safe, spreadsheet_unsafe
 
 FEEDBACK_FILE = "feedback.sqlite3"
 BUSY_SECONDS = 10.0  # how long a write waits for another worker's before it fails
@@ -333,7 +333,8 @@ def _export(path: str | os.PathLike, f) -> int:
         writer.writerow(EXPORT_COLUMNS)
         written = 0
         for row in connection.execute(f"SELECT {_columns(connection, EXPORT_COLUMNS)} FROM feedback ORDER BY id"):
-            writer.writerow(["" if value is None else value for value in row])
+            # Client-sent cells: never a formula when the export is opened in a spreadsheet.
+            writer.writerow(["" if value is None else spreadsheet_safe(str(value)) for value in row])
             written += 1
     return written
 
@@ -341,7 +342,8 @@ def _export(path: str | os.PathLike, f) -> int:
 def export_csv(path: str | os.PathLike, output: str | os.PathLike) -> int:
     """Write every correction (all of them, oldest first) as a training CSV, to `output` or, for
     "-", to stdout; returns the rows written. Columns: text, label (what `make train` reads), then
-    created, predicted, model, sender (training decides by it, as from the store)."""
+    created, predicted, model, sender (training decides by it, as from the store). Cells that a
+    spreadsheet would run as formulas start with ' (training reads them back as they were sent)."""
     if str(output) == "-":
         return _export(path, sys.stdout)
     output = Path(output)
@@ -361,7 +363,10 @@ def exported_rows(path: str | os.PathLike) -> list[tuple[str, str, str]] | None:
             reader = csv.DictReader(f)
             if not {"text", "label", "sender"} <= set(reader.fieldnames or ()):
                 return None
-            return [(row["text"] or "", row["label"] or "", row["sender"] or "") for row in reader]
+            return [
+                (spreadsheet_unsafe(row["text"] or ""), spreadsheet_unsafe(row["label"] or ""), row["sender"] or "")
+                for row in reader
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise FeedbackError(f"cannot read the feedback export {path}: {err}") from None
 

@@ -42,6 +42,22 @@ def read_json_object(path: str | os.PathLike, error: type[Exception] = ValueErro
     return value
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP "CSV
+# injection"); one starting with ' is escaped too, so that unescaping is exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A CSV cell that a spreadsheet shows as text and never runs: a leading ' where the cell starts
+    like a formula (or with '). `spreadsheet_unsafe` gives the cell back."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def spreadsheet_unsafe(cell: str) -> str:
+    """The cell `spreadsheet_safe` was given."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def temporary_sibling(path: str | os.PathLike) -> Path:
     """A fresh hidden name beside `path` for a file to be renamed onto it. Open it with "x": a
     name that already exists (a symlink someone planted, say) fails instead of being followed."""

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from bertclf.config import TEXT_COLUMNS, ConfigError, usual_column
 from bertclf.errors import DataError
-from bertclf.files import temporary_sibling
+from bertclf.files import spreadsheet_safe, temporary_sibling
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The csv module refuses fields over 128 KiB by default; a long document is a fair text. Past this
@@ -163,8 +163,9 @@ def pick_text_column(columns: list[str], wanted: str | None, trained: str | None
 class Writer:
     """Writes rows with the answers added, to a temporary file that `commit` renames into place."""
 
-    def __init__(self, path: Path, kind: str, columns: list[str], separator: str = "|"):
+    def __init__(self, path: Path, kind: str, columns: list[str], separator: str = "|", escape_formulas: bool = True):
         self.path, self.kind, self.columns, self.separator = path, kind, columns, separator
+        self.escape = spreadsheet_safe if escape_formulas else str
         self.temporary = temporary_sibling(path)
         # "x": a planted symlink at the name fails instead of being followed (files.temporary_sibling).
         self.file = open(self.temporary, "x", encoding="utf-8", newline="")  # noqa: SIM115 (closed in commit/abort)
@@ -176,7 +177,7 @@ class Writer:
         if self.kind == "jsonl":
             self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            self.csv.writerow([_cell(row.get(column), self.separator) for column in self.columns])
+            self.csv.writerow([self.escape(_cell(row.get(column), self.separator)) for column in self.columns])
 
     def commit(self) -> None:
         self.file.flush()
@@ -235,9 +236,11 @@ def label_file(
     top_k: int = 0,
     chunk_rows: int = 2048,
     progress: bool | None = None,
+    escape_formulas: bool = True,
 ) -> dict:
     """Classify every row of `source` into `target`, keeping its columns; returns a summary
-    (rows, seconds, rows_per_second, text_column).
+    (rows, seconds, rows_per_second, text_column). In a CSV or TSV target, cells a spreadsheet
+    would run as a formula get a leading ' (files.spreadsheet_safe) unless `escape_formulas` is off.
 
     Raises:
         ConfigError: the options do not fit the files (same path, unknown format or column, ...).
@@ -266,7 +269,13 @@ def label_file(
                 "before? label the original)"
             )
         separator = (predictor.config.get("multi_label") or {}).get("separator", "|")
-        writer = Writer(target, out_kind, reader.columns + extra, separator if isinstance(separator, str) else "|")
+        writer = Writer(
+            target,
+            out_kind,
+            reader.columns + extra,
+            separator if isinstance(separator, str) else "|",
+            escape_formulas,
+        )
         bar = tqdm(
             total=source.stat().st_size,
             unit="B",
