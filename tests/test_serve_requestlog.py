@@ -3,6 +3,7 @@
 import contextlib
 import json
 import logging
+import multiprocessing
 
 from conftest import make_app
 
@@ -53,3 +54,28 @@ def test_user_ip_is_the_peer_unless_a_trusted_proxy_says_otherwise(models):
         trusting.test_client().get("/health", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.9"})
         trusting.test_client().get("/health", headers=spoofed, environ_base={"REMOTE_ADDR": "192.0.2.1"})
     assert [json.loads(line)["user_ip"] for line in raw] == ["127.0.0.1", "203.0.113.9", "192.0.2.1"]
+
+
+def _log_lines(path, count, worker):
+    from bertclf.serve.requestlog import SharedRotatingFileHandler
+
+    logger = logging.getLogger(f"rotation-test-{worker}")
+    logger.propagate = False
+    logger.addHandler(SharedRotatingFileHandler(str(path), 4000, 50))
+    for i in range(count):
+        logger.warning(json.dumps({"worker": worker, "line": i, "pad": "x" * 60}))
+
+
+def test_the_log_file_rotates_by_size_with_several_workers_writing(tmp_path):
+    path = tmp_path / "requests.log"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_log_lines, args=(path, 300, k)) for k in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    files = [path, *sorted(tmp_path.glob("requests.log.*[0-9]"))]
+    assert 10 < len(files) <= 51
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]  # no line split or mixed
+    assert sorted((r["worker"], r["line"]) for r in lines) == [(k, i) for k in range(3) for i in range(300)]
+    assert all(f.stat().st_size <= 4000 for f in files)

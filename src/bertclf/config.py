@@ -521,6 +521,9 @@ class ServeConfig(PredictConfig):
     max_body_bytes: int = _opt(1 << 20, "largest request body in bytes (larger gets 413)")
     reload_interval: float = _opt(2.0, "seconds between checks of latest_model_config.json for a new model")
     log_file: str | None = _opt(None, "also append the JSON request log to this file (default: stdout only)", str)
+    # One line is ~300 bytes: 100 MiB is ~350,000 requests a file; six files bound the disk at 600 MiB.
+    log_file_max_bytes: int = _opt(100 << 20, "rotate log_file past this size (log_file.1, ...; 0: never)")
+    log_file_backups: int = _opt(5, "rotated log files to keep (the oldest is dropped)")
     # Nobody by default: X-Forwarded-For is a header any client can send.
     forwarded_allow_ips: str = _opt(
         "",
@@ -586,6 +589,10 @@ class ServeConfig(PredictConfig):
                 (self.max_body_bytes >= 1024, f"max_body_bytes must be at least 1024, got {self.max_body_bytes}"),
                 (self.reload_interval > 0, f"reload_interval must be above 0, got {self.reload_interval}"),
                 (self.feedback_max_rows >= 0, f"feedback_max_rows must be 0 or more, got {self.feedback_max_rows}"),
+                (
+                    self.log_file_max_bytes >= 0 and self.log_file_backups >= 0,
+                    "log_file_max_bytes and log_file_backups must be 0 or more",
+                ),
                 *(
                     (getattr(self, name) >= 0, f"{name} must be 0 (no bound) or more, got {getattr(self, name)}")
                     for name in (

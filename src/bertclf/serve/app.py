@@ -79,7 +79,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
         on_batch=metrics.batch_texts.observe,
     )
     app.extensions["bertclf"] = State(config, manager, batcher, metrics, tokens)
-    requestlog.configure(config.log_file)
+    requestlog.configure(config.log_file, config.log_file_max_bytes, config.log_file_backups)
     requestlog.install(app, metrics, config.trusted_proxies())
     register_error_handlers(app)
     app.register_blueprint(bp)

@@ -1,23 +1,69 @@
 """One JSON line per request, in the seed's format, to stdout and optionally a file."""
 
+import fcntl
 import json
 import logging
+import logging.handlers
+import os
 import sys
 import time
+from typing import IO
 
 from flask import g, request
 
 log = logging.getLogger("bertclf.requests")
 
 
-def configure(log_file=None):
-    """Send request lines, bare JSON with no prefix, to stdout (and `log_file`)."""
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A log file that several processes (gunicorn's workers) append to and that is rotated by
+    size: `file` -> `file.1` -> ... -> `file.<backups>`, the oldest dropped.
+
+    The standard RotatingFileHandler assumes one process: two workers would each rotate on their
+    own count and write into files the other has renamed. Here every line is written under an
+    exclusive lock (a sidecar `.lock` file), the size is the file's own, and a process whose file
+    another has rotated reopens the new one. A line is never split across files."""
+
+    def __init__(self, filename: str, max_bytes: int, backups: int):
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+        self._lock_file: IO[bytes] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._lock_file is None:
+            self._lock_file = open(self.baseFilename + ".lock", "ab")  # noqa: SIM115 (held for the process)
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            self._follow_rotation()
+            super().emit(record)
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def _follow_rotation(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            current = os.stat(self.baseFilename).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(self.stream.fileno()).st_ino:  # another process rotated it
+            self.stream.close()
+            self.stream = None  # the base class reopens it (delay=True)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        size = os.fstat(self.stream.fileno()).st_size  # the file's, whoever wrote it
+        return bool(self.maxBytes) and size > 0 and size + len(self.format(record)) + 1 > self.maxBytes
+
+
+def configure(log_file=None, max_bytes: int = 0, backups: int = 0):
+    """Send request lines, bare JSON with no prefix, to stdout (and `log_file`, rotated past
+    `max_bytes` keeping `backups` old files; 0: never rotated)."""
     log.setLevel(logging.INFO)
     log.propagate = False
     if not log.handlers:
         handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
         if log_file:
-            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+            handlers.append(SharedRotatingFileHandler(log_file, max_bytes, backups))
         for handler in handlers:
             handler.setFormatter(logging.Formatter("%(message)s"))
             log.addHandler(handler)
