@@ -36,6 +36,8 @@ min_learn_rate ?=
 warmup_proportion ?=
 TENSORBOARD_PORT ?= 6006
 TENSORBOARD_HOST ?= localhost
+# The address the dev container publishes TensorBoard on: this machine only (0.0.0.0: every interface).
+TENSORBOARD_BIND ?= 127.0.0.1
 TEXT ?=
 # make predict DATA=in.csv OUT=labelled.csv labels a whole file (TOP_K=3 adds the 3 best labels).
 OUT ?=
@@ -56,6 +58,11 @@ DOCKER_BUILD_FLAGS ?=
 # training may download the checkpoint (local-docker.sh builds use --network=host).
 DOCKER_RUN_FLAGS ?= $(filter --network=%,$(DOCKER_BUILD_FLAGS))
 API_RUN_FLAGS ?=
+# The api container: a read-only root (/tmp a tmpfs: gunicorn's heartbeat files, the metrics
+# folder), no capabilities, no privilege gain, bounded memory (API_MEMORY) and processes.
+API_MEMORY ?= 2g
+API_HARDENING = --read-only --tmpfs /tmp:rw,nosuid,nodev,size=64m --cap-drop ALL --security-opt no-new-privileges \
+	--memory $(API_MEMORY) --pids-limit 512
 DEV_IMAGE ?= bertclf-dev
 API_IMAGE ?= bertclf-api
 GPU ?=
@@ -124,7 +131,7 @@ help: ## list targets and variables
 	@echo "  RESUME=auto|never     continue an interrupted run from models/runs/ (auto), or start over"
 	@echo "  CHECKPOINT_EVERY=N    save the run's state every N steps too (default: at epoch ends)"
 	@echo "  XLA=1                 compile the training step with XLA (pays on long runs: make bench-torch)"
-	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost"
+	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost TENSORBOARD_BIND=127.0.0.1 (the dev container's)"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"
 	@echo "  API_TOKENS_FILE=secrets/api_tokens.txt [PROTECT_METRICS=1]   start_api needs a token (python -m bertclf token)"
@@ -136,6 +143,7 @@ help: ## list targets and variables
 	@echo "  TF_CONFIG='{...}'     (environment) train on several machines in step: README, 'Several machines'"
 	@echo "  DOCKER=docker BASE_IMAGE= DOCKER_BUILD_FLAGS=   (local-docker.sh --env prints them)"
 	@echo "  DOCKER_RUN_FLAGS= API_RUN_FLAGS=   extra docker run flags for the dev / api container"
+	@echo "  API_MEMORY=2g         memory limit of the api container (read-only root, no capabilities)"
 	@echo "  DEV_IMAGE=bertclf-dev API_IMAGE=bertclf-api"
 	@echo "  MODEL_DIR=models/trained/<folder>   model baked into the api image (default: the latest)"
 	@echo "  MOUNT_MODELS=1        start_api mounts ./models read-only instead of the baked-in model"
@@ -172,7 +180,7 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 	@gpu="$(or $(GPUS),$(GPU))"; devices="$(DEVICES_ARGS)"; if [ -n "$$gpu" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "note: GPU(S)=$$gpu asked for, but this machine has no NVIDIA driver (nvidia-smi); training on the CPU"; gpu=; devices=; fi; \
 	gpus_flag=; if [ -n "$$gpu" ]; then gpus_flag="\"device=$$gpu\""; fi; \
-	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
+	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_BIND):$(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
 		$${gpus_flag:+--gpus "$$gpus_flag"} $(if $(TF_CONFIG),-e TF_CONFIG) $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
 		sh -c "tensorboard --logdir models --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
 		exec python -m bertclf train $(TRAIN_ARGS) $$devices"
@@ -203,7 +211,7 @@ start_api-native: $(STAMP) ## serve from .venv, without Docker
 
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
 	@echo "serving from the $(API_IMAGE) container on http://$(DOCKER_HOST_IP):$(DOCKER_PORT) (RUN_IN=native serves from .venv)"
-	$(DOCKER) run --rm -p $(DOCKER_HOST_IP):$(DOCKER_PORT):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
+	$(DOCKER) run --rm $(API_HARDENING) -p $(DOCKER_HOST_IP):$(DOCKER_PORT):5000 $(if $(WORKERS),-e BERTCLF_WORKERS=$(WORKERS)) \
 		$(if $(MOUNT_MODELS),-v "$(CURDIR)/models:/app/models:ro") -v $(FEEDBACK_VOLUME):/app/feedback \
 		$(API_RUN_FLAGS) $(TOKENS_RUN_FLAGS) $(API_IMAGE)
 

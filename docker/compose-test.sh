@@ -6,7 +6,9 @@
 #  2. traffic through nginx reaches both replicas, all answered by A;
 #  3. the pointer is changed once, to B: both replicas answer with B within 30 s, and no request
 #     fails meanwhile;
-#  4. the stack is taken down.
+#  4. nginx's limits: a burst from one address past its rate gets 429 with JSON and Retry-After;
+#  5. the stack is taken down.
+# The replicas run as compose.yaml says: read-only root, no capabilities, bounded memory and pids.
 # Model A is the folder models/latest_model_config.json names (or MODEL_DIR=models/trained/<folder>);
 # it must have its serving graph. nginx is NGINX_IMAGE, else the official nginx:1.27 if present,
 # else one built here from deploy/nginx.Dockerfile (Debian's nginx package on BASE_IMAGE).
@@ -33,10 +35,13 @@ fi
 
 models=$(mktemp -d)
 chmod 755 "$models"
-export API_IMAGE NGINX_IMAGE MODELS_DIR="$models" PROXY_PORT
+UPSTREAM_HEADER_CONF="$models/upstream-header.conf"
+echo 'add_header X-Upstream $upstream_addr always;' > "$UPSTREAM_HEADER_CONF"
+compose+=(-p "$project" -f deploy/compose.yaml -f docker/compose-upstream-header.yaml)
+export API_IMAGE NGINX_IMAGE MODELS_DIR="$models" PROXY_PORT UPSTREAM_HEADER_CONF
 PROXY_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cleanup() {
-    "${compose[@]}" -p "$project" -f deploy/compose.yaml down --timeout 10 >/dev/null 2>&1 || true
+    "${compose[@]}" down --timeout 10 >/dev/null 2>&1 || true
     rm -rf "$models"
 }
 trap cleanup EXIT
@@ -60,17 +65,18 @@ labels = json.loads((target / "trained" / "B" / "labels.json").read_text())
 PY
 chmod -R a+rX "$models"
 say "starting 2 api replicas ($API_IMAGE) behind nginx ($NGINX_IMAGE) on 127.0.0.1:$PROXY_PORT"
-"${compose[@]}" -p "$project" -f deploy/compose.yaml up -d --scale api=2 >/dev/null 2>&1 \
-    || { "${compose[@]}" -p "$project" -f deploy/compose.yaml logs --tail 20; fail "the stack did not start"; }
+"${compose[@]}" up -d --scale api=2 >/dev/null 2>&1 \
+    || { "${compose[@]}" logs --tail 20; fail "the stack did not start"; }
 
 # === 2-3. traffic, one pointer change, both replicas on B ===
-python3 - "$PROXY_PORT" "$models" <<'PY' || { "${compose[@]}" -p "$project" -f deploy/compose.yaml logs --tail 30; fail "see above"; }
+python3 - "$PROXY_PORT" "$models" <<'PY' || { "${compose[@]}" logs --tail 30; fail "see above"; }
 import json, os, sys, time, urllib.request
 port, models = sys.argv[1], sys.argv[2]
 url = f"http://127.0.0.1:{port}"
 texts = ["How do I reverse a list in Python?", "git push says rejected", "SELECT the rows of the last week"]
 
 def ask():
+    time.sleep(0.06)  # under nginx's 20 requests a second per address (step 4 goes past it)
     request = urllib.request.Request(url + "/predict", data=json.dumps({"x": texts}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as answer:
@@ -115,6 +121,25 @@ print(f"compose-test: one pointer change: both replicas {sorted(swapped)} answer
       f"{time.monotonic() - started:.1f} s; {requests} requests meanwhile, none failed")
 PY
 
-# === 4. down ===
-"${compose[@]}" -p "$project" -f deploy/compose.yaml down --timeout 10 >/dev/null 2>&1
+# === 4. nginx's limits per address ===
+python3 - "$PROXY_PORT" <<'PY' || fail "nginx's rate limit"
+import concurrent.futures, json, sys, urllib.error, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/health"
+def get(_):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, None, None
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Retry-After"), json.loads(err.read())
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    answers = list(pool.map(get, range(200)))
+limited = [a for a in answers if a[0] == 429]
+assert limited and {a[0] for a in answers} <= {200, 429}, {a[0] for a in answers}
+assert all(a[1] == "1" and "too many requests" in a[2]["error"] for a in limited), limited[0]
+print(f"compose-test: 200 requests at once from one address: {len(answers) - len(limited)} passed, "
+      f"{len(limited)} got 429 with Retry-After and a JSON error")
+PY
+
+# === 5. down ===
+"${compose[@]}" down --timeout 10 >/dev/null 2>&1
 say "passed"

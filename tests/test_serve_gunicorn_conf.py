@@ -188,7 +188,11 @@ def test_idle_and_slow_header_connections_leave_the_server_answering(tmp_path, t
     models = tmp_path / "models"
     shutil.copytree(source, models)
     options = ["--threads", "2", "--client_timeout", "30"]
-    with serving(models, tmp_path / "server.log", *options, ready_in_a_row=1) as (port, _):
+    runtime_dir = tmp_path / "xdg"  # where gunicorn 25+ would open its control socket
+    runtime_dir.mkdir()
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir)}
+    with serving(models, tmp_path / "server.log", *options, ready_in_a_row=1, env=env) as (port, _):
+        assert not list(runtime_dir.iterdir()), "no control socket: nothing but signals reaches the master"
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         stop = threading.Event()

@@ -9,6 +9,9 @@ worker_class = "bertclf.serve.worker.ThreadWorker"
 # (worker.py). An idle connection costs a file descriptor, not a thread: 1,000 idle connections
 # and 100 that trickle their headers leave /health answering (make test-reliability).
 worker_connections = 4096
+# No control socket (gunicorn 25+ opens one under $HOME or $XDG_RUNTIME_DIR by default): nothing
+# should reach the master but signals, and the api image's root file system is read-only.
+control_socket_disable = True
 # Request lines come from the app as JSON; gunicorn's own access log would duplicate them.
 accesslog = None
 
