@@ -254,18 +254,27 @@ class ThreadWorker(GunicornThreadWorker):
         a stopping worker closes at once the connections that sent nothing."""
         super().murder_pending()
         now = time.monotonic()
+        if self.alive:
+            while self.reading:  # oldest first: stop at the first one still in time
+                conn = next(iter(self.reading))
+                if conn.read_by > now:
+                    break
+                self._expire(conn)
+            return
         for conn in list(self.reading):
-            started = conn.framing is not None and bool(conn.framing.data)
-            if conn.read_by > now:
-                if self.alive:
-                    break  # the rest arrived later: their deadlines are later
-                if started:
-                    continue
-            if started:
-                message = f"the request did not arrive whole within {self.client_timeout:g} s; send it at once"
-                self._refuse(conn, Refusal(408, message))
-            else:
-                self._close(conn)
+            if conn.read_by <= now or not self._started(conn):
+                self._expire(conn)
+
+    @staticmethod
+    def _started(conn: BufferedConn) -> bool:
+        return conn.framing is not None and bool(conn.framing.data)
+
+    def _expire(self, conn: BufferedConn) -> None:
+        if self._started(conn):
+            message = f"the request did not arrive whole within {self.client_timeout:g} s; send it at once"
+            self._refuse(conn, Refusal(408, message))
+        else:  # sent nothing: nobody to answer
+            self._close(conn)
 
     # === Kept-alive connections come back through the reading stage ===
     def on_client_socket_readable(self, conn, client):
