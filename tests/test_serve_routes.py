@@ -99,7 +99,8 @@ def test_a_busy_worker_refuses_at_once_with_retry_after(models):
     client = app.test_client()
     state.batcher._model.acquire()  # the model is busy with another pass
     try:
-        waiting = state.batcher.submit(["a", "b"])  # fills the queue
+        # Fills the queue, from this client (another client's one text would enter the reserve).
+        waiting = state.batcher.submit(["a", "b"], client="ip:127.0.0.1")
         response = client.post("/predict", json={"x": ["apple"]})
         assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
         assert response.get_json()["error"].startswith("server is busy (2 texts waiting); retry after")
