@@ -66,13 +66,13 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_text_file(path: str | os.PathLike, newline: str | None = None) -> Iterator[IO[str]]:
-    """A UTF-8 text file to write into, renamed onto `path` when the block completes and removed
-    when it fails (or is interrupted): readers see the old file or the whole new one."""
+def _atomic(path: str | os.PathLike, mode: str, **options) -> Iterator[IO]:
+    """A fresh sibling file opened with `mode` ("x...": created with the user's umask, as mkstemp
+    would not, and never through a symlink), renamed onto `path` when the block completes and
+    removed when it fails (or is interrupted): readers see the old file or the whole new one."""
     tmp = temporary_sibling(path)
     try:
-        # "x": created with the user's umask (mkstemp would force 0600), never through a symlink.
-        with open(tmp, "x", encoding="utf-8", newline=newline) as f:
+        with open(tmp, mode, **options) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -83,19 +83,15 @@ def atomic_text_file(path: str | os.PathLike, newline: str | None = None) -> Ite
         raise
 
 
+def atomic_text_file(path: str | os.PathLike, newline: str | None = None) -> contextlib.AbstractContextManager[IO[str]]:
+    """A UTF-8 text file to write into, that appears at `path` whole or not at all."""
+    return _atomic(path, "x", encoding="utf-8", newline=newline)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so a reader sees the old file or the new one, never half of either."""
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "xb") as f:  # "x": see temporary_sibling
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _atomic(path, "xb") as f:
+        f.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
