@@ -245,8 +245,9 @@ test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked 
 
 bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on 2 cores)
 
-bench-train: $(STAMP) ## training throughput: per-batch padding vs padding to max_seq_len, mixed_bfloat16, 2 devices
+bench-train: $(STAMP) ## training throughput (padding, mixed_bfloat16 vs float32, 2 devices), then whole make train runs before/after issue 22
 	$(BIN)/python benchmarks/train_padding.py
+	$(BIN)/python benchmarks/train_end_to_end.py
 
 # The PyTorch + Hugging Face side of bench-torch lives in its own virtualenv (bertclf never imports torch).
 HF_VENV ?= .venv-hf

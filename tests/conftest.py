@@ -209,6 +209,9 @@ def train_tiny(root, preset, rows, **settings):
         "max_learn_rate": 1e-2,
         "min_learn_rate": 1e-3,
         "patience": 16,
+        # auto would fit in bfloat16 on CPUs with AMX or AVX512-BF16 only: the same arithmetic on
+        # every CPU here; test_precision.py covers the choice and the bfloat16 fit.
+        "precision": "float32",
     }
     cfg = TrainConfig(data=str(data), model=str(preset), models_dir=str(root / "models"), **(recipe | settings))
     folder, model_config = train(cfg)

@@ -37,6 +37,7 @@ def test_train_then_predict(tmp_path, tiny_preset):
     )
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "exported to" in result.stdout
+    assert "where the run's time went:" in result.stdout and "fit: training (2 epochs)" in result.stdout
     assert (models / "latest_model_config.json").is_file()
 
     result = run("predict", "--models_dir", str(models), "apple banana", "hammer saw")

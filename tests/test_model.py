@@ -52,7 +52,7 @@ def test_max_seq_len_longer_than_checkpoint_is_refused(tmp_path):
 
 
 def test_layer_scales_shrink_from_the_head_to_the_embeddings():
-    from bertclf.model import layer_scale
+    from bertclf.optimizer import layer_scale
 
     assert layer_scale("logits/kernel", 2, 0.5) == layer_scale("pooled_dense/bias", 2, 0.5) == 1.0
     assert layer_scale("transformer_layer_1/self_attention_layer/query/kernel", 2, 0.5) == 0.5

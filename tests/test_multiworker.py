@@ -35,6 +35,7 @@ SETTINGS = {
     "min_learn_rate": 1e-3,
     "dropout": 0.0,
     "calibration": "none",
+    "precision": "float32",  # the comparison below is of float32 sums (auto: bfloat16 on AMX CPUs)
 }
 # As tests/test_devices.py: the replicas' gradients are summed in another order, and Adam can turn
 # that float noise in near-zero gradients into a step of up to the learning rate (measured: 1.8e-4).

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertclf.config import ConfigError, TrainConfig
-from bertclf.model import cpu_flags, set_training_precision
+from bertclf.model import choose_precision, cpu_flags, set_training_precision
 from conftest import make_texts, train_tiny
 
 
@@ -17,8 +17,46 @@ def test_float16_without_a_gpu_is_refused_with_the_alternative():
     with pytest.raises(ConfigError, match=r"mixed_float16 needs a GPU.*mixed_bfloat16"):
         set_training_precision("mixed_float16")
     assert keras.mixed_precision.global_policy().name == "float32", "a refusal changes nothing"
-    with pytest.raises(ConfigError, match="precision must be one of float32, mixed_float16, mixed_bfloat16"):
+    with pytest.raises(ConfigError, match="precision must be one of auto, float32, mixed_float16, mixed_bfloat16"):
         TrainConfig(precision="float16")
+
+
+@pytest.mark.parametrize(
+    ("flags", "gpus", "chosen", "why"),
+    [
+        ({"avx2", "fma"}, [], "float32", "neither avx512_bf16 nor amx_bf16"),  # AMD EPYC, older Intel
+        ({"avx512f", "avx512_bf16"}, [], "mixed_bfloat16", "in hardware (avx512_bf16)"),  # Cooper Lake, Zen 4
+        ({"avx512_bf16", "amx_bf16", "amx_tile"}, [], "mixed_bfloat16", "(amx_bf16, avx512_bf16)"),  # Sapphire Rapids
+        ({"amx_bf16"}, [(7, 5)], "float32", "compute capability 7.5 has no bfloat16"),  # a T4 beside any CPU
+        (set(), [(8, 0), (9, 0)], "mixed_bfloat16", "natively (compute capability 8.0)"),  # A100 + H100
+        (set(), [(8, 6), (7, 0)], "float32", "7.0"),  # the oldest GPU decides: every replica computes alike
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_the_hardware_computes_it(flags, gpus, chosen, why):
+    precision, reason = choose_precision("auto", flags, gpus)
+    assert precision == chosen
+    assert why in reason and reason.startswith("auto: ")
+
+
+def test_a_precision_asked_for_is_kept_and_auto_is_the_default():
+    assert TrainConfig().precision == "auto"
+    for asked in ("float32", "mixed_bfloat16"):
+        assert choose_precision(asked, {"amx_bf16"}, []) == (asked, "as asked (--precision)")
+        assert choose_precision(asked, set(), []) == (asked, "as asked (--precision)")
+
+
+def test_an_auto_run_says_what_it_chose_and_records_it(tmp_path, tiny_preset, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr("bertclf.model.cpu_flags", lambda: {"avx2"})  # as on a CPU without bfloat16
+    texts, labels = make_texts(10)
+    with caplog.at_level(logging.INFO, logger="bertclf.train"):
+        _, _, model_config = train_tiny(
+            tmp_path, tiny_preset, zip(texts, labels, strict=True), n_epochs=1, precision="auto"
+        )
+    assert model_config["hyperparameters"]["precision"] == model_config["training"]["precision"] == "float32"
+    assert "neither avx512_bf16 nor amx_bf16" in model_config["training"]["precision_reason"]
+    assert "precision float32 (auto: this CPU has neither" in caplog.text
 
 
 def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_pretrained_preset, caplog):

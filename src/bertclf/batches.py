@@ -11,14 +11,17 @@ import numpy as np
 POOL_BATCHES = 50
 # Trim lengths to a multiple of this: a handful of distinct shapes, friendly to SIMD kernels.
 LENGTH_MULTIPLE = 8
+# With XLA every batch shape is compiled apart (seconds each): widths in steps of this many tokens
+# bound the compilations to max_seq_len / XLA_WIDTH (4 at 128) per run.
+XLA_WIDTH = 32
 # Inference batches: what one extra forward call costs, in padded tokens (measured on a 2-core
 # CPU with ONNX Runtime and MiniLM: ~2.5 ms fixed cost per call, ~0.2 ms per token).
 CALL_COST_TOKENS = 16
 
 
-def _padded(length):
-    """Length(s) rounded up to a multiple of LENGTH_MULTIPLE."""
-    return np.ceil(np.asarray(length) / LENGTH_MULTIPLE).astype(int) * LENGTH_MULTIPLE
+def _padded(length, multiple=LENGTH_MULTIPLE):
+    """Length(s) rounded up to a multiple of `multiple`."""
+    return np.ceil(np.asarray(length) / multiple).astype(int) * multiple
 
 
 class Encoded:
@@ -35,9 +38,9 @@ class Encoded:
     def __len__(self):
         return len(self.lengths)
 
-    def batch(self, index: np.ndarray) -> dict:
-        """The rows at `index`, cut to the longest of them (rounded up to LENGTH_MULTIPLE)."""
-        width = min(int(_padded(self.lengths[index].max())), self.width)
+    def batch(self, index: np.ndarray, multiple: int = LENGTH_MULTIPLE) -> dict:
+        """The rows at `index`, cut to the longest of them rounded up to `multiple` (at most the width)."""
+        width = min(int(_padded(self.lengths[index].max(), multiple)), self.width)
         return {key: value[index, :width] for key, value in self.features.items()}
 
     @property

@@ -6,6 +6,7 @@ declared once, with its help and default, and the CLI and BERTCLF_* variables ag
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -118,6 +119,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         + (f" ({speed:.1f} examples/s)" if speed else "")
         + (" (resumed after an interruption)" if training.get("resumed_from") else "")
     )
+    timing = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("time")
+    if timing:
+        from bertclf.stages import table
+
+        print(f"\nwhere the run's time went:\n{table(timing)}\n")
     print(f"model: {model_config['name']}")
     print(f"exported to {folder}")
     return 0

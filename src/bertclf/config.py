@@ -17,7 +17,7 @@ DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 ENGINES = ("auto", "onnx", "tensorflow")
 PRECISIONS = ("fp32", "int8")
 # What training computes in (the export is float32 whichever): see model.set_training_precision.
-TRAIN_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+TRAIN_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 LONG_TEXT = ("truncate", "window")  # how a text longer than max_seq_len is read
 IMBALANCE_RATIO = 10
@@ -186,10 +186,11 @@ class TrainConfig(Workspace):
         "step with tf.distribute.MirroredStrategy, the global batch split across them",
     )
     precision: str = _opt(
-        "float32",
-        "what the fit computes in: float32; mixed_float16 (GPUs: about 2x faster on tensor cores, with loss "
-        "scaling); mixed_bfloat16 (GPUs, and CPUs with avx512_bf16 or amx_bf16). Weights stay float32, and the "
-        "exported model is float32 whichever",
+        "auto",
+        "what the fit computes in: auto (mixed_bfloat16 where the hardware computes bfloat16: CPUs with "
+        "avx512_bf16 or amx_bf16, GPUs of compute capability 8.0+; float32 elsewhere; the log says which and "
+        "why); float32; mixed_float16 (GPUs: about 2x faster on tensor cores, with loss scaling); "
+        "mixed_bfloat16. Weights stay float32, and the exported model is float32 whichever",
         choices=TRAIN_PRECISIONS,
     )
     # Off: each batch width compiles once (~9 s for MiniLM on 2 cores), which pays only on long runs

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import keras
@@ -13,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from bertclf.batches import Encoded, predict_in_order
 from bertclf.checkpoints import Checkpoint
 from bertclf.config import ConfigError
+from bertclf.optimizer import FusedAdamW
 from bertclf.pipeline import traced_forward
 from bertclf.safety import keras_safe_mode
 
@@ -44,42 +44,9 @@ def build_classifier(checkpoint: Checkpoint, num_classes: int, max_seq_len: int,
         )
 
 
-# Layers below the transformer stack: they get the smallest learning rate under layer-wise decay.
-EMBEDDING_LAYERS = frozenset(
-    ["token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm", "embedding_projection"]
-)
-
-
-def layer_scale(path: str, num_layers: int, decay: float) -> float:
-    """The learning-rate factor of a variable under layer-wise decay: 1 for the head and pooler,
-    decay**(L - i) for transformer layer i of L, decay**(L + 1) for the embeddings."""
-    top = path.split("/")[0]
-    layer = re.fullmatch(r"transformer_layer_(\d+)", top)
-    if layer:
-        return decay ** (num_layers - int(layer.group(1)))
-    return decay ** (num_layers + 1) if top in EMBEDDING_LAYERS else 1.0
-
-
-class LayerDecayAdamW(keras.optimizers.AdamW):
-    """AdamW whose learning rate shrinks layer by layer from the head down to the embeddings
-    (layer-wise learning-rate decay, as in ELECTRA and BEiT fine-tuning): the general features low in
-    the network move less than the task-specific ones on top."""
-
-    def __init__(self, num_layers: int, layer_decay: float, **kwargs):
-        super().__init__(**kwargs)
-        self.num_layers, self.layer_decay = num_layers, layer_decay
-        self._scales: list[float] = []
-
-    def build(self, variables):
-        super().build(variables)
-        self._scales = [layer_scale(v.path, self.num_layers, self.layer_decay) for v in variables]
-
-    def update_step(self, gradient, variable, learning_rate):
-        scale = self._scales[self._get_variable_index(variable)]
-        return super().update_step(gradient, variable, learning_rate * scale)
-
-
-def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay=1.0, num_layers=0, multi_label=False):
+def compile_classifier(
+    classifier, learning_rate, jit_compile=False, layer_decay=1.0, num_layers=0, multi_label=False, fused_update=True
+):
     """AdamW with BERT's weight decay (not on biases or layer norms), cross-entropy on logits;
     with layer_decay < 1, each of the `num_layers` transformer layers below the head learns
     layer_decay times slower than the one above it. Multi-label: binary cross-entropy per class on
@@ -88,11 +55,9 @@ def compile_classifier(classifier, learning_rate, jit_compile=False, layer_decay
     XLA stays off by default: it recompiles for every new batch width, and per-batch padding makes
     many widths; plain TensorFlow runs the dynamic shapes with a single trace.
     """
-    settings = {"learning_rate": learning_rate, "weight_decay": 0.01, "clipnorm": 1.0}
-    if layer_decay < 1:
-        optimizer = LayerDecayAdamW(num_layers, layer_decay, **settings)
-    else:
-        optimizer = keras.optimizers.AdamW(**settings)
+    optimizer = FusedAdamW(
+        num_layers, layer_decay, fused=fused_update, learning_rate=learning_rate, weight_decay=0.01, clipnorm=1.0
+    )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "LayerNorm", "layer_norm"])
     if multi_label:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -159,6 +124,50 @@ def cpu_flags() -> set[str]:
     except OSError:
         return set()
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Each visible GPU's CUDA compute capability ((0, 0) where TensorFlow does not say)."""
+    import tensorflow as tf
+
+    return [
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0))
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+
+
+def choose_precision(
+    requested: str, flags: set[str] | None = None, gpus: list[tuple[int, int]] | None = None
+) -> tuple[str, str]:
+    """What the fit computes in, and why: `requested`, or for "auto" mixed bfloat16 where the
+    hardware computes bfloat16 natively (GPUs of compute capability 8.0 and up; CPUs with
+    avx512_bf16 or amx_bf16), float32 elsewhere (emulated bfloat16 is slower than float32).
+
+    Args:
+        requested: auto or one of TRAIN_PRECISIONS.
+        flags, gpus: the CPU's flags and the GPUs' compute capabilities (default: this machine's).
+    """
+    if requested != "auto":
+        return requested, "as asked (--precision)"
+    gpus = gpu_capabilities() if gpus is None else gpus
+    if gpus:
+        oldest = min(gpus)
+        if oldest >= (8, 0):
+            return (
+                "mixed_bfloat16",
+                f"auto: the GPU computes bfloat16 natively (compute capability {oldest[0]}.{oldest[1]})",
+            )
+        return "float32", (
+            f"auto: a GPU of compute capability {oldest[0]}.{oldest[1]} has no bfloat16 units (8.0 and up have); "
+            "--precision mixed_float16 uses its float16 tensor cores"
+        )
+    have = sorted((cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
+    if have:
+        return "mixed_bfloat16", f"auto: this CPU computes bfloat16 in hardware ({', '.join(have)})"
+    return (
+        "float32",
+        f"auto: this CPU has neither {' nor '.join(BF16_CPU_FLAGS)}, so bfloat16 would be emulated (slower)",
+    )
 
 
 def set_training_precision(precision: str) -> None:

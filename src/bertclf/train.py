@@ -38,6 +38,7 @@ from bertclf.files import sha256_of, write_json_atomic
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import (
     build_classifier,
+    choose_precision,
     compile_classifier,
     float32_twin,
     init_head_from_probe,
@@ -59,6 +60,7 @@ from bertclf.resume import (
     open_run,
 )
 from bertclf.schedule import build_schedule
+from bertclf.stages import EpochTimes, Stages, table
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,9 @@ def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> 
     return weights
 
 
-def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, run: Run, pad_to_max: bool, weights=None) -> dict:
+def _fit(
+    classifier, cfg: TrainConfig, encoded: dict, y: dict, run: Run, pad_to_max: bool, stages: Stages, weights=None
+) -> dict:
     """Fit with early stopping on the validation loss (best weights restored), TensorBoard logs and
     the learning rate per step, saving the run's state as it goes (resume.py) and continuing from
     it when the run was interrupted; returns what model_config.json records of the training."""
@@ -173,6 +177,7 @@ def _fit(classifier, cfg: TrainConfig, encoded: dict, y: dict, run: Run, pad_to_
     before, started = float(run.state.get("seconds", 0.0)), time.perf_counter()
     clock = EpochClock(start.epoch)
     callbacks = [
+        EpochTimes(stages),  # first: its epoch ends before the checkpoint is saved
         clock,
         keras.callbacks.TensorBoard(log_dir=str(run.logs)),
         StepLearningRateLogger(run.logs / "train"),
@@ -321,24 +326,26 @@ def train(cfg: TrainConfig, pad_to_max: bool = False) -> tuple[Path | None, dict
         (exported folder, its model_config dict); on a worker of several machines that is not the
         chief, which exports nothing: (None, {"training": what it recorded of the fit}).
     """
+    stages = Stages()
     # First, before TensorFlow sets up its devices: splitting the CPU (cpu:N) needs it.
     strategy, distribution = strategy_for(cfg.devices)
     try:
         # Everything built from here on (model, optimizer, the float32 twin) lives on the chosen devices.
         with strategy.scope(), contextlib.ExitStack() as runs:
-            return _train(cfg, pad_to_max, distribution, runs)
+            return _train(cfg, pad_to_max, distribution, runs, stages)
     finally:  # a mixed-precision run leaves nothing behind for the next model built in this process
         keras.mixed_precision.set_global_policy("float32")
 
 
 def _train(
-    cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: contextlib.ExitStack
+    cfg: TrainConfig, pad_to_max: bool, distribution: dict, runs: contextlib.ExitStack, stages: Stages
 ) -> tuple[Path | None, dict]:
     created = datetime.now()
     short_id = uuid.uuid4().hex[:8]
 
     # === Data ===
-    splits = load_splits(cfg)
+    with stages("read data"):
+        splits = load_splits(cfg)
     classes = splits.classes
     index = {name: i for i, name in enumerate(classes)}
     parts = ("train", "validation", "test")
@@ -366,23 +373,30 @@ def _train(
         log.warning("class_weight balanced is for single-label data; multi-label trains without class weights")
 
     # === Model ===
-    checkpoint = resolve(cfg.model, cfg.models_dir)
+    with stages("load the pretrained model"):
+        checkpoint = resolve(cfg.model, cfg.models_dir)
     cfg = cfg.with_max_learn_rate(checkpoint.family, checkpoint.num_layers)  # saved resolved, as used
     keras.utils.set_random_seed(cfg.seed)
+    precision, precision_reason = choose_precision(cfg.precision)
+    log.info("precision %s (%s)", precision, precision_reason)
+    cfg = dataclasses.replace(cfg, precision=precision)  # saved resolved, as used
     set_training_precision(cfg.precision)  # the policy the model is built and fitted with
     auto_length = cfg.max_seq_len == "auto"
     length = checkpoint.max_sequence_length if auto_length else int(cfg.max_seq_len)
-    classifier = build_classifier(checkpoint, len(classes), length, cfg.dropout)
+    with stages("load the pretrained model"):
+        classifier = build_classifier(checkpoint, len(classes), length, cfg.dropout)
     preprocessor = classifier.preprocessor
-    lengths = token_counts(preprocessor, splits.train.texts)  # before truncation
+    with stages("tokenize"):
+        lengths = token_counts(preprocessor, splits.train.texts)  # before truncation
     if auto_length:
         length = choose_max_seq_len(lengths, checkpoint.max_sequence_length)
         preprocessor.sequence_length = length  # the exported preprocessor.json records it too
         log.info("max_seq_len auto: %d tokens (95%% of the training texts fit)", length)
     cfg = dataclasses.replace(cfg, max_seq_len=length)  # saved resolved, as used
     # Tokenize every split once; the model then trains on token ids with the preprocessor detached.
-    tokenize = traced_preprocessor(preprocessor)
-    encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
+    with stages("tokenize"):
+        tokenize = traced_preprocessor(preprocessor)
+        encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in parts}
     cut = int((lengths > length).sum())
     classifier.preprocessor = None
     # The run's checkpoint folder, found again after an interruption by what makes the fit the same.
@@ -398,7 +412,8 @@ def _train(
     created, short_id = run.begin(created, short_id)
     if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
-        init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
+        with stages("probe head (head_init=probe)"):
+            init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(
         classifier,
@@ -435,11 +450,16 @@ def _train(
     }
 
     # === Fit === (resumable: the run folder keeps its state until the model is exported)
-    training = _fit(classifier, cfg, encoded, y, run, pad_to_max, weights)
+    fitting, fitted = time.perf_counter(), sum(stages.seconds.values())
+    training = _fit(classifier, cfg, encoded, y, run, pad_to_max, stages, weights)
+    epochs = sum(stages.seconds.values()) - fitted
+    stages.add("checkpoints, logs, restoring the best epoch", time.perf_counter() - fitting - epochs)
     training["precision"] = cfg.precision
+    training["precision_reason"] = precision_reason
     training["distribution"] = distribution
     if cfg.precision != "float32":  # evaluated, calibrated and exported in float32
-        classifier = float32_twin(classifier)
+        with stages("float32 copy of the model"):
+            classifier = float32_twin(classifier)
     training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
     training["steps_per_epoch"] = steps_per_epoch
     if not is_chief(distribution):
@@ -448,19 +468,23 @@ def _train(
 
     with run_folder(cfg.models_dir, checkpoint.name, created) as (work, final):
         run.exporting(work)
-        if run.logs.is_dir():
-            shutil.copytree(run.logs, work / "logs")
+        with stages("write the folder"):
+            if run.logs.is_dir():
+                shutil.copytree(run.logs, work / "logs")
 
         # === Evaluate ===
-        forward = traced_forward(classifier)
-        logits = predict_in_order(forward, encoded["test"], cfg.batch_size)
-        baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
+        with stages("test evaluation"):
+            forward = traced_forward(classifier)
+            logits = predict_in_order(forward, encoded["test"], cfg.batch_size)
+        with stages("TF-IDF baseline"):
+            baseline = baseline_metrics(splits.train.texts, y["train"], splits.test.texts, y["test"])
         calibration = None
         if cfg.calibration == "temperature" and multi:
             log.info("calibration: not for multi-label models (each label's threshold is tuned instead)")
         elif cfg.calibration == "temperature":  # folds 1/T into the output layer before the export
-            validation_logits = predict_in_order(forward, encoded["validation"], cfg.batch_size)
-            calibration = calibrate(classifier, validation_logits, y["validation"], logits, y["test"])
+            with stages("calibration"):
+                validation_logits = predict_in_order(forward, encoded["validation"], cfg.batch_size)
+                calibration = calibrate(classifier, validation_logits, y["validation"], logits, y["test"])
             fit = calibration[0]
             if fit["kept"]:
                 log.info(
@@ -492,37 +516,42 @@ def _train(
         def probabilities(part):
             return served_probabilities(forward, served[part], cfg.batch_size, multi)
 
-        extra: dict = {}
-        if multi:
-            thresholds = tune_thresholds(probabilities("validation"), y["validation"])
-            log.info(
-                "multi-label thresholds (best F1 on the validation split): %s",
-                ", ".join(f"{name} {t:.2f}" for name, t in zip(classes, thresholds, strict=True)),
-            )
-            test_probabilities = probabilities("test")
-            if cfg.long_text == "window":
-                truncated = compute_multilabel_metrics(y["test"], sigmoid(logits) >= thresholds, classes)
-                extra["long_text"] = long_text_record(served["test"], truncated)
-            metrics = write_multilabel_evaluation(
-                work, y["test"], test_probabilities, thresholds, classes, baseline, extra
-            )
-        else:
-            abstaining = abstain_record(cfg, probabilities, y)
-            if abstaining:
-                extra[ABSTAIN_KEY] = abstaining
-            windowed = None
-            if cfg.long_text == "window":
-                windowed = probabilities("test")
-                truncated = compute_metrics(y["test"], np.asarray(logits).argmax(axis=1), classes)
-                extra["long_text"] = long_text_record(served["test"], truncated)
-            metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration, extra, windowed)
-        write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size, multi)
+        with stages("test evaluation"):
+            extra: dict = {}
+            if multi:
+                thresholds = tune_thresholds(probabilities("validation"), y["validation"])
+                log.info(
+                    "multi-label thresholds (best F1 on the validation split): %s",
+                    ", ".join(f"{name} {t:.2f}" for name, t in zip(classes, thresholds, strict=True)),
+                )
+                test_probabilities = probabilities("test")
+                if cfg.long_text == "window":
+                    truncated = compute_multilabel_metrics(y["test"], sigmoid(logits) >= thresholds, classes)
+                    extra["long_text"] = long_text_record(served["test"], truncated)
+                metrics = write_multilabel_evaluation(
+                    work, y["test"], test_probabilities, thresholds, classes, baseline, extra
+                )
+            else:
+                abstaining = abstain_record(cfg, probabilities, y)
+                if abstaining:
+                    extra[ABSTAIN_KEY] = abstaining
+                windowed = None
+                if cfg.long_text == "window":
+                    windowed = probabilities("test")
+                    truncated = compute_metrics(y["test"], np.asarray(logits).argmax(axis=1), classes)
+                    extra["long_text"] = long_text_record(served["test"], truncated)
+                metrics = write_evaluation(work, y["test"], logits, classes, baseline, calibration, extra, windowed)
+        with stages("golden set"):
+            write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size, multi)
 
         # === Export ===
-        classifier.preprocessor = preprocessor
-        classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
-        classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
-        write_serving_graph(classifier, work, multi)
+        with stages("save the weights"):
+            classifier.preprocessor = preprocessor
+            classifier.optimizer = None  # Adam's moments would triple the folder's size; serving never needs them
+            classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
+        with stages("ONNX export and parity check"):
+            write_serving_graph(classifier, work, multi)
+        writing = time.perf_counter()
         save_labels(classes, work / LABELS_FILE)
         model_config = model_record(
             short_id=short_id,
@@ -545,5 +574,10 @@ def _train(
             versions=library_versions(),
         )
         write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
+        stages.add("write the folder", time.perf_counter() - writing)
+        timing = stages.record()
+        log.debug("where the run's time went:\n%s", table(timing))
+        metrics["time"] = timing
+        write_json_atomic(work / "metrics.json", metrics)
     update_latest(cfg.models_dir, final, model_config)
     return final, model_config
