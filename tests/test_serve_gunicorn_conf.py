@@ -85,6 +85,35 @@ def test_gunicorn_serves_the_readme_example(server):
     assert any(line["endpoint"] == "/predict" and line["status_code"] == 200 for line in log_lines)
 
 
+def test_a_refused_client_reads_its_answer_while_it_is_still_sending(server):
+    """A body over max_body_bytes is refused as soon as its Content-Length is read; the client is
+    still sending it. Closed at once, the server's socket would reset the connection under the
+    client (a broken pipe, no 413: the test above flaked so on a loaded machine); it reads the
+    rest and drops it instead. 16 clients at once, each sending its 64 KiB in pieces."""
+    port = server[0]
+    body = b'{"x": ["' + b"a" * (64 << 10) + b'"]}'
+    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+
+    def refused(_):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(head.encode())
+            time.sleep(0.3)  # the refusal is on its way
+            for start in range(0, len(body), 8192):
+                client.sendall(body[start : start + 8192])  # a broken pipe here is the bug
+                time.sleep(0.01)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        return answer
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(refused, range(16)))
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+        assert b"max_body_bytes" in answer or b"too large" in answer.lower()
+    assert request(port, "GET", "/health")[0] == 200
+
+
 def test_a_killed_worker_is_replaced_and_takes_no_request_before_its_model_is_loaded(server):
     port, process, _ = server
     before = workers_of(process.pid)

@@ -40,6 +40,10 @@ from bertclf.config import ServeConfig
 from bertclf.serve.framing import CONTINUE, Framing, Refusal
 
 RECV_BYTES = 64 << 10
+# After a refusal (413, 431, 408, 400): how long, and how many more bytes, the rest of the
+# client's request is read and dropped so that it reads the answer (see ThreadWorker._refuse).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 _thread = threading.local()
 
@@ -96,7 +100,8 @@ class BufferedConn(TConn):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.framing: Framing | None = None
-        self.read_by = 0.0  # monotonic deadline for the request being read
+        self.read_by = 0.0  # monotonic deadline for the request being read (or the lingering close)
+        self.linger_bytes = 0  # what a refused client may still send before the connection closes
         self.pending = b""  # bytes read before gunicorn's parser existed
 
     def init(self):
@@ -146,6 +151,7 @@ class ThreadWorker(GunicornThreadWorker):
         # oldest unfinished request instead (see the module's docstring).
         self.worker_connections = sys.maxsize
         self.reading: dict[BufferedConn, None] = {}  # oldest first: the order deadlines expire in
+        self.lingering: dict[BufferedConn, None] = {}  # refused, answered, the rest of their request drained
 
     def init_process(self):
         settings = ServeConfig.from_env()
@@ -173,6 +179,8 @@ class ThreadWorker(GunicornThreadWorker):
         self._read(conn, b"")
 
     def _make_room(self) -> None:
+        while self.nr_conns > self.connection_limit and self.lingering:
+            self._close(next(iter(self.lingering)))  # answered already
         while self.nr_conns > self.connection_limit and self.reading:
             self._close(next(iter(self.reading)))  # the oldest request still arriving
         while self.nr_conns > self.connection_limit and self.keepalived_conns:
@@ -200,11 +208,9 @@ class ThreadWorker(GunicornThreadWorker):
         except OSError:
             data = b""
         if not data:  # the client closed (or reset) before its request was whole
-            self._unwatch(conn)
             self._close(conn)
             return
-        if self._take(conn, data):
-            self._unwatch(conn)
+        self._take(conn, data)
 
     def _take(self, conn: BufferedConn, data: bytes) -> bool:
         """Add bytes to the request being read; True once it is handed over or refused."""
@@ -224,6 +230,7 @@ class ThreadWorker(GunicornThreadWorker):
         return False
 
     def _dispatch(self, conn: BufferedConn) -> None:
+        self._unwatch(conn)
         framing = conn.framing
         assert framing is not None
         data, conn.framing = bytes(framing.data), None
@@ -236,13 +243,38 @@ class ThreadWorker(GunicornThreadWorker):
 
     def _unwatch(self, conn: BufferedConn) -> None:
         self.reading.pop(conn, None)
+        self.lingering.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
 
     def _refuse(self, conn: BufferedConn, refusal: Refusal) -> None:
+        """Answer, then close lingering: a socket closed with the client's bytes unread sends a
+        reset, which can reach the client before the answer does (it sees a broken pipe, not the
+        413). So the answer is followed by our FIN, and what the client still sends of its request
+        is read and dropped, for at most LINGER_SECONDS and LINGER_BYTES, as nginx does."""
         _answer(conn.sock, refusal)
         self._unwatch(conn)
-        self._close(conn)
+        conn.framing = None
+        if not self.alive:
+            self._close(conn)
+            return
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.read_by = time.monotonic() + LINGER_SECONDS
+        conn.linger_bytes = LINGER_BYTES
+        self.lingering[conn] = None
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
+
+    def _on_lingering(self, conn: BufferedConn, _sock) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.linger_bytes -= len(data)
+        if not data or conn.linger_bytes <= 0:
+            self._close(conn)
 
     def _close(self, conn: BufferedConn) -> None:
         self._unwatch(conn)
@@ -254,6 +286,11 @@ class ThreadWorker(GunicornThreadWorker):
         a stopping worker closes at once the connections that sent nothing."""
         super().murder_pending()
         now = time.monotonic()
+        while self.lingering:
+            conn = next(iter(self.lingering))
+            if conn.read_by > now and self.alive:
+                break
+            self._close(conn)
         if self.alive:
             while self.reading:  # oldest first: stop at the first one still in time
                 conn = next(iter(self.reading))
