@@ -193,13 +193,13 @@ class TrainConfig(Workspace):
         "mixed_bfloat16. Weights stay float32, and the exported model is float32 whichever",
         choices=TRAIN_PRECISIONS,
     )
-    # Off: each batch width compiles once (~9 s for MiniLM on 2 cores), which pays only on long runs
-    # (benchmarks/train_vs_torch.py: ~225 steps per width there).
+    # Off: on Sapphire Rapids the whole step under XLA took 2.4x the default's (TensorFlow's oneDNN
+    # kernels plus the compiled optimizer); README "Training speed against PyTorch" has the numbers.
     xla: bool = _opt(
         False,
-        "compile the training step with XLA (jit_compile): up to 1.6x faster steps (MiniLM on a 2-core CPU: "
-        "0.98-1.57x over four runs) after a compilation per batch width (up to max_seq_len/8 widths, ~9 s each "
-        "for MiniLM): for long runs",
+        "compile the whole training step with XLA (jit_compile), batches padded to multiples of 32 tokens so "
+        "at most max_seq_len/32 shapes compile (~9 s each for MiniLM); make bench-torch shows whether it pays "
+        "on your CPU (the optimizer's update is compiled either way)",
         parse_bool,
     )
     # 32 fits MiniLM on any CPU and BERT-base at 128 tokens on an 8 GB GPU.

@@ -183,10 +183,7 @@ def set_training_precision(precision: str) -> None:
                 "precision mixed_float16 needs a GPU (no GPU is visible here): a CPU computes float16 slower than "
                 f"float32. On a CPU with {' or '.join(BF16_CPU_FLAGS)} use --precision mixed_bfloat16, else float32"
             )
-        have = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
-        if have:
-            log.info("precision mixed_bfloat16 on the CPU, in hardware (%s)", ", ".join(have))
-        else:
+        if not cpu_flags() & set(BF16_CPU_FLAGS):  # asked for: auto never chooses it there
             log.warning(
                 "precision mixed_bfloat16: this CPU has neither %s, so bfloat16 is emulated and the fit is slower "
                 "than in float32; use --precision float32 here",

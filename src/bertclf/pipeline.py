@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from bertclf.batches import Encoded, training_order
+from bertclf.batches import LENGTH_MULTIPLE, Encoded, training_order
 from bertclf.pieces import pack, windows
 
 
@@ -61,6 +61,7 @@ def dataset(
     pad_to_max=False,
     epoch: Callable[[], int] | None = None,
     skip: int = 0,
+    multiple: int = LENGTH_MULTIPLE,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of (features, labels) batches padded per batch.
 
@@ -75,6 +76,7 @@ def dataset(
             (seed, e) only, not on how many epochs ran before in this process, so a resumed run trains
             the order an uninterrupted one does (epoch_generator). Default: iterations counted from 0.
         skip: leave out the first `skip` batches of the (one) epoch: the steps a resumed epoch has done.
+        multiple: batch widths are multiples of this many tokens (XLA_WIDTH: fewer shapes to compile).
     """
     labels = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int32)
     label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.float32 if labels.ndim == 2 else tf.int32)
@@ -90,7 +92,9 @@ def dataset(
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for index in batches[skip:]:
             features = (
-                {key: value[index] for key, value in encoded.features.items()} if pad_to_max else encoded.batch(index)
+                {key: value[index] for key, value in encoded.features.items()}
+                if pad_to_max
+                else encoded.batch(index, multiple)
             )
             yield features, labels[index]
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from bertclf import __version__, golden
 from bertclf.abstain import ABSTAIN_KEY, at_threshold, threshold_for_precision
-from bertclf.batches import Encoded, predict_in_order
+from bertclf.batches import LENGTH_MULTIPLE, XLA_WIDTH, Encoded, predict_in_order
 from bertclf.calibration import calibrate
 from bertclf.checkpoints import resolve
 from bertclf.config import IMBALANCE_RATIO, ConfigError, TrainConfig, choose_max_seq_len
@@ -186,6 +186,8 @@ def _fit(
         Checkpointer(run, stopping, steps, cfg.checkpoint_every, lambda: before + time.perf_counter() - started),
     ]
 
+    width = XLA_WIDTH if cfg.xla else LENGTH_MULTIPLE  # XLA compiles each batch shape: few widths
+
     def fit(first: int, last: int, skip: int) -> None:
         if stopping.stopped or first >= last:
             return
@@ -197,10 +199,13 @@ def _fit(
             pad_to_max=pad_to_max,
             epoch=clock.now,
             skip=skip,
+            multiple=width,
         )
         classifier.fit(
             train,
-            validation_data=dataset(encoded["validation"], y["validation"], cfg.batch_size, shuffle=False),
+            validation_data=dataset(
+                encoded["validation"], y["validation"], cfg.batch_size, shuffle=False, multiple=width
+            ),
             initial_epoch=first,
             epochs=last,
             callbacks=callbacks,
@@ -424,7 +429,12 @@ def _train(
         jit_compile=cfg.xla,
     )
     if cfg.xla:
-        log.info("xla: the training step is compiled once per batch width (each width's first step is slow)")
+        log.info(
+            "xla: the training step is compiled once per batch shape (batches padded to multiples of %d tokens: "
+            "at most %d widths; each one's first step is slow)",
+            XLA_WIDTH,
+            math.ceil(length / XLA_WIDTH),
+        )
     log.info(
         "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
         "texts (%.1f%%) are longer than max_seq_len %d and are cut (longest: %d tokens)",
