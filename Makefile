@@ -243,7 +243,7 @@ test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1)
 test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"
 
-bench: bench-train bench-serve ## run both benchmarks below (about 15 minutes on 2 cores)
+bench: bench-train bench-serve ## run both benchmarks below (about an hour on 2 cores)
 
 bench-train: $(STAMP) ## training throughput (padding, mixed_bfloat16 vs float32, 2 devices), then whole make train runs before/after issue 22
 	$(BIN)/python benchmarks/train_padding.py

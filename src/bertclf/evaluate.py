@@ -73,7 +73,10 @@ def baseline_metrics(train_texts, y_train, test_texts, y_test) -> dict:
     """Accuracy and macro-F1 of TF-IDF (word 1-2 grams) + logistic regression on the same split:
     the cheap model a fine-tuned transformer has to beat to be worth its cost. Multi-label (y a 0/1
     matrix): one logistic regression per label at probability 0.5, scored as the model is."""
-    classifier = LogisticRegression(max_iter=2000, C=10.0)
+    # sag reaches the optimum lbfgs reaches only with tol 1e-8 (same test scores on the real sets),
+    # 20-30x faster than lbfgs's default stop on TF-IDF's sparse columns: 2.7 s against 78 s on the
+    # 4,000-text debian set (131k columns), where lbfgs was 3% of a default run.
+    classifier = LogisticRegression(max_iter=2000, C=10.0, solver="sag")
     multi = np.ndim(y_train) == 2
     baseline = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
