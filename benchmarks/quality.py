@@ -35,6 +35,7 @@ LEVERS = {
     "max_seq_len_auto": ["--max_seq_len", "auto"],
     "epochs_4": ["--n_epochs", "4"],  # the default before 8 (README: every "--n_epochs 4" row)
     "long_text_window": ["--long_text", "window"],
+    "float32": ["--precision", "float32"],  # against the default auto (bfloat16 where the CPU computes it)
 }
 ROOT = Path(__file__).resolve().parent.parent
 

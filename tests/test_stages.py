@@ -58,7 +58,7 @@ def test_a_training_run_records_every_stage_in_metrics_json(tiny_run):
     ):
         assert stage in names, stage
     assert all(row["seconds"] >= 0 for row in timing["stages"])
-    fit = sum(row["seconds"] for row in timing["stages"] if row["stage"].startswith("fit"))
-    assert abs(fit - timing["fit_seconds"]) < 0.05
+    fit_rows = [row["seconds"] for row in timing["stages"] if row["stage"].startswith("fit")]
+    assert abs(sum(fit_rows) - timing["fit_seconds"]) <= 0.005 * (len(fit_rows) + 1)  # each rounded to 0.01 s
     assert 0 < timing["fit_seconds"] < timing["wall_seconds"]
     assert sum(row["seconds"] for row in timing["stages"]) <= timing["wall_seconds"] + 0.1
