@@ -193,7 +193,7 @@ class TrainConfig(Workspace):
         "mixed_bfloat16. Weights stay float32, and the exported model is float32 whichever",
         choices=TRAIN_PRECISIONS,
     )
-    # Off: on Sapphire Rapids the whole step under XLA took 2.4x the default's (TensorFlow's oneDNN
+    # Off: on Sapphire Rapids the whole step under XLA took 1.7x the default's (TensorFlow's oneDNN
     # kernels plus the compiled optimizer); README "Training speed against PyTorch" has the numbers.
     xla: bool = _opt(
         False,
