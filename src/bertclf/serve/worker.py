@@ -200,13 +200,20 @@ class ThreadWorker(GunicornThreadWorker):
         self.reading[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
-    def _on_readable(self, conn: BufferedConn, _sock) -> None:
+    @staticmethod
+    def _received(conn: BufferedConn) -> bytes | None:
+        """What the client sent (b"": it closed or reset), or None when nothing is there yet."""
         try:
-            data = conn.sock.recv(RECV_BYTES)
+            return conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _on_readable(self, conn: BufferedConn, _sock) -> None:
+        data = self._received(conn)
+        if data is None:
+            return
         if not data:  # the client closed (or reset) before its request was whole
             self._close(conn)
             return
@@ -266,12 +273,9 @@ class ThreadWorker(GunicornThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
 
     def _on_lingering(self, conn: BufferedConn, _sock) -> None:
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        data = self._received(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.linger_bytes -= len(data)
         if not data or conn.linger_bytes <= 0:
             self._close(conn)
