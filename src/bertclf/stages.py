@@ -74,18 +74,20 @@ class EpochTimes(keras.callbacks.Callback):
     def __init__(self, stages: Stages):
         super().__init__()
         self.stages = stages
-        self._epoch, self._start = 0, 0.0
+        self._epoch, self._phase, self._start = 0, "", 0.0
+
+    def _close(self) -> None:
+        if self._phase:
+            self.stages.add(f"{FIT}: epoch {self._epoch} {self._phase}", time.perf_counter() - self._start)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._start = epoch + 1, time.perf_counter()
+        self._epoch, self._phase, self._start = epoch + 1, "training", time.perf_counter()
 
     def on_test_begin(self, logs=None):
-        if self._start:  # fit's validation; evaluate() outside an epoch has nothing to close
-            self.stages.add(f"{FIT}: epoch {self._epoch} training", time.perf_counter() - self._start)
-            self._start = time.perf_counter()
+        if self._phase == "training":  # fit's validation; evaluate() outside an epoch has nothing to close
+            self._close()
+            self._phase, self._start = "validation", time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._start:
-            kind = "validation" if f"{FIT}: epoch {self._epoch} training" in self.stages.seconds else "training"
-            self.stages.add(f"{FIT}: epoch {self._epoch} {kind}", time.perf_counter() - self._start)
-        self._start = 0.0
+        self._close()
+        self._phase = ""

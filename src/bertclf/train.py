@@ -561,30 +561,29 @@ def _train(
             classifier.save_to_preset(str(work))  # JSON configs + .weights.h5: no code, no pickle
         with stages("ONNX export and parity check"):
             write_serving_graph(classifier, work, multi)
-        writing = time.perf_counter()
-        save_labels(classes, work / LABELS_FILE)
-        model_config = model_record(
-            short_id=short_id,
-            created=created,
-            family=checkpoint.family,
-            base_model=checkpoint.name,
-            hyperparameters=cfg.to_dict(),
-            classes=classes,
-            data=data_record,
-            training=training,
-            metrics={
-                "accuracy": metrics["accuracy"],
-                "macro_f1": metrics["macro_f1"],
-                **({"micro_f1": metrics["micro_f1"]} if multi else {}),
-                "baseline": baseline,
-                **({"calibration": metrics["calibration"]} if "calibration" in metrics else {}),
-            },
-            abstain=None if multi else abstaining,
-            multi_label=record(splits.separator, classes, thresholds) if multi else None,
-            versions=library_versions(),
-        )
-        write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
-        stages.add("write the folder", time.perf_counter() - writing)
+        with stages("write the folder"):
+            save_labels(classes, work / LABELS_FILE)
+            model_config = model_record(
+                short_id=short_id,
+                created=created,
+                family=checkpoint.family,
+                base_model=checkpoint.name,
+                hyperparameters=cfg.to_dict(),
+                classes=classes,
+                data=data_record,
+                training=training,
+                metrics={
+                    "accuracy": metrics["accuracy"],
+                    "macro_f1": metrics["macro_f1"],
+                    **({"micro_f1": metrics["micro_f1"]} if multi else {}),
+                    "baseline": baseline,
+                    **({"calibration": metrics["calibration"]} if "calibration" in metrics else {}),
+                },
+                abstain=None if multi else abstaining,
+                multi_label=record(splits.separator, classes, thresholds) if multi else None,
+                versions=library_versions(),
+            )
+            write_json_atomic(work / MODEL_CONFIG_FILE, model_config)
         timing = stages.record()
         log.debug("where the run's time went:\n%s", table(timing))
         metrics["time"] = timing
