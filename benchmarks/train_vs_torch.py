@@ -2,7 +2,7 @@
 Face loop on the same padded batches of the same checkpoint, and where our time goes.
 
     python benchmarks/train_vs_torch.py --hf_python .venv-hf/bin/python [--data data/sample.csv]
-        [--model MiniLM-L6-H384-uncased] [--batch_size 32] [--max_seq_len 128] [--rounds 3]
+        [--model MiniLM-L6-H384-uncased] [--batch_size 32] [--max_seq_len 128] [--rounds 5]
 
 The batches are made once, as `make train` makes them (texts grouped by length, each batch padded
 to its longest text rounded up to 8 tokens), and written to a .npz that a PyTorch worker (its own
@@ -10,8 +10,10 @@ interpreter, with torch and transformers: see hf_finetune.py) loads. The worker 
 on stdin, runs one pass over every batch and prints its seconds, so the two frameworks alternate
 (A B A B ...) on the same cores and a noisy machine slows both alike. Rows:
 
-- keras fit (make train): what `make train` runs: AdamW (weight decay, clipnorm 1.0), Keras's fit loop
-  and metrics, tf.data from a generator
+- keras fit (make train): what `make train` runs: AdamW (weight decay, clipnorm 1.0) compiled as one
+  update (bertclf.optimizer), GELU, layer norms and attention softmax compiled with XLA (bertclf.fused),
+  Keras's fit loop and metrics, tf.data from a generator
+- keras fit, Keras's AdamW / Keras's layers: the same with Keras's own optimizer update / layers
 - keras fit, XLA: the same with `jit_compile=True` (one compilation per batch width, untimed)
 - tf forward+backward: the gradients alone (tf.function); tf forward: the training-mode forward pass
   alone; tf forward, XLA: the same jit-compiled
@@ -23,6 +25,7 @@ Both sides use every core (TensorFlow's default; torch.set_num_threads(os.cpu_co
 """
 
 import argparse
+import contextlib
 import functools
 import itertools
 import os
@@ -47,6 +50,7 @@ from bertclf.batches import XLA_WIDTH, training_order  # noqa: E402
 from bertclf.checkpoints import resolve  # noqa: E402
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
+from bertclf.fused import fused_layers  # noqa: E402
 from bertclf.model import build_classifier, compile_classifier  # noqa: E402
 from bertclf.pipeline import encode  # noqa: E402
 
@@ -124,7 +128,7 @@ def main():
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a checkpoint in Hugging Face format (config.json)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_len", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3, help="timed passes per row")
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes per row (the median is reported)")
     parser.add_argument("--max_examples", type=int, default=384, help="texts per pass (a fixed workload)")
     parser.add_argument(
         "--onednn", choices=("on", "off"), default="on", help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
@@ -144,12 +148,16 @@ def main():
     if not (checkpoint.path / "config.json").exists():
         sys.exit(f"{checkpoint.path}: not a Hugging Face folder (config.json); PyTorch cannot load it")
 
-    def build(jit_compile=False, fused_update=True):
+    patched = contextlib.ExitStack()  # fused layers, as make train fits (bertclf.fused): for the whole run
+
+    def build(jit_compile=False, fused_update=True, fused=True):
         keras.utils.set_random_seed(0)
         classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
         encoded = encode(classifier.preprocessor, texts)
         classifier.preprocessor = None
         compile_classifier(classifier, 3e-5, jit_compile=jit_compile, fused_update=fused_update)
+        if fused and not jit_compile:
+            patched.enter_context(fused_layers(classifier))
         return classifier, encoded
 
     classifier, encoded = build()
@@ -201,8 +209,9 @@ def main():
     rows = {
         "keras fit (make train)": fit(classifier),
         "keras fit, Keras's AdamW": fit(build(fused_update=False)[0]),
+        "keras fit, Keras's layers": fit(build(fused=False)[0]),
         "keras fit, XLA": fit(xla, bucketed),
-        "tf forward+backward": each(traced(gradients)),
+        "tf forward+backward": each(traced(gradients)),  # classifier: fused layers, as make train's
         "tf forward": each(traced(forward)),
         "tf forward, XLA": each(traced(forward, jit_compile=True)),
         "tf.data pipeline alone": pipeline,
@@ -232,19 +241,20 @@ def main():
             rows[name] = functools.partial(worker.seconds, work)
         # One after the other, ours and theirs interleaved, every round: noise slows both alike.
         order = [name for pair in itertools.zip_longest(ours, TORCH_ROWS) for name in pair if name]
-        seconds = dict.fromkeys(order, 0.0)
+        seconds: dict[str, list[float]] = {name: [] for name in order}
         for _ in range(args.rounds):
             for name in order:
                 start = time.perf_counter()
                 reported = rows[name]()
-                seconds[name] += reported if name in TORCH_ROWS else time.perf_counter() - start
+                seconds[name].append(reported if name in TORCH_ROWS else time.perf_counter() - start)
         worker.close()
 
-    ms = {name: 1000 * seconds[name] / (len(batches) * args.rounds) for name in seconds}
+    # The median round: a round that a neighbour's burst slowed does not move it.
+    ms = {name: 1000 * float(np.median(seconds[name])) / len(batches) for name in seconds}
     print(
         f"{len(texts)} texts in {len(batches)} batches of {args.batch_size} (widths {widths[0]}-{widths[-1]} "
         f"tokens, {len(widths)} distinct), model {checkpoint.name}, {os.cpu_count()} cores, {args.rounds} rounds, "
-        f"oneDNN {args.onednn}"
+        f"oneDNN {args.onednn}; ms/step of the median round"
     )
     reference = ms["torch step"]
     print(f"{'':<26}{'ms/step':>9}{'vs torch step':>15}{'first pass s':>14}")

@@ -35,6 +35,7 @@ from bertclf.evaluate import (
     write_multilabel_evaluation,
 )
 from bertclf.files import sha256_of, write_json_atomic
+from bertclf.fused import fused_layers
 from bertclf.graph import UnsupportedModel, export_serving_graph
 from bertclf.model import (
     build_classifier,
@@ -461,7 +462,8 @@ def _train(
 
     # === Fit === (resumable: the run folder keeps its state until the model is exported)
     fitting, fitted = time.perf_counter(), sum(stages.seconds.values())
-    training = _fit(classifier, cfg, encoded, y, run, pad_to_max, stages, weights)
+    with contextlib.nullcontext() if cfg.xla else fused_layers(classifier):  # --xla compiles all of it anyway
+        training = _fit(classifier, cfg, encoded, y, run, pad_to_max, stages, weights)
     epochs = sum(stages.seconds.values()) - fitted
     stages.add("checkpoints, logs, restoring the best epoch", time.perf_counter() - fitting - epochs)
     training["precision"] = cfg.precision
