@@ -2,13 +2,16 @@
 
     python benchmarks/realsets.py                      # builds data/real/<set>.csv (once)
     python benchmarks/quality.py [--sets debian,fortunes,foldoc] [--levers default,seq_auto,...]
-        [--hf_python .venv-hf/bin/python] [--results data/real/results.jsonl]
+        [--seeds 42,1,2] [--hf_python .venv-hf/bin/python] [--results data/real/results.jsonl]
 
 Each set is split once (80/10/10, stratified, seed 42, exactly as `make train` splits) into
 `data/real/splits/<set>/{train,validation,test}.csv`, so every run and both references see the same
 texts. A lever is a list of `python -m bertclf train` options added to the defaults; each run trains
 into a scratch models folder (the pretrained checkpoint is linked, not copied) and appends one JSON
 line with the test split's accuracy, macro-F1, the TF-IDF baseline the run fits, and its wall time.
+With `--seeds`, every lever runs once per seed (`--seed`: the fit's shuffling, dropout and head; the
+splits stay the same), the row named `lever (seed N)`, and the table ends with each lever's mean and
+spread (max - min) over the seeds: a difference between levers smaller than the spread is noise.
 
 With `--hf_python`, the Hugging Face + PyTorch reference (`benchmarks/hf_finetune.py`: the same
 checkpoint, 3 epochs, lr 1e-4, batch 32, max length 128, linear warmup and decay) runs on the same
@@ -199,6 +202,9 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/real", help="where realsets.py wrote the sets")
     parser.add_argument("--sets", default="debian,fortunes,foldoc")
     parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of: {', '.join(LEVERS)}")
+    parser.add_argument(
+        "--seeds", default="42", help="comma-separated: each lever runs once per seed (42: make train's default)"
+    )
     parser.add_argument("--hf_python", help="interpreter with torch + transformers: also run the HF reference")
     parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ holds the checkpoint")
     parser.add_argument("--results", default="data/real/results.jsonl", help="JSON lines appended per run")
@@ -206,6 +212,10 @@ def main(argv=None):
     unknown = sorted(set(filter(None, args.levers.split(","))) - set(LEVERS))
     if unknown:
         parser.error(f"unknown lever {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+
+    seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()]
+    if not seeds or not all(seed.isdigit() for seed in seeds):
+        parser.error(f"--seeds: comma-separated whole numbers, not {args.seeds!r}")
 
     from bertclf.checkpoints import resolve
     from bertclf.config import DEFAULT_MODEL
@@ -219,7 +229,15 @@ def main(argv=None):
         if not data.is_file():
             parser.error(f"{data} does not exist; build it first: python benchmarks/realsets.py --sets {name}")
         paths = write_splits(data, data_dir / "splits" / name)
-        runs = [(lever, LEVERS[lever]) for lever in args.levers.split(",") if lever]
+        runs = [
+            (
+                lever if seed == "42" else f"{lever} (seed {seed})",
+                LEVERS[lever] + (["--seed", seed] if seed != "42" else []),
+            )
+            for lever in args.levers.split(",")
+            if lever
+            for seed in seeds
+        ]
         if args.hf_python:
             runs.append(("hf+pytorch", None))
         for run, options in runs:
@@ -237,6 +255,24 @@ def main(argv=None):
                 file.write(json.dumps(result) + "\n")
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(table(results))
+    if len(seeds) > 1:
+        print(spread(results))
+
+
+def spread(results: list[dict]) -> str:
+    """Markdown rows: each set and lever's mean and spread (max - min) over its seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for result in results:
+        if "accuracy" in result and result["options"] is not None:
+            groups.setdefault((result["set"], result["run"].split(" (seed ")[0]), []).append(result)
+    rows = ["| set | run | seeds | accuracy mean (spread) | macro-F1 mean (spread) |", "|---|---|---|---|---|"]
+    for (name, lever), group in groups.items():
+        cells = []
+        for key in ("accuracy", "macro_f1"):
+            values = [result[key] for result in group]
+            cells.append(f"{sum(values) / len(values):.3f} ({max(values) - min(values):.3f})")
+        rows.append(f"| {name} | {lever} | {len(group)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ forward + backward 249 -> 226 ms a step. Compiling the whole step with XLA inste
 (README "Training speed"): XLA's matrix products do not keep up with oneDNN's.
 
 The arithmetic is Keras's (tests/test_fused.py compares outputs and gradients): the same formulas,
-computed in the same dtypes (layer norm in float32 under mixed precision, as Keras does). Only the
-training step uses them: `fused_layers` patches a model's layers for the fit and puts Keras's own
-back after it, so evaluation and the ONNX export trace the layers as Keras wrote them.
+in float32 the same to rounding. Under mixed bfloat16 they compute in float32 and round their
+results once (Keras computes layer norm so too, but GELU and softmax in bfloat16, rounding at each
+step). Only training uses them: `fused_layers` patches a model's layers for the probe's forward
+pass and the fit (train.py) and puts Keras's own back after them, so the evaluation and the ONNX
+export trace the layers as Keras wrote them.
 """
 
 import contextlib
@@ -37,16 +39,31 @@ def _compiled(function):
     return tf.function(function, jit_compile=True, autograph=False, reduce_retracing=True)
 
 
+def _in_float32(function):
+    """function computed in float32 whatever its tensors' float dtype, its results cast back: under
+    mixed bfloat16 (8 bits of mantissa) a GELU or softmax then rounds once, at the end, not at each
+    of its steps. Inside one XLA computation the casts are free (no tensor is written in between)."""
+
+    def wide(*tensors):
+        dtype = tensors[0].dtype
+        results = function(*(tf.cast(t, tf.float32) if t.dtype.is_floating else t for t in tensors))
+        return tf.nest.map_structure(lambda r: tf.cast(r, dtype) if r.dtype.is_floating else r, results)
+
+    return wide
+
+
 # --- GELU, tanh approximation (BERT's and ALBERT's in KerasHub) ---
 
 
 @_compiled
+@_in_float32
 def _gelu_tanh_forward(x):
     t = tf.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * x * x * x))
     return 0.5 * x * (1 + t), t
 
 
 @_compiled
+@_in_float32
 def _gelu_tanh_backward(dy, x, t):
     return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _CUBIC * x * x))
 
@@ -62,12 +79,14 @@ def gelu_tanh(x):
 
 
 @_compiled
+@_in_float32
 def _gelu_erf_forward(x):
     cdf = 0.5 * (1 + tf.math.erf(x / math.sqrt(2)))
     return x * cdf, cdf
 
 
 @_compiled
+@_in_float32
 def _gelu_erf_backward(dy, x, cdf):
     return dy * (cdf + x * tf.exp(-0.5 * x * x) / _SQRT_2PI)
 
@@ -117,12 +136,14 @@ def layer_norm(x, gamma, beta, epsilon: float):
 
 
 @_compiled
+@_in_float32
 def _softmax_forward(scores, mask, floor):
     p = tf.nn.softmax(tf.where(mask, scores, floor), axis=-1)
     return tf.where(mask, p, tf.zeros_like(p))  # a row masked whole: zeros, as Keras's Softmax
 
 
 @_compiled
+@_in_float32
 def _softmax_backward(dp, p):
     return p * (dp - tf.reduce_sum(dp * p, -1, keepdims=True))
 

@@ -416,6 +416,11 @@ def _train(
         run_cfg = dataclasses.replace(run_cfg, models_dir=scratch)
     run = runs.enter_context(open_run(run_cfg, checkpoint.name, fingerprint(cfg, splits)))
     created, short_id = run.begin(created, short_id)
+    # GELU, layer norms and attention softmax compiled (bertclf.fused) for the probe's forward pass
+    # and the fit; Keras's own layers again for the evaluation and the export.
+    fusing = runs.enter_context(contextlib.ExitStack())
+    if not cfg.xla:  # --xla compiles the whole step anyway
+        fusing.enter_context(fused_layers(classifier))
     if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
         log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
         with stages("probe head (head_init=probe)"):
@@ -462,8 +467,8 @@ def _train(
 
     # === Fit === (resumable: the run folder keeps its state until the model is exported)
     fitting, fitted = time.perf_counter(), sum(stages.seconds.values())
-    with contextlib.nullcontext() if cfg.xla else fused_layers(classifier):  # --xla compiles all of it anyway
-        training = _fit(classifier, cfg, encoded, y, run, pad_to_max, stages, weights)
+    training = _fit(classifier, cfg, encoded, y, run, pad_to_max, stages, weights)
+    fusing.close()
     epochs = sum(stages.seconds.values()) - fitted
     stages.add("checkpoints, logs, restoring the best epoch", time.perf_counter() - fitting - epochs)
     training["precision"] = cfg.precision
