@@ -202,9 +202,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/real", help="where realsets.py wrote the sets")
     parser.add_argument("--sets", default="debian,fortunes,foldoc")
     parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of: {', '.join(LEVERS)}")
-    parser.add_argument(
-        "--seeds", default="42", help="comma-separated: each lever runs once per seed (42: make train's default)"
-    )
+    parser.add_argument("--seeds", help="comma-separated: each lever runs once per seed (default: make train's --seed)")
     parser.add_argument("--hf_python", help="interpreter with torch + transformers: also run the HF reference")
     parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ holds the checkpoint")
     parser.add_argument("--results", default="data/real/results.jsonl", help="JSON lines appended per run")
@@ -213,12 +211,13 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown lever {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
 
-    seeds = [seed.strip() for seed in args.seeds.split(",") if seed.strip()]
+    from bertclf.checkpoints import resolve
+    from bertclf.config import DEFAULT_MODEL, TrainConfig
+
+    default_seed = str(TrainConfig.seed)
+    seeds = [seed.strip() for seed in (args.seeds or default_seed).split(",") if seed.strip()]
     if not seeds or not all(seed.isdigit() for seed in seeds):
         parser.error(f"--seeds: comma-separated whole numbers, not {args.seeds!r}")
-
-    from bertclf.checkpoints import resolve
-    from bertclf.config import DEFAULT_MODEL
 
     checkpoint = resolve(DEFAULT_MODEL, args.model_dir)  # fetched once, before any timing
     pretrained = Path(args.model_dir).resolve() / "pretrained"
@@ -229,18 +228,17 @@ def main(argv=None):
         if not data.is_file():
             parser.error(f"{data} does not exist; build it first: python benchmarks/realsets.py --sets {name}")
         paths = write_splits(data, data_dir / "splits" / name)
-        runs = [
-            (
-                lever if seed == "42" else f"{lever} (seed {seed})",
-                LEVERS[lever] + (["--seed", seed] if seed != "42" else []),
-            )
+        runs: list[tuple[str, str | None, list[str] | None]] = [  # (row name, lever, train options)
+            (lever, lever, LEVERS[lever])
+            if seed == default_seed
+            else (f"{lever} (seed {seed})", lever, [*LEVERS[lever], "--seed", seed])
             for lever in args.levers.split(",")
             if lever
             for seed in seeds
         ]
         if args.hf_python:
-            runs.append(("hf+pytorch", None))
-        for run, options in runs:
+            runs.append(("hf+pytorch", None, None))
+        for run, lever, options in runs:
             print(f"{name}: {run} ...", file=sys.stderr, flush=True)
             if options is None:
                 assert args.hf_python
@@ -249,7 +247,9 @@ def main(argv=None):
                 with tempfile.TemporaryDirectory(prefix="bertclf-quality-") as scratch:
                     (Path(scratch) / "pretrained").symlink_to(pretrained)
                     result = run_bertclf(paths, options, Path(scratch))
-            result.update({"set": name, "run": run, "options": options, "when": time.strftime("%Y-%m-%d %H:%M")})
+            result.update(
+                {"set": name, "run": run, "lever": lever, "options": options, "when": time.strftime("%Y-%m-%d %H:%M")}
+            )
             results.append(result)
             with open(args.results, "a", encoding="utf-8") as file:
                 file.write(json.dumps(result) + "\n")
@@ -263,8 +263,8 @@ def spread(results: list[dict]) -> str:
     """Markdown rows: each set and lever's mean and spread (max - min) over its seeds."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for result in results:
-        if "accuracy" in result and result["options"] is not None:
-            groups.setdefault((result["set"], result["run"].split(" (seed ")[0]), []).append(result)
+        if result["lever"] is not None:  # the Hugging Face reference runs once
+            groups.setdefault((result["set"], result["lever"]), []).append(result)
     rows = ["| set | run | seeds | accuracy mean (spread) | macro-F1 mean (spread) |", "|---|---|---|---|---|"]
     for (name, lever), group in groups.items():
         cells = []

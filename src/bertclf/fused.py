@@ -223,7 +223,7 @@ def fused_layers(model: keras.Model) -> Iterator[int]:
                 layer._masked_softmax = _softmax_call(layer)
                 undo.append(functools.partial(delattr, layer, "_masked_softmax"))
         if undo:
-            log.info("GELU, layer norm and attention softmax of %d layers compiled with XLA for the fit", len(undo))
+            log.info("GELU, layer norm and attention softmax of %d layers compiled with XLA for training", len(undo))
         yield len(undo)
     finally:
         for restore in reversed(undo):
