@@ -5,9 +5,12 @@ MirroredStrategy), in one run.
     python benchmarks/train_padding.py [--data data/sample.csv] [--model MiniLM-L6-H384-uncased]
         [--batch_size 32] [--max_seq_len 128] [--rounds 2]
 
-Every mode trains the same model on the same batches of the same texts; the modes alternate
-(A B A B ...) so a noisy, shared machine slows both alike. The first pass of each mode traces the
-training step and is not timed.
+Every mode trains the same model on the same batches of the same texts, with the layers `make
+train` fits (bertclf.fused) and, in mixed precision, its float32 residual stream; the modes
+alternate (A B A B ...) so a noisy, shared machine slows both alike. The first pass of each mode
+traces the training step (and compiles each batch width) and is not timed. The texts' length
+matters: on data/sample.csv's 15-token texts the matrix products are too small for bfloat16 to
+pay; `make bench-train` also runs it on the 4,000-text real set (median 88 tokens).
 """
 
 import argparse
@@ -29,6 +32,7 @@ import numpy as np  # noqa: E402
 from bertclf.checkpoints import resolve  # noqa: E402
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
 from bertclf.data import read_examples  # noqa: E402
+from bertclf.fused import fused_layers  # noqa: E402
 from bertclf.model import BF16_CPU_FLAGS, build_classifier, compile_classifier, cpu_flags  # noqa: E402
 from bertclf.pipeline import dataset, encode  # noqa: E402
 
@@ -49,6 +53,7 @@ def main():
     labels = np.array([classes.index(label) for label in examples.labels[: args.max_examples]])
     checkpoint = resolve(args.model)
     models = {}
+    fusing = contextlib.ExitStack()  # each model's layers as make train fits them, until the end
     for mode in ("per batch", "max_seq_len", "mixed_bfloat16", "2 devices"):
         # A layer keeps the dtype policy it was built under: the mixed model computes in bfloat16.
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "mixed_bfloat16" else "float32")
@@ -57,6 +62,7 @@ def main():
             classifier = build_classifier(checkpoint, len(classes), args.max_seq_len, 0.1)
             encoded = encode(classifier.preprocessor, texts)
             classifier.preprocessor = None
+            fusing.enter_context(fused_layers(classifier))
             compile_classifier(classifier, 3e-5)
         data = dataset(encoded, labels, args.batch_size, seed=0, pad_to_max=mode == "max_seq_len")
         classifier.fit(data, epochs=1, verbose=0, shuffle=False)  # trace once, untimed

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bertclf.batches import LENGTH_MULTIPLE, predict_in_order, sorted_order, training_order
+from bertclf.batches import LENGTH_MULTIPLE, fixed_order, predict_in_order, sorted_order, training_order
 from bertclf.pipeline import dataset, encode, traced_forward
 from conftest import detached_classifier
 
@@ -38,6 +38,8 @@ def test_predictions_come_back_in_input_order(tiny_preset):
     texts = ["apple cat dog horse tiger whale", "saw", "lemon mango", "the big cat", "hammer"] * 3
     forward = traced_forward(classifier)
     batched = predict_in_order(forward, encode(preprocessor, texts), batch_size=4)
+    in_fixed_batches = predict_in_order(forward, encode(preprocessor, texts), batch_size=4, fixed=True)
+    np.testing.assert_allclose(in_fixed_batches, batched, atol=1e-5)
     one_by_one = np.concatenate([predict_in_order(forward, encode(preprocessor, [t]), 1) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
 
@@ -51,8 +53,10 @@ def test_inference_batches_cover_every_text_once_and_pad_less_than_fixed_batches
     batches = sorted_order(lengths, 32)
     assert sorted(np.concatenate(batches)) == list(range(500))
     assert max(len(b) for b in batches) <= 32
-    order = np.argsort(lengths, kind="stable")
-    fixed = [order[i : i + 32] for i in range(0, 500, 32)]
+    fixed = fixed_order(lengths, 32)
+    assert [len(b) for b in fixed] == [32] * 15 + [20] and sorted(np.concatenate(fixed)) == list(range(500))
+    widths = {int(np.ceil(lengths[b].max() / LENGTH_MULTIPLE)) for b in fixed}
+    assert len(widths) <= 128 // LENGTH_MULTIPLE, "a shape per width at most: what a compiled kernel is built for"
     assert padded_tokens(lengths, batches) < 0.97 * padded_tokens(lengths, fixed)
 
 

@@ -7,7 +7,7 @@ import pytest
 from bertclf.checkpoints import resolve
 from bertclf.checkpoints.folders import inspect_folder
 from bertclf.config import ConfigError
-from bertclf.model import build_classifier, compile_classifier, init_head_from_probe
+from bertclf.model import build_classifier, compile_classifier, init_head_from_probe, probe_sample
 from bertclf.pipeline import encode
 from conftest import make_texts, save_tiny_hf_bert
 
@@ -35,6 +35,32 @@ def test_probe_head_handles_two_classes_in_a_three_way_head(tiny_pretrained_pres
     # Binary training labels: scikit-learn returns one coefficient row; both logits must be set.
     loss = loss_with_head(tiny_pretrained_preset, probe=True, labels_fn=lambda y: np.minimum(y, 1))
     assert np.isfinite(loss) and loss < 0.5
+
+
+def test_the_probe_draws_about_its_limit_keeping_every_class():
+    labels = np.array([0] * 900 + [1] * 97 + [2] * 3)  # a class of 3 texts in 1,000
+    chosen = probe_sample(labels, 100, seed=0)
+    assert 95 <= len(chosen) <= 105 and len(set(chosen)) == len(chosen)
+    assert set(labels[chosen]) == {0, 1, 2}, "a rare class keeps a text: its head row is fitted, not -10"
+    assert np.bincount(labels[chosen])[0] == 90
+    assert list(probe_sample(labels, 100, seed=0)) == list(chosen) != list(probe_sample(labels, 100, seed=1))
+    assert list(probe_sample(labels, 1000, seed=0)) == list(range(1000)), "at most the limit: every text"
+    multi = np.zeros((1000, 3), int)
+    multi[:, 0], multi[:5, 1] = 1, 1  # label 2: no text has it
+    picked = multi[probe_sample(multi, 100, seed=0)]
+    assert picked[:, 1].sum() >= 1 and picked[:, 0].all()
+
+
+def test_a_probe_on_a_sample_still_starts_better_than_a_random_head(tiny_pretrained_preset):
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier(inspect_folder(tiny_pretrained_preset), 3, 32, 0.0)
+    texts, labels = make_texts(60)
+    y = np.array([["animal", "fruit", "tool"].index(label) for label in labels])
+    encoded = encode(classifier.preprocessor, texts)
+    classifier.preprocessor = None
+    init_head_from_probe(classifier, encoded, y, batch_size=16, limit=24)
+    compile_classifier(classifier, 1e-3)
+    assert classifier.evaluate(encoded.features, y, verbose=0)[0] < 0.7 * np.log(3)
 
 
 def test_hf_folder_loads_and_trains_shape(tmp_path):

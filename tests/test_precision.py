@@ -93,3 +93,36 @@ def test_xla_compiles_the_training_step_and_the_model_is_the_same_kind(tmp_path,
     _, folder, config = train_tiny(tmp_path, tiny_preset, zip(texts, labels, strict=True), xla=True, n_epochs=1)
     assert config["hyperparameters"]["xla"] is True
     assert (folder / "serving" / "model.onnx").exists()  # exported and checked as any other run
+
+
+def test_mixed_precision_keeps_the_residual_stream_and_the_logits_in_float32(tiny_preset):
+    import keras
+    import keras_hub
+    import tensorflow as tf
+
+    from bertclf.fused import fused_layers
+    from bertclf.model import float32_residuals
+    from conftest import detached_classifier
+
+    set_training_precision("mixed_bfloat16")
+    try:
+        classifier, preprocessor = detached_classifier(tiny_preset, 16)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    encoders = [layer for layer in classifier.backbone.layers if isinstance(layer, keras_hub.layers.TransformerEncoder)]
+    encoder = encoders[0]
+    for layer in (encoder, encoder._self_attention_layer_norm, encoder._feedforward_dropout, classifier.output_dense):
+        assert layer.compute_dtype == "float32", layer.name
+    for layer in (encoder._feedforward_intermediate_dense, encoder._self_attention_layer._dropout_layer):
+        assert layer.compute_dtype == "bfloat16", f"{layer.name}: the matrix products and attention stay 16-bit"
+    x = preprocessor(["the cat sat on a mat", "a dog"])
+    x["padding_mask"] = tf.cast(x["padding_mask"], tf.int32)
+    stream = keras.Model(classifier.inputs, classifier.backbone.output["sequence_output"])
+    with fused_layers(classifier):
+        with tf.GradientTape() as tape:
+            logits = classifier(x, training=True)
+            total = tf.reduce_sum(logits)
+        assert logits.dtype == tf.float32 and stream(x).dtype == tf.float32
+        gradients = tape.gradient(total, classifier.trainable_variables)
+    assert [v.path for v, g in zip(classifier.trainable_variables, gradients, strict=True) if g is None] == []
+    assert float32_residuals(detached_classifier(tiny_preset, 16)[0]) == 0, "a float32 model has nothing to change"

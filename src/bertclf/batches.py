@@ -88,16 +88,26 @@ def sorted_order(lengths: np.ndarray, batch_size: int, call_cost=CALL_COST_TOKEN
     return batches[::-1]
 
 
-def predict_in_order(forward, encoded: Encoded, batch_size: int) -> np.ndarray:
+def fixed_order(lengths: np.ndarray, batch_size: int) -> list:
+    """Batch indices for inference in the shapes training uses: texts sorted by length, cut into
+    batches of exactly `batch_size` (the last one the rest). Where each shape costs a compilation
+    (bertclf.fused's XLA kernels) this gives at most max_seq_len / LENGTH_MULTIPLE + 1 shapes, the
+    fit's own, where `sorted_order`'s batches of every size give one per (size, width)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def predict_in_order(forward, encoded: Encoded, batch_size: int, fixed: bool = False) -> np.ndarray:
     """Outputs for every text, run in length-sorted batches padded per batch, in input order.
 
     Args:
         forward: callable(features) -> outputs, e.g. `traced_forward(model)`.
         encoded: output of `encode` (at least one text).
         batch_size: texts per call.
+        fixed: batches of exactly batch_size texts (`fixed_order`), not `sorted_order`'s cut.
     """
     outputs = None
-    for index in sorted_order(encoded.lengths, batch_size):
+    for index in (fixed_order if fixed else sorted_order)(encoded.lengths, batch_size):
         values = np.asarray(forward(encoded.batch(index)))
         if outputs is None:
             outputs = np.empty((len(encoded), *values.shape[1:]), values.dtype)

@@ -171,7 +171,7 @@ class TrainConfig(Workspace):
     head_init: str = _opt(
         "probe",
         "start the output layer from a logistic-regression probe on the pretrained "
-        "features (probe) or from random weights (random)",
+        "features of at most about 2,000 training texts (probe) or from random weights (random)",
         str,
         ("probe", "random"),
     )

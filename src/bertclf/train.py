@@ -422,9 +422,10 @@ def _train(
     if not cfg.xla:  # --xla compiles the whole step anyway
         fusing.enter_context(fused_layers(classifier))
     if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
-        log.info("fitting the output layer to the pretrained features of %d texts (head_init=probe)", len(splits.train))
         with stages("probe head (head_init=probe)"):
-            init_head_from_probe(classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None)
+            init_head_from_probe(
+                classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None, seed=cfg.seed
+            )
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(
         classifier,
