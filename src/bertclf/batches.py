@@ -38,6 +38,10 @@ class Encoded:
     def __len__(self):
         return len(self.lengths)
 
+    def subset(self, index: np.ndarray) -> "Encoded":
+        """The texts at `index` (of a split encoded without windows)."""
+        return Encoded({key: value[index] for key, value in self.features.items()}, self.lengths[index])
+
     def batch(self, index: np.ndarray, multiple: int = LENGTH_MULTIPLE) -> dict:
         """The rows at `index`, cut to the longest of them rounded up to `multiple` (at most the width)."""
         width = min(int(_padded(self.lengths[index].max(), multiple)), self.width)

@@ -161,8 +161,7 @@ def init_head_from_probe(
         else f"the {len(labels)} training texts",
     )
     if len(chosen) < len(labels):
-        labels = labels[chosen]
-        encoded = Encoded({key: value[chosen] for key, value in encoded.features.items()}, encoded.lengths[chosen])
+        labels, encoded = labels[chosen], encoded.subset(chosen)
     forward = traced_forward(keras.Model(classifier.inputs, head.input))
     features = predict_in_order(forward, encoded, batch_size, fixed=True)
     if labels.ndim == 2:  # multi-label: one binary probe per class, each logit its own sigmoid

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from bertclf.batches import LENGTH_MULTIPLE, Encoded, training_order
+from bertclf.batches import LENGTH_MULTIPLE, Encoded, fixed_order, training_order
 from bertclf.pieces import pack, windows
 
 
@@ -88,8 +88,7 @@ def dataset(
                 encoded.lengths, batch_size, epoch_generator(seed, now(), encoded.lengths, batch_size)
             )
         else:  # fixed-size batches (the step count is declared below), sorted by length
-            order = np.argsort(encoded.lengths, kind="stable")
-            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            batches = fixed_order(encoded.lengths, batch_size)
         for index in batches[skip:]:
             features = (
                 {key: value[index] for key, value in encoded.features.items()}

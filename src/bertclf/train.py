@@ -316,7 +316,7 @@ def write_golden_texts(
     them, which every load of the folder compares its engine's answers with (golden.py)."""
     by_class = y.argmax(axis=1) if multi_label else y  # multi-label: by each text's first class
     chosen = np.array(golden.choose(by_class, encoded.lengths, texts), dtype=int)
-    subset = Encoded({key: value[chosen] for key, value in encoded.features.items()}, encoded.lengths[chosen])
+    subset = encoded.subset(chosen)
     probabilities = served_probabilities(forward, subset, batch_size, multi_label)
     golden.write(folder, [texts[i] for i in chosen], probabilities, subset.lengths)
 
