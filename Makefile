@@ -90,7 +90,10 @@ TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_c
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
 	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision \
 	RESUME:resume CHECKPOINT_EVERY:checkpoint_every XLA:xla
-TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) '$($(word 1,$(subst :, ,$(pair))))'))
+# $(call q,VALUE): VALUE as one shell word, whatever quotes or spaces it holds (TEXT="it's slow").
+# TEXT is read with $(value ...): a text may hold $ too.
+q = '$(subst ','\'',$(1))'
+TRAIN_ARGS := $(foreach pair,$(TRAIN_VARS),$(if $($(word 1,$(subst :, ,$(pair)))),--$(word 2,$(subst :, ,$(pair))) $(call q,$($(word 1,$(subst :, ,$(pair)))))))
 
 # The demo: the sample data is small (366 questions), so more and smaller steps than the
 # defaults, which suit datasets of thousands of texts.
@@ -157,6 +160,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[train,test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# Serving needs only the core install (`pip install -e .`: no TensorFlow): predict and start_api-native
+# install that much into a fresh .venv, and nothing when the full install (STAMP) is there.
+SERVE_STAMP := $(VENV)/.installed-serve-$(PYPROJECT_SUM)
+$(SERVE_STAMP): pyproject.toml
+	@if [ ! -e $(STAMP) ]; then \
+		test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e .; \
+	fi
+	@touch $@
+
 install: $(STAMP) ## create .venv and install everything (every target that runs Python does this first)
 
 demo: $(STAMP) ## set up, fetch the default model, train on data/sample.csv, show predictions
@@ -182,12 +195,12 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 	gpus_flag=; if [ -n "$$gpu" ]; then gpus_flag="\"device=$$gpu\""; fi; \
 	$(DOCKER) run --rm --security-opt no-new-privileges -v "$(CURDIR):/workspace" -p $(TENSORBOARD_BIND):$(TENSORBOARD_PORT):$(TENSORBOARD_PORT) \
 		$${gpus_flag:+--gpus "$$gpus_flag"} $(if $(TF_CONFIG),-e TF_CONFIG) $(CERT_MOUNT) $(DOCKER_RUN_FLAGS) $(DEV_IMAGE) \
-		sh -c "tensorboard --logdir models --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
-		exec python -m bertclf train $(TRAIN_ARGS) $$devices"
+		sh -c 'tensorboard --logdir models --bind_all --port $(TENSORBOARD_PORT) >/tmp/tensorboard.log 2>&1 & \
+		exec python -m bertclf train "$$@"' sh $(TRAIN_ARGS) $$devices
 
-predict: $(STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
-	$(BIN)/python -m bertclf predict $(if $(OUT),--input '$(or $(DATA),$(error OUT= needs DATA=<file to label>))' --output '$(OUT)',$(if $(TEXT),'$(TEXT)')) \
-		$(if $(TEXT_COLUMN),$(if $(OUT),--text_column '$(TEXT_COLUMN)')) $(if $(TOP_K),--top_k $(TOP_K))
+predict: $(SERVE_STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
+	$(BIN)/python -m bertclf predict $(if $(OUT),--input $(call q,$(or $(DATA),$(error OUT= needs DATA=<file to label>))) --output $(call q,$(OUT)),$(if $(value TEXT),$(call q,$(value TEXT)))) \
+		$(if $(TEXT_COLUMN),$(if $(OUT),--text_column $(call q,$(TEXT_COLUMN)))) $(if $(TOP_K),--top_k $(call q,$(TOP_K)))
 
 models: $(STAMP) ## list the pretrained checkpoints MODEL= knows by name (size, casing, cached)
 	$(BIN)/python -m bertclf models
@@ -205,9 +218,9 @@ start_api: ## serve the latest model on api_port (POST /predict; in Docker after
 	@if $(call in_docker,$(API_IMAGE)); then $(MAKE) --no-print-directory start_api-docker; \
 	else $(MAKE) --no-print-directory start_api-native; fi
 
-start_api-native: $(STAMP) ## serve from .venv, without Docker
+start_api-native: $(SERVE_STAMP) ## serve from .venv, without Docker (the serving install is enough)
 	$(BIN)/python -m bertclf serve $(if $(API_HOST),--host $(API_HOST)) $(if $(api_port),--port $(api_port)) $(if $(WORKERS),--workers $(WORKERS)) \
-		$(if $(API_TOKENS_FILE),--api_tokens_file '$(API_TOKENS_FILE)') $(if $(PROTECT_METRICS),--protect_metrics $(PROTECT_METRICS))
+		$(if $(API_TOKENS_FILE),--api_tokens_file $(call q,$(API_TOKENS_FILE))) $(if $(PROTECT_METRICS),--protect_metrics $(PROTECT_METRICS))
 
 start_api-docker: ## serve from the api container on API_HOST:api_port (Ctrl-C stops it gracefully)
 	@echo "serving from the $(API_IMAGE) container on http://$(DOCKER_HOST_IP):$(DOCKER_PORT) (RUN_IN=native serves from .venv)"
@@ -229,10 +242,11 @@ compose-test: ## deploy/compose.yaml for real: 2 api replicas behind nginx, one 
 	DOCKER="$(DOCKER)" API_IMAGE="$(API_IMAGE)" BASE_IMAGE="$(BASE_IMAGE)" DOCKER_BUILD_FLAGS="$(DOCKER_BUILD_FLAGS)" \
 		MODEL_DIR="$(MODEL_DIR)" bash docker/compose-test.sh
 
-lint: $(STAMP) ## ruff (lint, import order, format check) and mypy on src/
+lint: $(STAMP) ## ruff (lint, import order, format check), mypy on src/, and the import contracts (pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint ## lint, then run the fast offline test suite
 	$(BIN)/python -m pytest

@@ -13,17 +13,17 @@ import argparse
 import statistics
 import time
 
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 
 import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
 
-from bertclf.batches import predict_in_order  # noqa: E402
-from bertclf.data import read_examples  # noqa: E402
-from bertclf.graph import build_graph  # noqa: E402
-from bertclf.keras_engine import load_classifier  # noqa: E402
-from bertclf.predictor import Predictor  # noqa: E402
+from bertclf.inference.batches import predict_in_order  # noqa: E402
+from bertclf.inference.predictor import Predictor  # noqa: E402
+from bertclf.inference.runtime import OnnxForward  # noqa: E402
 from bertclf.registry import chosen_model_folder  # noqa: E402
-from bertclf.runtime import OnnxForward  # noqa: E402
+from bertclf.training.data import read_examples  # noqa: E402
+from bertclf.training.keras_engine import load_classifier  # noqa: E402
+from bertclf.training.onnx_writer import build_graph  # noqa: E402
 
 
 def main():

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def write_splits(data: Path, folder: Path) -> dict[str, Path]:
     """The 80/10/10 split `make train` makes of `data`, written as three CSV files (once)."""
     from bertclf.config import TrainConfig
-    from bertclf.data import load_splits
+    from bertclf.training.data import load_splits
 
     paths = {part: folder / f"{part}.csv" for part in ("train", "validation", "test")}
     if all(path.is_file() and path.stat().st_mtime >= data.stat().st_mtime for path in paths.values()):
@@ -122,8 +122,8 @@ def tfidf_blend(folder: Path, paths: dict[str, Path]) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
 
-    from bertclf.data import read_examples
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.data import read_examples
 
     predictor = Predictor(folder)
     parts = {part: read_examples(path) for part, path in paths.items()}
@@ -211,8 +211,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown lever {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
 
-    from bertclf.checkpoints import resolve
     from bertclf.config import DEFAULT_MODEL, TrainConfig
+    from bertclf.pretrained import resolve
 
     default_seed = str(TrainConfig.seed)
     seeds = [seed.strip() for seed in (args.seeds or default_seed).split(",") if seed.strip()]

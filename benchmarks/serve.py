@@ -44,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 
 import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
 
@@ -52,12 +52,12 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from bertclf.data import read_examples  # noqa: E402
-from bertclf.evaluate import evaluate_saved_model  # noqa: E402
-from bertclf.labelfile import label_file  # noqa: E402
-from bertclf.pipeline import encode  # noqa: E402
-from bertclf.predictor import Predictor  # noqa: E402
+from bertclf.inference.labelfile import label_file  # noqa: E402
+from bertclf.inference.predictor import Predictor  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
+from bertclf.training.data import read_examples  # noqa: E402
+from bertclf.training.evaluate import evaluate_saved_model  # noqa: E402
+from bertclf.training.pipeline import encode  # noqa: E402
 
 # Tokens per word of the sample data's words under the default model's WordPiece (measured).
 TOKENS_PER_WORD = 1.25

@@ -6,7 +6,7 @@ MirroredStrategy), in one run.
         [--batch_size 32] [--max_seq_len 128] [--rounds 2]
 
 Every mode trains the same model on the same batches of the same texts, with the layers `make
-train` fits (bertclf.fused) and, in mixed precision, its float32 residual stream; the modes
+train` fits (bertclf.training.fused) and, in mixed precision, its float32 residual stream; the modes
 alternate (A B A B ...) so a noisy, shared machine slows both alike. The first pass of each mode
 traces the training step (and compiles each batch width) and is not timed. The texts' length
 matters: on data/sample.csv's 15-token texts the matrix products are too small for bfloat16 to
@@ -17,11 +17,11 @@ import argparse
 import contextlib
 import time
 
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 
 import_tensorflow()  # first: keeps TensorFlow's start-up chatter out of the report
 
-from bertclf.devices import strategy_for  # noqa: E402
+from bertclf.training.devices import strategy_for  # noqa: E402
 
 # Before TensorFlow sets up its devices: the CPU split in two, for the two-device row.
 TWO_DEVICES, _ = strategy_for("cpu:2")
@@ -29,12 +29,12 @@ TWO_DEVICES, _ = strategy_for("cpu:2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertclf.checkpoints import resolve  # noqa: E402
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
-from bertclf.data import read_examples  # noqa: E402
-from bertclf.fused import fused_layers  # noqa: E402
-from bertclf.model import BF16_CPU_FLAGS, build_classifier, compile_classifier, cpu_flags  # noqa: E402
-from bertclf.pipeline import dataset, encode  # noqa: E402
+from bertclf.pretrained import resolve  # noqa: E402
+from bertclf.training.data import read_examples  # noqa: E402
+from bertclf.training.fused import fused_layers  # noqa: E402
+from bertclf.training.model import BF16_CPU_FLAGS, build_classifier, compile_classifier, cpu_flags  # noqa: E402
+from bertclf.training.pipeline import dataset, encode  # noqa: E402
 
 
 def main():

@@ -11,7 +11,8 @@ on stdin, runs one pass over every batch and prints its seconds, so the two fram
 (A B A B ...) on the same cores and a noisy machine slows both alike. Rows:
 
 - keras fit (make train): what `make train` runs: AdamW (weight decay, clipnorm 1.0) compiled as one
-  update (bertclf.optimizer), GELU, layer norms and attention softmax compiled with XLA (bertclf.fused),
+  update (bertclf.training.optimizer), GELU, layer norms and attention softmax compiled with XLA
+  (bertclf.training.fused),
   Keras's fit loop and metrics, tf.data from a generator
 - keras fit, Keras's AdamW / Keras's layers: the same with Keras's own optimizer update / layers
 - keras fit, XLA: the same with `jit_compile=True` (one compilation per batch width, untimed)
@@ -35,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 
 if "--onednn" in sys.argv and sys.argv[sys.argv.index("--onednn") + 1 :][:1] == ["off"]:
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read once, when TensorFlow loads
@@ -46,13 +47,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bertclf.batches import XLA_WIDTH, training_order  # noqa: E402
-from bertclf.checkpoints import resolve  # noqa: E402
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
-from bertclf.data import read_examples  # noqa: E402
-from bertclf.fused import fused_layers  # noqa: E402
-from bertclf.model import build_classifier, compile_classifier  # noqa: E402
-from bertclf.pipeline import encode  # noqa: E402
+from bertclf.inference.batches import XLA_WIDTH, training_order  # noqa: E402
+from bertclf.pretrained import resolve  # noqa: E402
+from bertclf.training.data import read_examples  # noqa: E402
+from bertclf.training.fused import fused_layers  # noqa: E402
+from bertclf.training.model import build_classifier, compile_classifier  # noqa: E402
+from bertclf.training.pipeline import encode  # noqa: E402
 
 # The PyTorch side, run by --hf_python with the checkpoint folder and the batches file.
 TORCH_WORKER = r"""
@@ -148,7 +149,7 @@ def main():
     if not (checkpoint.path / "config.json").exists():
         sys.exit(f"{checkpoint.path}: not a Hugging Face folder (config.json); PyTorch cannot load it")
 
-    patched = contextlib.ExitStack()  # fused layers, as make train fits (bertclf.fused): for the whole run
+    patched = contextlib.ExitStack()  # fused layers, as make train fits (bertclf.training.fused): for the whole run
 
     def build(jit_compile=False, fused_update=True, fused=True):
         keras.utils.set_random_seed(0)

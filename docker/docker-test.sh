@@ -109,7 +109,7 @@ say "POST /predict -> $answer"
 # The same texts through the Keras model in the dev image (TensorFlow): the api image must agree.
 keras=$($DOCKER run --rm -v "$PWD:/workspace" "${DEV_IMAGE:-bertclf-dev}" python -c '
 import json, sys
-from bertclf.predictor import Predictor
+from bertclf.inference.predictor import Predictor
 labels, probabilities = Predictor(sys.argv[1], engine="tensorflow").predict(sys.argv[2:])
 print(json.dumps({"predictions": labels, "probabilities": probabilities}))' \
     "models/$new_model" "How do I reverse a list in Python?" "git push says rejected" | tail -1)

@@ -94,8 +94,8 @@ def largest_weight_difference(folder_a, folder_b) -> float:
 def detached_classifier(preset, max_seq_len):
     """(classifier with its preprocessor detached, the preprocessor): a 3-class head on `preset`,
     as training and serving run it (tokenize once, then feed token ids)."""
-    from bertclf.checkpoints.folders import inspect_folder
-    from bertclf.model import build_classifier
+    from bertclf.pretrained.folders import inspect_folder
+    from bertclf.training.model import build_classifier
 
     classifier = build_classifier(inspect_folder(preset), 3, max_seq_len, 0.0)
     preprocessor = classifier.preprocessor
@@ -116,8 +116,8 @@ def tiny_pretrained_preset(tmp_path_factory, tiny_preset):
     import keras
     import keras_hub
 
-    from bertclf.checkpoints.folders import inspect_folder
-    from bertclf.model import build_classifier, compile_classifier
+    from bertclf.pretrained.folders import inspect_folder
+    from bertclf.training.model import build_classifier, compile_classifier
 
     keras.utils.set_random_seed(1)
     classifier = build_classifier(inspect_folder(tiny_preset), 3, 32, 0.0)
@@ -199,7 +199,7 @@ def train_tiny(root, preset, rows, **settings):
     change of kernels could tip it. 16 reach 1.0 on the test split and on 300 fresh texts, with
     oneDNN on and off."""
     from bertclf.config import TrainConfig
-    from bertclf.train import train
+    from bertclf.training.run import train
 
     data = write_csv(root / "data.csv", rows)
     recipe = {

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from bertclf.abstain import at_threshold, decide, threshold_for_precision
-from bertclf.config import ConfigError, PredictConfig, TrainConfig
-from bertclf.predictor import Predictor
-from bertclf.registry import RegistryError
-from conftest import make_app, make_texts, wait_until, write_csv
+from bertclf.config import PredictConfig, TrainConfig
+from bertclf.errors import ConfigError, RegistryError
+from bertclf.inference.abstain import at_threshold, decide, threshold_for_precision
+from bertclf.inference.predictor import Predictor
+from conftest import make_app, make_texts, train_tiny, wait_until
 
 # Top probabilities 0.9, 0.8, 0.7, 0.6, 0.5; right, right, wrong, right, wrong.
 PROBABILITIES = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.5, 0.5]])
@@ -61,21 +61,9 @@ def test_settings_are_checked():
 
 
 def test_training_chooses_a_threshold_for_a_target_precision_and_records_it(tmp_path, tiny_preset):
-    from bertclf.train import train
-
     texts, labels = make_texts(30, seed=3)
-    data = write_csv(tmp_path / "d.csv", zip(texts, labels, strict=True))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(tmp_path / "models"),
-        max_seq_len=32,
-        batch_size=16,
-        n_epochs=2,
-        max_learn_rate=1e-2,
-        target_precision=0.99,
-    )
-    folder, model_config = train(cfg)
+    rows = zip(texts, labels, strict=True)
+    _, folder, model_config = train_tiny(tmp_path, tiny_preset, rows, n_epochs=2, target_precision=0.99)
     record = model_config["abstain"]
     assert record["chosen_by"] == "target_precision 0.99 on the validation split"
     assert 0 < record["min_confidence"] <= 1 and record["min_confidence"] == record["test"]["min_confidence"]

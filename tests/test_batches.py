@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from bertclf.batches import LENGTH_MULTIPLE, fixed_order, predict_in_order, sorted_order, training_order
-from bertclf.pipeline import dataset, encode, traced_forward
+from bertclf.inference.batches import LENGTH_MULTIPLE, fixed_order, predict_in_order, sorted_order, training_order
+from bertclf.training.pipeline import dataset, encode, traced_forward
 from conftest import detached_classifier
 
 
@@ -68,7 +68,7 @@ def test_a_long_text_does_not_pad_the_short_ones():
 
 
 def test_token_counts_are_taken_before_truncation(tiny_preset):
-    from bertclf.pipeline import token_counts
+    from bertclf.training.pipeline import token_counts
 
     _, preprocessor = tiny(tiny_preset)  # cuts at 32
     counts = token_counts(preprocessor, ["apple", "apple " * 50, ""])
@@ -77,7 +77,7 @@ def test_token_counts_are_taken_before_truncation(tiny_preset):
 
 
 def test_each_epoch_draws_the_order_one_generator_running_through_the_run_draws():
-    from bertclf.pipeline import epoch_generator
+    from bertclf.training.pipeline import epoch_generator
 
     lengths = np.random.default_rng(0).integers(1, 100, 200)
     rng = np.random.default_rng(42)  # how every epoch was drawn before runs could resume

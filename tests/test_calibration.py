@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bertclf.calibration import (
+from bertclf.activations import softmax
+from bertclf.training.calibration import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
     calibrate,
@@ -17,7 +18,6 @@ from bertclf.calibration import (
     held_out_likelihood,
     negative_log_likelihood,
 )
-from bertclf.predictor import softmax
 
 
 def overconfident(n=4000, classes=5, temperature=2.5, seed=0):
@@ -116,8 +116,8 @@ def test_a_validation_split_of_one_text_keeps_no_temperature(tiny_preset):
 
 
 def test_a_trained_model_is_calibrated_and_serves_the_calibrated_probabilities(tiny_run):
-    from bertclf.data import load_splits
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.data import load_splits
 
     cfg, folder, model_config = tiny_run
     metrics = json.loads((folder / "metrics.json").read_text())

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bertclf.checkpoints import CheckpointError, catalog, known_names, resolve
+from bertclf.pretrained import CheckpointError, catalog, known_names, resolve
 from conftest import save_tiny_hf_bert
 from tiny_tf1 import write_bert
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from bertclf.checkpoints import archives
+from bertclf.pretrained import archives
 
 LINKS = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from bertclf.checkpoints import CheckpointError, resolve
-from bertclf.checkpoints.folders import inspect_folder
-from bertclf.safety import UnsafeModelError
+from bertclf.errors import UnsafeModelError
+from bertclf.pretrained import CheckpointError, resolve
+from bertclf.pretrained.folders import inspect_folder
 from conftest import save_tiny_hf_bert
 
 

@@ -12,32 +12,21 @@ import zipfile
 import numpy as np
 import pytest
 
-from bertclf.checkpoints import google, resolve
-from bertclf.checkpoints.google import GoogleCheckpoint, GoogleCheckpointError
 from bertclf.cli import main as cli_main
-from conftest import make_texts, write_csv
+from bertclf.pretrained import google, resolve
+from bertclf.pretrained.google import GoogleCheckpoint, GoogleCheckpointError
+from conftest import make_texts, train_tiny, write_csv
 from tiny_tf1 import write_albert, write_bert
 
 
 @pytest.mark.parametrize("family", ["BERT", "ALBERT"])
 def test_trains_exports_and_reloads(family, tmp_path):
-    from bertclf.config import TrainConfig
-    from bertclf.predictor import Predictor
-    from bertclf.train import train
+    from bertclf.inference.predictor import Predictor
 
     folder = write_bert(tmp_path / "bert_tiny") if family == "BERT" else write_albert(tmp_path / "albert_tiny")[0]
     texts, labels = make_texts(20)
-    data = write_csv(tmp_path / "data.csv", list(zip(texts, labels, strict=True)))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(folder),
-        models_dir=str(tmp_path / "models"),
-        n_epochs=1,
-        batch_size=16,
-        max_seq_len=16,
-        max_learn_rate=1e-3,
-    )
-    exported, model_config = train(cfg)
+    rows = list(zip(texts, labels, strict=True))
+    _, exported, model_config = train_tiny(tmp_path, folder, rows, n_epochs=1, max_seq_len=16, max_learn_rate=1e-3)
     assert model_config["family"] == family
     assert (tmp_path / "models" / "pretrained" / "converted").is_dir(), "the conversion is cached"
     predictor = Predictor(exported)
@@ -49,8 +38,9 @@ def test_trains_exports_and_reloads(family, tmp_path):
 
 
 def test_max_seq_len_is_checked_against_the_checkpoint(tmp_path):
-    from bertclf.config import ConfigError, TrainConfig
-    from bertclf.train import train
+    from bertclf.config import TrainConfig
+    from bertclf.errors import ConfigError
+    from bertclf.training.run import train
 
     texts, labels = make_texts(20)
     data = write_csv(tmp_path / "data.csv", list(zip(texts, labels, strict=True)))

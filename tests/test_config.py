@@ -5,16 +5,9 @@ import dataclasses
 
 import pytest
 
-from bertclf.checkpoints import resolve
-from bertclf.config import (
-    LABEL_COLUMNS,
-    TEXT_COLUMNS,
-    ConfigError,
-    PredictConfig,
-    ServeConfig,
-    TrainConfig,
-    default_max_learn_rate,
-)
+from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, PredictConfig, ServeConfig, TrainConfig, default_max_learn_rate
+from bertclf.errors import ConfigError
+from bertclf.pretrained import resolve
 from conftest import save_tiny_hf_bert
 
 
@@ -85,10 +78,15 @@ def test_serve_settings_from_the_environment_then_overrides():
     )
     assert (cfg.port, cfg.precision, cfg.model_dir, cfg.workers) == (8080, "int8", None, 3)
     assert isinstance(cfg, PredictConfig), "serve takes every predict setting"
-    with pytest.raises(ConfigError, match=r"^BERTCLF_PORT='http' is not a valid int$"):
+    with pytest.raises(ConfigError, match=r"^BERTCLF_PORT='http': expected a whole number$"):
         ServeConfig.from_env({"BERTCLF_PORT": "http"})
     with pytest.raises(ConfigError, match=r"^precision must be one of fp32, int8, got 'fp16'$"):
         ServeConfig.from_env({"BERTCLF_PRECISION": "fp16"})
+    # A yes/no variable names itself and the words it takes (once: "is not a valid parse_bool").
+    with pytest.raises(ConfigError, match=r"^BERTCLF_PROTECT_METRICS: expected true or false .*got 'maybe'$"):
+        ServeConfig.from_env({"BERTCLF_PROTECT_METRICS": "maybe"})
+    with pytest.raises(ConfigError, match=r"^BERTCLF_FEEDBACK_MAX_ROWS='lots': expected a whole number$"):
+        ServeConfig.from_env({"BERTCLF_FEEDBACK_MAX_ROWS": "lots"})
 
 
 def test_max_seq_len_auto_is_the_length_most_training_texts_fit():

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from bertclf.config import TrainConfig
-from bertclf.data import DataError, load_splits, read_examples
+from bertclf.training.data import DataError, load_splits, read_examples
 from conftest import make_texts, write_csv
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertclf.config import ConfigError
+from bertclf.errors import ConfigError
 from conftest import largest_weight_difference
 
 # Both runs in one process: the split comes first, then each run picks its devices.
@@ -18,9 +18,9 @@ RUNS = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 import_tensorflow()
-from bertclf.devices import strategy_for
+from bertclf.training.devices import strategy_for
 strategy_for("cpu:2")
 from conftest import make_texts, save_tiny_bert_preset, train_tiny
 root = Path(sys.argv[1])
@@ -44,7 +44,7 @@ PROBABILITY_TOLERANCE = 5e-3
 
 
 def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
     from conftest import make_texts
 
     result = subprocess.run(
@@ -80,7 +80,7 @@ def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
 def test_devices_that_cannot_be_had_are_clear_errors(spec, fragment):
     import tensorflow as tf
 
-    from bertclf.devices import strategy_for
+    from bertclf.training.devices import strategy_for
 
     tf.config.list_logical_devices("CPU")  # TensorFlow has set up its devices, as in any test process
     with pytest.raises(ConfigError, match=fragment):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from bertclf.download import DownloadError, download
+from bertclf.pretrained.download import DownloadError, download
 
 BODY = bytes(range(256)) * 400  # 100 KiB
 

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from bertclf.data import DataError
-from bertclf.evaluate import compute_metrics, evaluate_saved_model, find_training_files, write_evaluation
 from bertclf.files import sha256_of
-from bertclf.predictor import Predictor
+from bertclf.inference.predictor import Predictor
+from bertclf.training.data import DataError
+from bertclf.training.evaluate import compute_metrics, evaluate_saved_model, find_training_files, write_evaluation
 from conftest import make_texts, write_csv
 
 
@@ -30,7 +30,7 @@ def test_metrics_report_and_plot(tmp_path):
 
 
 def test_importing_evaluation_sets_up_no_plotting():
-    code = "import sys, bertclf.evaluate; print('matplotlib' in sys.modules)"
+    code = "import sys, bertclf.training.evaluate; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
 
@@ -102,3 +102,17 @@ def test_changed_missing_and_moved_files(tmp_path, project, monkeypatch):
     moved.write_text(moved.read_text() + "one more row,fruit\n")
     with pytest.raises(DataError, match=r"moved.csv changed since the model was trained \(SHA-256 differs\)"):
         find_training_files(config, model, {"data": str(moved)})
+
+
+def test_rescoring_a_model_trained_with_feedback_reads_no_feedback_store(tmp_path, project, monkeypatch):
+    # FEEDBACK=1 adds corrections to the training split only: the test split is the same without
+    # them, so re-scoring must not need the store (gone, moved, or grown since the run).
+    root, record, model_config = project
+    model = record(root / "data" / "d.csv")
+    config = json.loads((model / "model_config.json").read_text())
+    config["hyperparameters"].update(feedback=True, feedback_db=str(tmp_path / "gone.sqlite3"))
+    (model / "model_config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(root)
+    scores = evaluate_saved_model(Predictor(model))
+    assert scores["n_test"] == model_config["data"]["n_test"]
+    assert scores["accuracy"] == pytest.approx(model_config["metrics"]["accuracy"], abs=1.01 / scores["n_test"])

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from bertclf.config import TrainConfig
-from bertclf.data import Examples, add_feedback, load_splits
 from bertclf.feedback import (
     FeedbackError,
     FeedbackStore,
@@ -26,6 +25,7 @@ from bertclf.feedback import (
     export_csv,
     label_counts,
 )
+from bertclf.training.data import Examples, add_feedback, load_splits
 from conftest import make_app, make_texts, wait_until, write_csv
 from servers import JSON, request, serving
 
@@ -169,6 +169,21 @@ def test_training_adds_corrections_to_the_training_split_only(tmp_path):
     assert load_splits(cfg).feedback["new_labels"] == ["vegetable"]
 
 
+def test_training_reads_the_store_bertclf_feedback_db_names(tmp_path, monkeypatch):
+    # serve and `feedback export` honour BERTCLF_FEEDBACK_DB; `train --feedback` must find the same store.
+    texts, labels = make_texts(20)
+    data = write_csv(tmp_path / "data.csv", zip(texts, labels, strict=True))
+    store = FeedbackStore(tmp_path / "elsewhere.sqlite3")
+    store.add("a brand new text", labels[0], None, None, None)
+    monkeypatch.setenv("BERTCLF_FEEDBACK_DB", str(store.path))
+    splits = load_splits(TrainConfig(data=str(data), models_dir=str(tmp_path / "models"), feedback=True))
+    assert splits.train.texts[-1] == "a brand new text" and splits.feedback["added"] == 1
+    given = FeedbackStore(tmp_path / "given.sqlite3")  # --feedback_db wins over the variable
+    given.add("another new text", labels[0], None, None, None)
+    cfg = TrainConfig(data=str(data), feedback=True, feedback_db=str(given.path))
+    assert load_splits(cfg).train.texts[-1] == "another new text"
+
+
 def test_add_feedback_of_an_empty_store_changes_nothing(tmp_path):
     FeedbackStore(tmp_path / "f.sqlite3").last_id()  # creates the table
     train = Examples(["a"], ["x"], "d.csv")
@@ -267,6 +282,32 @@ def test_many_writer_processes_open_a_new_store_at_once_wait_and_keep_the_cap_ex
         assert not errors, f"round {round_}: {errors[:2]}"
         assert outcomes.count("stored") == max_rows and outcomes.count("full") == processes * each - max_rows
         assert FeedbackStore(path).last_id() == max_rows
+
+
+def test_threads_of_one_worker_keep_the_cap_exact(tmp_path):
+    # A gunicorn worker answers on several threads, each with its own connection: 8 at once, a cap of
+    # 50, 160 tries: exactly 50 stored (once 52 were: the cap was read, then written, in two statements).
+    for round_ in range(5):
+        store = FeedbackStore(tmp_path / f"{round_}.sqlite3")
+        barrier, outcomes = threading.Barrier(8), []
+
+        def write(k, store=store, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            for i in range(20):
+                try:
+                    store.add(f"text {k} {i}", "x", None, None, None, limits=Limits(max_rows=50))
+                    outcomes.append("stored")
+                except StoreFull:
+                    outcomes.append("full")
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert outcomes.count("stored") == 50 and outcomes.count("full") == 110, round_
+        with sqlite3.connect(store.path) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 50
 
 
 def test_a_texts_label_is_the_majority_of_its_distinct_senders():

@@ -75,7 +75,7 @@ def test_atomic_files_never_write_through_a_planted_symlink(tmp_path, monkeypatc
 
     from bertclf import files
     from bertclf.feedback import FeedbackStore, export_csv
-    from bertclf.labelfile import Writer
+    from bertclf.inference.labelfile import Writer
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from keras_hub.src.utils.keras_utils import gelu_approximate
 
-from bertclf.fused import fused_layers, gelu_erf, gelu_tanh, layer_norm, masked_softmax
+from bertclf.training.fused import fused_layers, gelu_erf, gelu_tanh, layer_norm, masked_softmax
 from conftest import detached_classifier
 
 

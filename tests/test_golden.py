@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from bertclf.golden import GOLDEN_FILE, GOLDEN_TEXTS, TOLERANCE, GoldenMismatch, choose
-from bertclf.predictor import Predictor
-from bertclf.registry import RegistryError
-from bertclf.runtime import SERVING_GRAPH
+from bertclf.errors import RegistryError
+from bertclf.inference.golden import GOLDEN_FILE, GOLDEN_TEXTS, TOLERANCE, GoldenMismatch, choose
+from bertclf.inference.predictor import Predictor
+from bertclf.inference.runtime import SERVING_GRAPH
 from conftest import copy_model, make_app, wait_until
 
 

@@ -7,13 +7,13 @@ import keras_hub
 import numpy as np
 import pytest
 
-from bertclf import graph as graph_module
-from bertclf.batches import predict_in_order
-from bertclf.graph import UnsupportedModel, build_graph, export_folder, export_serving_graph
-from bertclf.pipeline import encode, traced_forward
-from bertclf.predictor import softmax
-from bertclf.registry import RegistryError
-from bertclf.runtime import ALLOWED_OPS, SERVING_GRAPH, OnnxForward, quantize, read_serving_graph
+from bertclf.activations import softmax
+from bertclf.errors import RegistryError
+from bertclf.inference.batches import predict_in_order
+from bertclf.inference.runtime import ALLOWED_OPS, SERVING_GRAPH, OnnxForward, quantize, read_serving_graph
+from bertclf.training import onnx_writer as graph_module
+from bertclf.training.onnx_writer import UnsupportedModel, build_graph, export_folder, export_serving_graph
+from bertclf.training.pipeline import encode, traced_forward
 from conftest import detached_classifier
 
 TEXTS = [
@@ -52,7 +52,7 @@ def test_onnx_graph_matches_keras_with_padding(tiny_preset):
 
 
 def test_the_embedding_output_is_the_keras_encoders_mean_over_real_tokens(tiny_preset):
-    from bertclf.keras_engine import mean_hidden_state
+    from bertclf.training.keras_engine import mean_hidden_state
 
     classifier, preprocessor = tiny_classifier(tiny_preset)
     encoded = encode(preprocessor, TEXTS)
@@ -96,7 +96,7 @@ def test_distilbert_graph_matches_keras_with_padding():
     forward = OnnxForward(build_graph(classifier).SerializeToString())
     assert forward.inputs == ["token_ids", "padding_mask"]
     np.testing.assert_allclose(forward({**features, "segment_ids": np.zeros_like(mask)}), expected, atol=1e-5)
-    from bertclf.keras_engine import mean_hidden_state
+    from bertclf.training.keras_engine import mean_hidden_state
 
     both = forward.with_embedding(features)
     np.testing.assert_allclose(both[:, 3:], mean_hidden_state(classifier, features), atol=1e-5)
@@ -154,7 +154,7 @@ def test_the_export_writes_a_checked_graph_and_refuses_a_wrong_one(tiny_preset, 
 def test_export_folder_adds_the_graph_to_an_older_folder(trained_models, tmp_path, monkeypatch):
     import shutil
 
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     old = tmp_path / "old"
     shutil.copytree(trained_models[1], old)

@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from bertclf.config import ConfigError
-from bertclf.errors import DataError
-from bertclf.labelfile import label_file
-from bertclf.predictor import Predictor
+from bertclf.errors import ConfigError, DataError
+from bertclf.inference.labelfile import label_file
+from bertclf.inference.predictor import Predictor
 
 
 class Keyword:

@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from bertclf.config import ConfigError, PredictConfig, TrainConfig
-from bertclf.evaluate import evaluate_saved_model
-from bertclf.pieces import MAX_WINDOWS, average_windows, windows
-from bertclf.predictor import Predictor
-from bertclf.registry import RegistryError
-from conftest import WORDS, make_app, make_texts, wait_until, write_csv
+from bertclf.config import PredictConfig, TrainConfig
+from bertclf.errors import ConfigError, RegistryError
+from bertclf.inference.pieces import MAX_WINDOWS, average_windows, windows
+from bertclf.inference.predictor import Predictor
+from bertclf.training.evaluate import evaluate_saved_model
+from conftest import WORDS, make_app, make_texts, train_tiny, wait_until
 
 
 def test_a_text_that_fits_stays_one_window():
@@ -64,21 +64,10 @@ def test_windows_read_what_truncation_cuts_off(trained_models):
 
 
 def test_training_with_windows_evaluates_as_it_serves(tmp_path, tiny_preset):
-    from bertclf.train import train
-
     texts, labels = make_texts(30, seed=4, max_words=20)
-    data = write_csv(tmp_path / "d.csv", zip(texts, labels, strict=True))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(tmp_path / "models"),
-        max_seq_len=8,  # most texts are longer: read as windows
-        batch_size=16,
-        n_epochs=2,
-        max_learn_rate=1e-2,
-        long_text="window",
-    )
-    folder, model_config = train(cfg)
+    rows = zip(texts, labels, strict=True)
+    # max_seq_len 8: most texts are longer, read as windows
+    _, folder, model_config = train_tiny(tmp_path, tiny_preset, rows, max_seq_len=8, n_epochs=2, long_text="window")
     metrics = json.loads((folder / "metrics.json").read_text())
     record = metrics["long_text"]
     assert record["mode"] == "window" and record["texts_windowed"] > 0 and record["max_windows"] == MAX_WINDOWS

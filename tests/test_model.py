@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from bertclf.checkpoints import resolve
-from bertclf.checkpoints.folders import inspect_folder
-from bertclf.config import ConfigError
-from bertclf.model import build_classifier, compile_classifier, init_head_from_probe, probe_sample
-from bertclf.pipeline import encode
+from bertclf.errors import ConfigError
+from bertclf.pretrained import resolve
+from bertclf.pretrained.folders import inspect_folder
+from bertclf.training.model import build_classifier, compile_classifier, init_head_from_probe, probe_sample
+from bertclf.training.pipeline import encode
 from conftest import make_texts, save_tiny_hf_bert
 
 
@@ -78,7 +78,7 @@ def test_max_seq_len_longer_than_checkpoint_is_refused(tmp_path):
 
 
 def test_layer_scales_shrink_from_the_head_to_the_embeddings():
-    from bertclf.optimizer import layer_scale
+    from bertclf.training.optimizer import layer_scale
 
     assert layer_scale("logits/kernel", 2, 0.5) == layer_scale("pooled_dense/bias", 2, 0.5) == 1.0
     assert layer_scale("transformer_layer_1/self_attention_layer/query/kernel", 2, 0.5) == 0.5

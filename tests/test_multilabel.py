@@ -11,12 +11,12 @@ import onnx
 import pytest
 
 from bertclf.config import TrainConfig
-from bertclf.data import load_splits, split_labels
-from bertclf.evaluate import evaluate_saved_model
-from bertclf.multilabel import decide, multi_hot, stored_thresholds, tune_thresholds
-from bertclf.predictor import Predictor
-from bertclf.registry import RegistryError
-from bertclf.runtime import SERVING_GRAPH
+from bertclf.errors import RegistryError
+from bertclf.inference.multilabel import decide, multi_hot, stored_thresholds, tune_thresholds
+from bertclf.inference.predictor import Predictor
+from bertclf.inference.runtime import SERVING_GRAPH
+from bertclf.training.data import load_splits, split_labels
+from bertclf.training.evaluate import evaluate_saved_model
 from conftest import FILLER, WORDS, make_app, train_tiny, wait_until, write_csv
 
 
@@ -66,6 +66,36 @@ def test_a_separator_in_the_labels_makes_the_data_multi_label(tmp_path):
     rows = [(t, label.replace("|", ";")) for t, label in zip(texts, labels, strict=True)]
     semicolons = write_csv(tmp_path / "c.csv", rows)
     assert load_splits(TrainConfig(data=str(semicolons), label_separator=";")).classes == ["animal", "fruit", "tool"]
+
+
+def test_multi_label_off_keeps_a_label_with_the_separator_as_one_class(tmp_path):
+    # Labels such as "C|C++" or "R&D|Sales" name one class: --multi_label off (or false) must hold.
+    texts, labels = make_multilabel_texts(90)
+    data = write_csv(tmp_path / "d.csv", zip(texts, labels, strict=True))
+    for off in ("off", "false", False, "no", "0"):
+        splits = load_splits(TrainConfig(data=str(data), multi_label=off))
+        assert not splits.multi_label, off
+        assert set(splits.classes) == set(labels), "every label, separator and all, is one class"
+    for on in ("on", "true", True):
+        assert load_splits(TrainConfig(data=str(data), multi_label=on)).multi_label, on
+    assert TrainConfig().multi_label == "auto"
+
+
+def test_multi_label_on_the_command_line(tmp_path):
+    from bertclf.cli import build_parser, given
+
+    def parsed(*args):
+        return given(TrainConfig, build_parser().parse_args(["train", *args])).get("multi_label")
+
+    assert parsed() is None and parsed("--multi_label") == "on"
+    assert parsed("--multi_label", "false") == "off" and parsed("--multi_label", "auto") == "auto"
+    result = subprocess.run(
+        [sys.executable, "-m", "bertclf", "train", "--multi_label", "sometimes"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "expected auto, on or off, got 'sometimes'" in result.stderr
 
 
 @pytest.fixture(scope="module")

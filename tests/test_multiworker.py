@@ -45,8 +45,8 @@ WEIGHT_TOLERANCE = 5e-3
 
 def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
     from bertclf.config import TrainConfig
-    from bertclf.predictor import Predictor
-    from bertclf.train import train
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.run import train
 
     # No dropout anywhere: each replica would draw its own masks, which no single device reproduces.
     preset = save_tiny_bert_preset(tmp_path / "preset", dropout=0.0)
@@ -116,8 +116,8 @@ def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
     ],
 )
 def test_a_tf_config_that_cannot_work_is_a_clear_error(monkeypatch, tf_config, fragment):
-    from bertclf.config import ConfigError
-    from bertclf.devices import strategy_for
+    from bertclf.errors import ConfigError
+    from bertclf.training.devices import strategy_for
 
     monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(ConfigError, match=fragment):
@@ -125,7 +125,7 @@ def test_a_tf_config_that_cannot_work_is_a_clear_error(monkeypatch, tf_config, f
 
 
 def test_one_task_in_tf_config_is_an_ordinary_run(monkeypatch):
-    from bertclf.devices import strategy_for
+    from bertclf.training.devices import strategy_for
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}')
     assert strategy_for("auto")[1] == {"strategy": "one device", "devices": 1}

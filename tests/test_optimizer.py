@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertclf.optimizer import FusedAdamW
+from bertclf.training.optimizer import FusedAdamW
 
 
 def tiny_model():

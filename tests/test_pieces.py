@@ -4,7 +4,7 @@ matches KerasHub's."""
 
 import numpy as np
 
-from bertclf.pieces import SentencePieces, pack
+from bertclf.inference.pieces import SentencePieces, pack
 from conftest import make_texts
 from test_wordpiece import HOSTILE, random_texts
 from tiny_tf1 import sentencepiece_proto, write_albert
@@ -14,8 +14,8 @@ def test_albert_ids_equal_the_keras_hub_preprocessor(tmp_path):
     import keras_hub
     import tensorflow as tf
 
-    from bertclf.checkpoints import resolve
-    from bertclf.pipeline import traced_preprocessor
+    from bertclf.pretrained import resolve
+    from bertclf.training.pipeline import traced_preprocessor
 
     albert = resolve(str(write_albert(tmp_path / "albert_tiny")[0]), tmp_path / "models")
     sequence_length = 64
@@ -46,7 +46,7 @@ def test_a_real_sized_sentencepiece_model_gives_the_keras_hub_ids():
     import keras_hub
     import tensorflow as tf
 
-    from bertclf.pipeline import traced_preprocessor
+    from bertclf.training.pipeline import traced_preprocessor
 
     sentences, _ = make_texts(100)
     texts = [*HOSTILE, *sentences, *random_texts(500, seed=5)]

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from bertclf.config import ConfigError, TrainConfig
-from bertclf.model import choose_precision, cpu_flags, set_training_precision
+from bertclf.config import TrainConfig
+from bertclf.errors import ConfigError
+from bertclf.training.model import choose_precision, cpu_flags, set_training_precision
 from conftest import make_texts, train_tiny
 
 
@@ -48,9 +49,9 @@ def test_a_precision_asked_for_is_kept_and_auto_is_the_default():
 def test_an_auto_run_says_what_it_chose_and_records_it(tmp_path, tiny_preset, monkeypatch, caplog):
     import logging
 
-    monkeypatch.setattr("bertclf.model.cpu_flags", lambda: {"avx2"})  # as on a CPU without bfloat16
+    monkeypatch.setattr("bertclf.training.model.cpu_flags", lambda: {"avx2"})  # as on a CPU without bfloat16
     texts, labels = make_texts(10)
-    with caplog.at_level(logging.INFO, logger="bertclf.train"):
+    with caplog.at_level(logging.INFO, logger="bertclf.training.run"):
         _, _, model_config = train_tiny(
             tmp_path, tiny_preset, zip(texts, labels, strict=True), n_epochs=1, precision="auto"
         )
@@ -62,7 +63,7 @@ def test_an_auto_run_says_what_it_chose_and_records_it(tmp_path, tiny_preset, mo
 def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_pretrained_preset, caplog):
     import keras
 
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     # A random head on features that tell the classes apart: what the bfloat16 fit must learn, it
     # learns with room to spare (loss 1.08 -> 0.12, accuracy 1.0, oneDNN on and off). From random
@@ -100,8 +101,8 @@ def test_mixed_precision_keeps_the_residual_stream_and_the_logits_in_float32(tin
     import keras_hub
     import tensorflow as tf
 
-    from bertclf.fused import fused_layers
-    from bertclf.model import float32_residuals
+    from bertclf.training.fused import fused_layers
+    from bertclf.training.model import float32_residuals
     from conftest import detached_classifier
 
     set_training_precision("mixed_bfloat16")

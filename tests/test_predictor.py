@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from bertclf import graph as graph_module
-from bertclf.config import ConfigError, PredictConfig
-from bertclf.graph import UnsupportedModel
-from bertclf.pipeline import encode
-from bertclf.predictor import Predictor
-from bertclf.registry import RegistryError
-from bertclf.runtime import SERVING_GRAPH
+from bertclf.config import PredictConfig
+from bertclf.errors import ConfigError, RegistryError
+from bertclf.inference.predictor import Predictor
+from bertclf.inference.runtime import SERVING_GRAPH
+from bertclf.training import onnx_writer as graph_module
+from bertclf.training.onnx_writer import UnsupportedModel
+from bertclf.training.pipeline import encode
 from conftest import make_texts
 
 TEXTS = ["apple cat dog horse tiger whale zebra saw drill hammer", "saw", "lemon mango", "the big cat", "hammer"]
@@ -84,7 +84,7 @@ def test_labels_that_do_not_match_the_output_layer_are_refused(trained_models, t
 
 
 def test_the_served_graph_gives_the_keras_models_probabilities_on_the_test_split(tiny_run):
-    from bertclf.data import load_splits
+    from bertclf.training.data import load_splits
 
     cfg, folder, _ = tiny_run
     texts = load_splits(cfg).test.texts
@@ -95,8 +95,8 @@ def test_the_served_graph_gives_the_keras_models_probabilities_on_the_test_split
 
 @pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
 def test_bert_folders_tokenize_without_tensorflow_to_the_same_probabilities(trained_models, engine):
-    from bertclf.batches import predict_in_order
-    from bertclf.pipeline import traced_preprocessor
+    from bertclf.inference.batches import predict_in_order
+    from bertclf.training.pipeline import traced_preprocessor
 
     predictor = Predictor(trained_models[1], engine=engine, max_seq_len=16)
     keras = predictor if engine == "tensorflow" else Predictor(trained_models[1], engine="tensorflow", max_seq_len=16)
@@ -111,8 +111,8 @@ def test_a_distilbert_folder_tokenizes_without_tensorflow_to_the_same_probabilit
     """DistilBERT's tokenizer is BERT's WordPiece; its model takes no segment_ids."""
     import keras_hub
 
-    from bertclf.batches import predict_in_order
-    from bertclf.pipeline import traced_preprocessor
+    from bertclf.inference.batches import predict_in_order
+    from bertclf.training.pipeline import traced_preprocessor
     from conftest import VOCAB
 
     folder = tmp_path / "distil"

@@ -7,8 +7,8 @@ from datetime import datetime
 import pytest
 
 from bertclf import files
+from bertclf.errors import RegistryError
 from bertclf.registry import (
-    RegistryError,
     chosen_model_folder,
     find_model_folder,
     latest_model_folder,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import schemathesis
 
-from bertclf.checkpoints import archives
+from bertclf.pretrained import archives
 from conftest import WORDS, copy_model
 from servers import JSON, REPORT, predict, server_rss, serving, workers_of
 from test_checkpoints_archives import tar_with

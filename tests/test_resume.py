@@ -19,9 +19,10 @@ from conftest import largest_weight_difference, make_texts, write_csv
 KILLED = """
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[2])
-from bertclf.startup import import_tensorflow
+from bertclf.training.startup import import_tensorflow
 import_tensorflow()
-from bertclf import resume, train
+from bertclf.training import resume
+from bertclf.training import export, run as train
 from bertclf.config import TrainConfig
 settings, at = json.loads(sys.argv[1]), sys.argv[3]
 save = resume.Run.save
@@ -33,7 +34,7 @@ resume.Run.save = save_then_die
 if at == "export":
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
-    train.write_serving_graph = die
+    export.write_serving_graph = die
 train.train(TrainConfig(**settings))
 print("finished without being killed")
 """
@@ -77,7 +78,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_preset, data):
-    from bertclf.train import train
+    from bertclf.training.run import train
 
     root = tmp_path_factory.mktemp("uninterrupted")
     folder, config = train(TrainConfig(**settings(root, tiny_preset, data)))
@@ -96,8 +97,8 @@ def uninterrupted(tmp_path_factory, tiny_preset, data):
 def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_gives(
     tmp_path, tiny_preset, data, uninterrupted, at, extra, resumed_from, caplog
 ):
-    from bertclf.predictor import Predictor
-    from bertclf.train import train
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.run import train
 
     run = settings(tmp_path, tiny_preset, data, **extra)
     kill_run(run, at)
@@ -147,7 +148,7 @@ def splits(texts=("a b", "c d", "e f")):
 
 
 def test_the_fingerprint_is_the_data_and_what_changes_the_fit_not_where_it_runs(tmp_path):
-    from bertclf.resume import fingerprint
+    from bertclf.training.resume import fingerprint
 
     base = TrainConfig(models_dir=str(tmp_path / "a"))
     same = [
@@ -164,7 +165,7 @@ def test_the_fingerprint_is_the_data_and_what_changes_the_fit_not_where_it_runs(
 
 
 def test_a_run_is_locked_while_it_trains(tmp_path):
-    from bertclf.resume import RunBusy, open_run
+    from bertclf.training.resume import RunBusy, open_run
 
     cfg = TrainConfig(models_dir=str(tmp_path))
     with open_run(cfg, "m", "f" * 16) as run:
@@ -180,7 +181,7 @@ def saved_run(tmp_path, cfg, digest="f" * 16, **state):
     """A run folder as an interrupted run leaves it (state.json only; what it names is made up)."""
     from datetime import datetime
 
-    from bertclf.resume import open_run
+    from bertclf.training.resume import open_run
 
     with pytest.raises(KeyboardInterrupt), open_run(cfg, "m", digest) as run:
         run.begin(datetime(2026, 1, 2, 3, 4, 5), "abcd1234")
@@ -192,7 +193,7 @@ def saved_run(tmp_path, cfg, digest="f" * 16, **state):
 
 
 def test_never_discards_the_checkpoint_and_auto_keeps_it(tmp_path):
-    from bertclf.resume import open_run
+    from bertclf.training.resume import open_run
 
     cfg = TrainConfig(models_dir=str(tmp_path))
     folder = saved_run(tmp_path, cfg)
@@ -213,7 +214,7 @@ def test_never_discards_the_checkpoint_and_auto_keeps_it(tmp_path):
     ],
 )
 def test_a_broken_state_starts_over_and_says_why(tmp_path, caplog, state, reason):
-    from bertclf.resume import open_run
+    from bertclf.training.resume import open_run
 
     cfg = TrainConfig(models_dir=str(tmp_path))
     folder = saved_run(tmp_path, cfg, **state)
@@ -224,7 +225,7 @@ def test_a_broken_state_starts_over_and_says_why(tmp_path, caplog, state, reason
 
 
 def test_only_a_half_written_model_folder_is_removed(tmp_path):
-    from bertclf.resume import open_run
+    from bertclf.training.resume import open_run
 
     cfg = TrainConfig(models_dir=str(tmp_path))
     keep = tmp_path / "trained" / "20260101-000000_m"
@@ -241,7 +242,7 @@ def test_only_a_half_written_model_folder_is_removed(tmp_path):
 def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, caplog):
     from types import SimpleNamespace
 
-    from bertclf.resume import Position, ResumableEarlyStopping, open_run
+    from bertclf.training.resume import Position, ResumableEarlyStopping, open_run
 
     def full_disk(path):
         Path(path).write_bytes(b"half")  # what a write cut short by a full disk leaves
@@ -257,7 +258,7 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(tmp_path):
-    from bertclf.resume import open_run
+    from bertclf.training.resume import open_run
 
     with pytest.raises(RuntimeError), open_run(TrainConfig(models_dir=str(tmp_path)), "m", "f" * 16):
         raise RuntimeError("out of memory in the first epoch")

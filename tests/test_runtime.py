@@ -6,11 +6,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bertclf import runtime
-from bertclf.graph import build_graph
-from bertclf.registry import RegistryError
-from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
-from bertclf.safety import UnsafeModelError
+from bertclf.errors import RegistryError, UnsafeModelError
+from bertclf.inference import runtime
+from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.training.onnx_writer import build_graph
 from conftest import detached_classifier
 
 
@@ -158,7 +157,7 @@ def test_garbage_and_oversized_files_are_refused(graph, tmp_path, monkeypatch):
 def test_a_hostile_graph_in_a_model_folder_is_refused_by_the_predictor(trained_models, tmp_path):
     import shutil
 
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     folder = tmp_path / "model"
     shutil.copytree(trained_models[1], folder)

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from bertclf import safety
-from bertclf.safety import UnsafeModelError, check_preset_is_data
+from bertclf.errors import UnsafeModelError
+from bertclf.safety import check_preset_is_data
 
 
 def preset(tmp_path, task):
@@ -138,10 +139,12 @@ def test_keras_safe_mode_holds_even_after_a_process_turned_it_off():
     import keras
     from keras.src.saving import serialization_lib
 
+    from bertclf.training.keras_engine import keras_safe_mode
+
     config = keras.saving.serialize_keras_object(keras.layers.Lambda(lambda x: x * 2))
     keras.config.enable_unsafe_deserialization()  # what some other library in the process may do
     try:
-        with safety.keras_safe_mode(), pytest.raises(ValueError, match=r"lambda"):
+        with keras_safe_mode(), pytest.raises(ValueError, match=r"lambda"):
             keras.saving.deserialize_keras_object(config)
         assert serialization_lib.in_safe_mode() is False, "the process's own setting is restored after"
     finally:

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from bertclf.config import ConfigError, TrainConfig
-from bertclf.schedule import WarmupExponentialDecay, build_schedule
+from bertclf.config import TrainConfig
+from bertclf.errors import ConfigError
+from bertclf.training.schedule import WarmupExponentialDecay, build_schedule
 
 
 def rates(schedule, steps):

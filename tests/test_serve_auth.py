@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bertclf.config import ConfigError
+from bertclf.errors import ConfigError
 from bertclf.serve.auth import TokenFileError, Tokens, hashed_line, parse_tokens, presented_token
 from conftest import make_app, wait_until
 from servers import JSON, request, serving

@@ -8,7 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from bertclf.abstain import decide
+from bertclf.inference.abstain import decide
 from bertclf.serve.batcher import Batcher, ClientGone, Overloaded
 
 

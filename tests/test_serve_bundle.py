@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bertclf.registry import RegistryError, latest_model_folder
-from bertclf.safety import UnsafeModelError
+from bertclf.errors import RegistryError, UnsafeModelError
+from bertclf.registry import latest_model_folder
 from bertclf.serve.bundle import bundle, main
 
 
@@ -28,7 +28,7 @@ def test_bundles_the_latest_model_with_its_pointer(project, tmp_path):
     assert [p.name for p in (tmp_path / "bundle" / "trained").iterdir()] == [name]
     # What serving reads, not the Keras weights or the logs; and it serves the same answers.
     assert not list(copied.glob("*.weights.h5")) and not (copied / "logs").exists()
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     texts = ["apple cat", "saw hammer", "lemon"]
     served = Predictor(copied).predict_proba(texts)

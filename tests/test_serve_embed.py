@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from bertclf.predictor import Predictor
-from bertclf.runtime import EMBEDDING, SERVING_GRAPH
+from bertclf.inference.predictor import Predictor
+from bertclf.inference.runtime import EMBEDDING, SERVING_GRAPH
 from bertclf.serve.batcher import Batcher
 from conftest import make_app, wait_until
 

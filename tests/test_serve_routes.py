@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bertclf.predictor import Predictor
+from bertclf.inference.predictor import Predictor
 from conftest import make_app, wait_until
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bertclf.errors import TRAINING_MODULES
-from bertclf.predictor import Predictor
+from bertclf.inference.predictor import Predictor
 from servers import predict, serving, workers_of
 
 TEXTS = ["apple cat dog", "saw and hammer", "lemon mango", "Zebra! 中文 👍", ""]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bertclf.config import TrainConfig
-from bertclf.predictor import Predictor
-from bertclf.train import train
+from bertclf.inference.predictor import Predictor
+from bertclf.training.run import train
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
 import json
 
-from bertclf.stages import Stages, table
+from bertclf.training.stages import Stages, table
 
 
 def test_stages_add_up_to_the_wall_time_and_the_rest_is_other():

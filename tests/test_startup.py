@@ -27,7 +27,7 @@ def start(tmp_path, verbose):
     (tmp_path / "tensorflow").mkdir(exist_ok=True)
     (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TENSORFLOW)
     code = (
-        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from bertclf.startup import import_tensorflow; "
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from bertclf.training.startup import import_tensorflow; "
         f"import_tensorflow(verbose={verbose}); print('started')"
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bertclf import train as train_module
-from bertclf.train import train
+from bertclf.training import run as train_module
+from bertclf.training.run import train
 
 EXPORTED = {
     "config.json",
@@ -78,7 +78,7 @@ def test_interrupted_run_keeps_previous_latest(tiny_run, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "write_evaluation", interrupt)
+    monkeypatch.setattr(train_module, "evaluate_model", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     assert latest.read_text() == before
@@ -98,10 +98,10 @@ def test_class_weights(setting, counts, expected, caplog):
     import numpy as np
 
     from bertclf.config import TrainConfig
-    from bertclf.train import class_weights
+    from bertclf.training.fit import class_weights
 
     y = np.repeat(np.arange(3), counts)
-    with caplog.at_level("INFO", logger="bertclf.train"):
+    with caplog.at_level("INFO", logger="bertclf.training.fit"):
         weights = class_weights(TrainConfig(class_weight=setting), y, ["a", "b", "c"])
     if expected is None:
         assert weights is None
@@ -139,7 +139,7 @@ def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
 
 def test_max_seq_len_auto_is_chosen_from_the_training_texts_and_recorded(tmp_path, tiny_preset):
     from bertclf.config import TrainConfig
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
     from conftest import make_texts, write_csv
 
     texts, labels = make_texts(20, seed=5, max_words=40)

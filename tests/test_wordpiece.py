@@ -6,7 +6,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from bertclf.wordpiece import WordPiece
+from bertclf.inference.wordpiece import WordPiece
 
 HOSTILE = [
     # accents and combining marks (Mn are stripped, Mc such as Devanagari vowel signs are not)
@@ -92,7 +92,7 @@ def test_ids_equal_the_keras_hub_preprocessor(settings):
     import keras_hub
     import tensorflow as tf
 
-    from bertclf.pipeline import traced_preprocessor
+    from bertclf.training.pipeline import traced_preprocessor
 
     texts = HOSTILE + random_texts(2000, seed=1)
     vocab = vocabulary(texts)
@@ -112,8 +112,8 @@ def test_ids_equal_the_keras_hub_preprocessor(settings):
 
 
 def test_a_trained_model_folder_gives_the_ids_it_was_trained_with(tiny_run):
-    from bertclf.pipeline import encode
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.pipeline import encode
 
     _, folder, _ = tiny_run
     predictor = Predictor(folder, engine="tensorflow")  # KerasHub's preprocessor, as training tokenized
@@ -129,7 +129,7 @@ def test_a_trained_model_folder_gives_the_ids_it_was_trained_with(tiny_run):
 def test_what_a_tokenizer_remembers_is_bounded_and_changes_no_id(monkeypatch):
     """Characters' kinds and words' ids are cached; a client sending endless new words and
     characters fills the caches to their bound, and the ids stay those of a fresh tokenizer."""
-    from bertclf import wordpiece
+    from bertclf.inference import wordpiece
 
     texts = random_texts(300, seed=7)
     vocab = vocabulary(texts)

@@ -17,7 +17,6 @@ from typing import Any
 
 from bertclf.config import (
     DEFAULT_MODEL,
-    ConfigError,
     DataConfig,
     FeedbackConfig,
     LabelConfig,
@@ -30,7 +29,7 @@ from bertclf.config import (
     env_name,
     option_type,
 )
-from bertclf.errors import USER_ERRORS, training_install_missing
+from bertclf.errors import USER_ERRORS, ConfigError, training_install_missing
 
 log = logging.getLogger("bertclf")
 
@@ -64,8 +63,10 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, env: bool = F
         if env:
             text += f" [env {env_name(f.name)}]"
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        # A yes/no setting: `--multi_label` alone means true; `--multi_label false` works too.
-        flag: dict[str, Any] = {"nargs": "?", "const": True} if isinstance(f.default, bool) else {}
+        # A yes/no setting: `--feedback` alone means true; `--feedback false` works too (the same for a
+        # setting with its own `const`: `--multi_label` alone means on).
+        const = True if isinstance(f.default, bool) else f.metadata.get("const")
+        flag: dict[str, Any] = {} if const is None else {"nargs": "?", "const": const}
         parser.add_argument(
             *names,
             dest=f.name,
@@ -89,7 +90,7 @@ def settings(config_cls: type, args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bertclf.train import train
+    from bertclf.training.run import train
 
     folder, model_config = train(settings(TrainConfig, args))
     if folder is None:  # a worker of several machines: the chief prints the evaluation and exports
@@ -121,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     timing = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("time")
     if timing:
-        from bertclf.stages import table
+        from bertclf.training.stages import table
 
         print(f"\nwhere the run's time went:\n{table(timing)}\n")
     print(f"model: {model_config['name']}")
@@ -131,7 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load_predictor(args: argparse.Namespace, refuse_drift: bool = True) -> Any:
     """The Predictor the options choose (it loads TensorFlow only for a model that needs it)."""
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     return Predictor.from_config(settings(PredictConfig, args), refuse_drift=refuse_drift)
 
@@ -161,8 +162,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _label_file(cfg: LabelConfig) -> int:
-    from bertclf.labelfile import label_file
-    from bertclf.predictor import Predictor
+    from bertclf.inference.labelfile import label_file
+    from bertclf.inference.predictor import Predictor
 
     assert cfg.input is not None and cfg.output is not None  # LabelConfig checks they come together
     predictor = Predictor.from_config(cfg, threads=os.cpu_count())
@@ -185,7 +186,7 @@ def _label_file(cfg: LabelConfig) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bertclf.evaluate import DATA_ROLES, evaluate_saved_model
+    from bertclf.training.evaluate import DATA_ROLES, evaluate_saved_model
 
     predictor = _load_predictor(args, refuse_drift=False)  # a drifted engine is what evaluate is for
     scores = evaluate_saved_model(predictor, {role: getattr(args, role) for role in DATA_ROLES})
@@ -208,7 +209,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from bertclf.checkpoints import catalog
+    from bertclf.pretrained import catalog
 
     workspace = settings(Workspace, args)
     print(f"{'name':<30} {'family':<7} {'casing':<8} {'download':>9}  {'cached':<6}  description")
@@ -225,7 +226,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from bertclf.checkpoints import resolve
+    from bertclf.pretrained import resolve
 
     checkpoint = resolve(args.name, settings(Workspace, args).models_dir)
     print(
@@ -279,11 +280,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_feedback(args: argparse.Namespace) -> int:
-    from bertclf.feedback import default_path, export_csv, summary
+    from bertclf.feedback import export_csv, store_path, summary
 
     cfg = settings(FeedbackConfig, args)
-    # The api image sets BERTCLF_FEEDBACK_DB for its server; the command finds the same store there.
-    store = Path(cfg.feedback_db or os.environ.get("BERTCLF_FEEDBACK_DB") or default_path(cfg.models_dir))
+    store = store_path(cfg.feedback_db, cfg.models_dir)  # the api image's BERTCLF_FEEDBACK_DB too
     if args.action == "stats":
         stats = summary(store)
         print(
@@ -336,9 +336,9 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bertclf.graph import UnsupportedModel, export_folder
+    from bertclf.inference.runtime import SERVING_GRAPH
     from bertclf.registry import chosen_model_folder
-    from bertclf.runtime import SERVING_GRAPH
+    from bertclf.training.onnx_writer import UnsupportedModel, export_folder
 
     cfg = settings(ModelChoice, args)
     if args.all:
@@ -367,7 +367,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from bertclf.download import download
+    from bertclf.pretrained.download import download
 
     cfg = settings(DataConfig, args)
     path = download(cfg.url, cfg.dest)
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BERTCLF_TF_LOGS"] = "1"  # TensorFlow's own start-up output, if a command loads it
     try:
         if args.command.tensorflow:
-            from bertclf.startup import import_tensorflow
+            from bertclf.training.startup import import_tensorflow
 
             import_tensorflow(verbose=args.verbose)
         return args.command.run(args)

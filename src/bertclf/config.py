@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertclf.errors import ConfigError
+
 DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 # How a trained model runs (serve, predict, evaluate); see predictor.Predictor.
 ENGINES = ("auto", "onnx", "tensorflow")
@@ -19,6 +21,7 @@ PRECISIONS = ("fp32", "int8")
 # What training computes in (the export is float32 whichever): see model.set_training_precision.
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+MULTI_LABEL = ("auto", "on", "off")
 LONG_TEXT = ("truncate", "window")  # how a text longer than max_seq_len is read
 IMBALANCE_RATIO = 10
 # Column names tried, in order, when the user names none: the generic `text,label` layout first,
@@ -34,13 +37,10 @@ def usual_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return next((by_lower[name] for name in candidates if name in by_lower), None)
 
 
-class ConfigError(ValueError):
-    """A setting has a value we cannot use; the message says which and how to fix it."""
-
-
-def _opt(default: Any, help: str, type: Any = None, choices: tuple | None = None) -> Any:
-    """A dataclass field carrying its command-line help (the CLI is generated from these)."""
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+def _opt(default: Any, help: str, type: Any = None, choices: tuple | None = None, const: Any = None) -> Any:
+    """A dataclass field carrying its command-line help (the CLI is generated from these); `const`:
+    what the option given alone means (`--multi_label` = on; a yes/no setting's is True)."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "const": const})
 
 
 class SettingValueError(argparse.ArgumentTypeError, ValueError):
@@ -57,6 +57,18 @@ def parse_bool(text: str | bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingValueError(f"expected true or false (or yes/no, on/off, 1/0), got {text!r}")
+
+
+def multi_label_setting(text: str | bool) -> str:
+    """auto (multi-label when a label holds the separator), on or off; true/false and the other yes/no
+    words mean on/off."""
+    value = str(text).strip().lower()
+    if value in MULTI_LABEL:
+        return value
+    try:
+        return "on" if parse_bool(text) else "off"
+    except SettingValueError:
+        raise SettingValueError(f"expected auto, on or off, got {text!r}") from None
 
 
 def seq_len_setting(text: str | int) -> int | str:
@@ -120,11 +132,13 @@ class TrainConfig(Workspace):
         None, f"column holding the label (default: the first of {', '.join(LABEL_COLUMNS)})", str
     )
     # Several labels per text ("bug|ui"): sigmoid outputs, one threshold per label (multi-label).
-    multi_label: bool = _opt(
-        False,
+    multi_label: str = _opt(
+        "auto",
         "one or more labels per text: sigmoid outputs, binary cross-entropy, one threshold per label tuned "
-        "on the validation split (default: on when a label holds label_separator)",
-        parse_bool,
+        "on the validation split. auto (default): on when a label holds label_separator; on; off: every "
+        "label is one class, separator or not (`--multi_label` alone: on)",
+        multi_label_setting,
+        const="on",
     )
     label_separator: str = _opt("|", "separator between the labels of one text, for multi-label data", str)
     # Corrections users sent to POST /feedback (feedback.py): training split only, never validation/test.
@@ -137,7 +151,8 @@ class TrainConfig(Workspace):
     feedback_db: str | None = _opt(
         None,
         "the feedback to add: the SQLite store, or a CSV/TSV/JSONL that `feedback export` wrote (e.g. from the api "
-        "container); default: feedback.sqlite3 in models_dir",
+        "container); default: $BERTCLF_FEEDBACK_DB (as serve and `feedback export`), else feedback.sqlite3 in "
+        "models_dir",
         str,
     )
     validation_data: str | None = _opt(None, "separate validation file (default: split validation_split off DATA)", str)
@@ -277,6 +292,7 @@ class TrainConfig(Workspace):
     )
 
     def __post_init__(self) -> None:
+        self.multi_label = multi_label_setting(self.multi_label)  # True/False from code (or old configs) too
         _check(
             [
                 (
@@ -626,10 +642,19 @@ class ServeConfig(PredictConfig):
             kind = option_type(f)
             try:
                 values[f.name] = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
+            except ValueError as err:
+                # Our own parsers say what they expect; int and float say nothing a user can act on.
+                if isinstance(err, SettingValueError):
+                    raise ConfigError(f"{env_name(f.name)}: {err}") from None
+                raise ConfigError(
+                    f"{env_name(f.name)}={raw!r}: expected {TYPE_WORDS.get(kind, 'a valid value')}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# What a setting's value must be, by its type, for messages (our own parsers give their own).
+TYPE_WORDS: dict[Any, str] = {int: "a whole number", float: "a number"}
 
 
 def env_name(name: str) -> str:

@@ -1,12 +1,21 @@
 """The errors a user can fix: the CLI prints their message and exits 2 instead of a traceback.
 
-They live here, in a module that imports nothing heavy, so a serving-only install (no pandas,
-TensorFlow or requests) can still name them all.
+They live here, at the bottom of the core: this module imports nothing of bertclf (every other
+module may import it), and nothing heavy, so a serving-only install (no pandas, TensorFlow or
+requests) can still name them all.
 """
 
-from bertclf.config import ConfigError
-from bertclf.registry import RegistryError
-from bertclf.safety import UnsafeModelError
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which and how to fix it."""
+
+
+class RegistryError(RuntimeError):
+    """A model folder or the latest-model pointer is missing or unusable."""
+
+
+class UnsafeModelError(ValueError):
+    """A model folder holds something that could execute code, block or exhaust the loader."""
 
 
 class CheckpointError(RuntimeError):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bertclf.config import ConfigError
+from bertclf.errors import ConfigError
 from bertclf.files import atomic_text_file, spreadsheet_safe, spreadsheet_unsafe
 
 FEEDBACK_FILE = "feedback.sqlite3"
@@ -151,6 +151,12 @@ def default_path(models_dir: str | os.PathLike) -> Path:
     return Path(models_dir) / FEEDBACK_FILE
 
 
+def store_path(feedback_db: str | os.PathLike | None, models_dir: str | os.PathLike) -> Path:
+    """The store every command uses: `feedback_db` if given, else $BERTCLF_FEEDBACK_DB (the api image
+    sets it), else feedback.sqlite3 in models_dir."""
+    return Path(feedback_db or os.environ.get("BERTCLF_FEEDBACK_DB") or default_path(models_dir))
+
+
 def _connect(path: Path, create: bool) -> sqlite3.Connection:
     if not create and not path.is_file():
         raise FeedbackError(f"no feedback store at {path}: POST /feedback to a running server creates it")
@@ -158,7 +164,8 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         if create:  # readable by this user only: it holds what clients sent, and who sent it
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)  # autocommit; BEGIN by hand
+        # Autocommit: add() takes the write lock itself (BEGIN IMMEDIATE) before it reads the bounds.
+        connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
         _set_up(connection, create)
         return connection
     except (sqlite3.Error, OSError) as err:

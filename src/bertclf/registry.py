@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bertclf.errors import RegistryError
 from bertclf.files import read_json, read_json_object, staged_folder, write_json_atomic
 
 LATEST_FILE = "latest_model_config.json"
@@ -19,10 +20,6 @@ LAST_GOOD_FILE = ".last_good_model.json"
 MODEL_CONFIG_FILE = "model_config.json"
 LABELS_FILE = "labels.json"
 INCOMPLETE_PREFIX = ".incomplete-"
-
-
-class RegistryError(RuntimeError):
-    """A model folder or the latest-model pointer is missing or unusable."""
 
 
 class NoEmbeddings(RegistryError):

@@ -1,13 +1,14 @@
 """A model folder is data, never code, and hostile until checked: refuse anything that could run
 code, block a reader, or exhaust memory when it is loaded."""
 
-import contextlib
 import json
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from bertclf.errors import UnsafeModelError
 
 # Keras reconstructs objects from "module" + "class_name" in these JSON files.
 CONFIG_FILES = ("config.json", "task.json", "preprocessor.json", "tokenizer.json", "metadata.json")
@@ -28,10 +29,6 @@ MAX_JSON_BYTES = 8 << 20
 MAX_JSON_DEPTH = 64
 # The largest published checkpoint we fine-tune (BERT-Large) exports about 1.4 GB.
 MAX_FOLDER_BYTES = 8 << 30
-
-
-class UnsafeModelError(ValueError):
-    """A model folder holds something that could execute code, block or exhaust the loader."""
 
 
 def _allowed_module(module: Any) -> bool:
@@ -145,19 +142,3 @@ def check_preset_is_data(folder: str | os.PathLike, max_folder_bytes: int = MAX_
                 _walk(value, path)
                 checked.append(path.name)
     return sorted(checked, key=CONFIG_FILES.index)
-
-
-@contextlib.contextmanager
-def keras_safe_mode() -> Iterator[None]:
-    """Load with Keras's safe mode in force, whatever the process set elsewhere.
-
-    KerasHub's from_preset takes no safe_mode argument: its deserialisation obeys Keras's global
-    flag, which `keras.config.enable_unsafe_deserialization()` turns off for the whole process.
-    This scope resets the flag to "unset", under which deserialize_keras_object applies its own
-    safe_mode=True (no lambdas, no arbitrary functions). Not True: under an explicit True KerasHub
-    also refuses the preset's own vocabulary file, which its tokenizer loads by path.
-    """
-    from keras.src.saving.serialization_lib import SafeModeScope  # pinned keras: no public alias
-
-    with SafeModeScope(None):
-        yield

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from bertclf.config import ServeConfig
-from bertclf.feedback import FeedbackStore, default_path
+from bertclf.feedback import FeedbackStore, store_path
 from bertclf.serve import requestlog
 from bertclf.serve.auth import Tokens
 from bertclf.serve.batcher import Batcher
@@ -35,7 +35,7 @@ class State:
 def load_predictor(folder, config: ServeConfig):
     """Import ONNX Runtime (and TensorFlow, for a folder that needs it) only here, inside the
     worker: their thread pools and state must never cross a fork."""
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
 
     return Predictor(
         folder,
@@ -83,7 +83,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     requestlog.install(app, metrics, config.trusted_proxies())
     register_error_handlers(app)
     app.register_blueprint(bp)
-    app.extensions["bertclf.feedback"] = FeedbackStore(config.feedback_db or default_path(config.models_dir))
+    app.extensions["bertclf.feedback"] = FeedbackStore(store_path(config.feedback_db, config.models_dir))
     app.register_blueprint(feedback_bp)
     app.register_blueprint(embed_bp)
     app.register_blueprint(docs_blueprint())

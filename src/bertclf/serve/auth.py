@@ -25,7 +25,7 @@ import stat
 import threading
 from pathlib import Path
 
-from bertclf.config import ConfigError
+from bertclf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

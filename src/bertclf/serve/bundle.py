@@ -16,8 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, RegistryError, chosen_model_folder, update_latest
-from bertclf.runtime import SERVING_GRAPH
+from bertclf.errors import RegistryError
+from bertclf.inference.runtime import SERVING_GRAPH
+from bertclf.registry import LATEST_FILE, MODEL_CONFIG_FILE, chosen_model_folder, update_latest
 from bertclf.safety import check_preset_is_data
 
 

@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path, PurePath
 
-from bertclf.registry import RegistryError, chosen_model_folder, last_good_model_folder, record_last_good
+from bertclf.errors import RegistryError
+from bertclf.registry import chosen_model_folder, last_good_model_folder, record_last_good
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ def sorted_order(lengths: np.ndarray, batch_size: int, call_cost=CALL_COST_TOKEN
 def fixed_order(lengths: np.ndarray, batch_size: int) -> list:
     """Batch indices for inference in the shapes training uses: texts sorted by length, cut into
     batches of exactly `batch_size` (the last one the rest). Where each shape costs a compilation
-    (bertclf.fused's XLA kernels) this gives at most max_seq_len / LENGTH_MULTIPLE + 1 shapes, the
+    (bertclf.training.fused's XLA kernels) this gives at most max_seq_len / LENGTH_MULTIPLE + 1 shapes, the
     fit's own, where `sorted_order`'s batches of every size give one per (size, width)."""
     order = np.argsort(lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bertclf.errors import RegistryError
 from bertclf.files import is_finite_number, read_json_object, write_json_atomic
-from bertclf.registry import RegistryError
 
 log = logging.getLogger(__name__)
 

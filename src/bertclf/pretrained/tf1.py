@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertclf.checkpoints.checkpoint import CheckpointError
 from bertclf.files import read_json_object, staged_folder
+from bertclf.pretrained.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from bertclf.checkpoints.checkpoint import CheckpointError
 from bertclf.files import staged_folder
+from bertclf.pretrained.checkpoint import CheckpointError
 
 # Caps on what an archive may unpack to: the largest checkpoint we fetch (BERT-Large) holds one
 # 1.3 GB weights file; anything far beyond is a decompression bomb, not a checkpoint.

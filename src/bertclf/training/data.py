@@ -224,9 +224,16 @@ def load_splits(cfg: TrainConfig) -> Splits:
     train = read(cfg.data)
     dropped = train.dropped
     sep = cfg.label_separator
-    multi = cfg.multi_label or any(sep in label for label in train.labels)
-    if multi and not cfg.multi_label:
-        log.info("multi-label: labels in %s hold %r, so each text may have several (--multi_label)", cfg.data, sep)
+    separated = any(sep in label for label in train.labels)
+    multi = cfg.multi_label == "on" or (cfg.multi_label == "auto" and separated)
+    if multi and cfg.multi_label == "auto":
+        log.info(
+            "multi-label: labels in %s hold %r, so each text may have several (--multi_label off: one label each)",
+            cfg.data,
+            sep,
+        )
+    elif separated and cfg.multi_label == "off":
+        log.info("multi_label off: labels holding %r are single classes of their own", sep)
     held_out = [name for name, given in (("validation", cfg.validation_data), ("test", cfg.test_data)) if not given]
     if multi:
         found = sorted({c for label in train.labels for c in split_labels(label, sep)})
@@ -281,9 +288,9 @@ def add_feedback(train: Examples, validation: Examples, test: Examples, cfg: Tra
     (feedback.decide: a majority of distinct senders; a tie is left out and reported): a correction
     of a training text replaces its label, one of a validation or test text is left out (it would
     leak the answer into the scores), any other is a new training text."""
-    from bertclf.feedback import corrections, decide, default_path, exported_rows
+    from bertclf.feedback import corrections, decide, exported_rows, store_path
 
-    store = Path(cfg.feedback_db or default_path(cfg.models_dir))
+    store = store_path(cfg.feedback_db, cfg.models_dir)
     if store.suffix.lower() in (".csv", ".tsv", ".jsonl"):  # an export, e.g. from the api container's volume
         rows = exported_rows(store)
         if rows is None:  # no sender column (a hand-made file): one unknown sender, whose last row wins

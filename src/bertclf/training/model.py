@@ -9,12 +9,12 @@ import keras_hub
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from bertclf.batches import Encoded, predict_in_order
-from bertclf.checkpoints import Checkpoint
-from bertclf.config import ConfigError
-from bertclf.optimizer import FusedAdamW
-from bertclf.pipeline import traced_forward
-from bertclf.safety import keras_safe_mode
+from bertclf.errors import ConfigError
+from bertclf.inference.batches import Encoded, predict_in_order
+from bertclf.pretrained import Checkpoint
+from bertclf.training.keras_engine import keras_safe_mode
+from bertclf.training.optimizer import FusedAdamW
+from bertclf.training.pipeline import traced_forward
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 
 from pathlib import Path
 
-from bertclf.checkpoints.checkpoint import Checkpoint, CheckpointError
 from bertclf.files import read_json_object
+from bertclf.pretrained.checkpoint import Checkpoint, CheckpointError
 from bertclf.safety import check_preset_is_data
 
 # Hugging Face `model_type` values KerasHub can convert, mapped to our family name.

@@ -7,16 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from bertclf.errors import RegistryError
 from bertclf.files import is_finite_number
-from bertclf.registry import RegistryError
 
 MULTI_LABEL_KEY = "multi_label"  # model_config.json: {"separator", "thresholds": {class: threshold}}
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function, stable for large logits."""
-    logits = np.asarray(logits, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -logits))
 
 
 def multi_hot(label_sets: list[list[str]], classes: list[str]) -> np.ndarray:

@@ -41,7 +41,8 @@ import keras
 import numpy as np
 
 from bertclf import __version__
-from bertclf.config import ConfigError, TrainConfig
+from bertclf.config import TrainConfig
+from bertclf.errors import ConfigError
 from bertclf.files import read_json_object, write_json_atomic
 from bertclf.registry import INCOMPLETE_PREFIX, folder_slug
 

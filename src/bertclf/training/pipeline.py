@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from bertclf.batches import LENGTH_MULTIPLE, Encoded, fixed_order, training_order
-from bertclf.pieces import pack, windows
+from bertclf.inference.batches import LENGTH_MULTIPLE, Encoded, fixed_order, training_order
+from bertclf.inference.pieces import pack, windows
 
 
 def traced_preprocessor(preprocessor):

@@ -20,11 +20,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bertclf.activations import sigmoid, softmax
+from bertclf.errors import RegistryError
 from bertclf.files import read_json_object, write_bytes_atomic
-from bertclf.multilabel import MULTI_LABEL_KEY, sigmoid
-from bertclf.predictor import softmax
-from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, RegistryError, load_labels
-from bertclf.runtime import EMBEDDING, INPUTS, MS_DOMAIN, OUTPUT, SERVING_GRAPH, OnnxForward
+from bertclf.inference.multilabel import MULTI_LABEL_KEY
+from bertclf.inference.runtime import EMBEDDING, INPUTS, MS_DOMAIN, OUTPUT, SERVING_GRAPH, OnnxForward
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, load_labels
 from bertclf.safety import check_preset_is_data
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ def export_serving_graph(classifier, folder: str | Path, multi_label: bool = Fal
     data = model.SerializeToString()
     inputs = {tensor.name for tensor in classifier.inputs}  # DistilBERT takes no segment_ids
     features = {k: v for k, v in _random_features(classifier, np.random.default_rng(0)).items() if k in inputs}
-    from bertclf.keras_engine import mean_hidden_state
+    from bertclf.training.keras_engine import mean_hidden_state
 
     logits = np.asarray(classifier(features, training=False), dtype=np.float64)
     expected = sigmoid(logits) if multi_label else softmax(logits)
@@ -303,8 +304,8 @@ def export_folder(folder: str | Path) -> Path:
         UnsupportedModel: a backbone without a graph here (it serves on TensorFlow).
         RegistryError: a folder that does not load, or that cannot be written.
     """
-    from bertclf.keras_engine import load_classifier
-    from bertclf.predictor import sequence_length
+    from bertclf.inference.predictor import sequence_length
+    from bertclf.training.keras_engine import load_classifier
 
     folder = Path(folder)
     check_preset_is_data(folder)

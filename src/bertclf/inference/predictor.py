@@ -8,31 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from bertclf import abstain, golden, multilabel
-from bertclf.batches import Encoded, predict_in_order
-from bertclf.config import ENGINES, LONG_TEXT, ConfigError, PredictConfig
+from bertclf.config import ENGINES, LONG_TEXT, PredictConfig
+from bertclf.errors import ConfigError, RegistryError
 from bertclf.files import read_json_object
-from bertclf.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
-from bertclf.registry import (
-    LABELS_FILE,
-    MODEL_CONFIG_FILE,
-    NoEmbeddings,
-    RegistryError,
-    chosen_model_folder,
-    load_labels,
-)
-from bertclf.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.inference import abstain, golden, multilabel
+from bertclf.inference.batches import Encoded, predict_in_order
+from bertclf.inference.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
+from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.inference.wordpiece import WordPiece
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, NoEmbeddings, chosen_model_folder, load_labels
 from bertclf.safety import check_preset_is_data
-from bertclf.startup import import_tensorflow
-from bertclf.wordpiece import WordPiece
 
 log = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def sequence_length(folder: Path, max_seq_len: int | None = None) -> int:
@@ -159,60 +146,33 @@ class Predictor:
         self._with_embedding: Callable[[dict], np.ndarray] | None = None
         self.embedding_dim: int | None = None
         if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
-            self._use_onnx(OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads))
+            self._use(OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads))
             self.engine, self.precision = "onnx", precision
         else:
             self.engine, self.precision = self._load_keras(engine, precision, threads)
         # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
         self.golden = golden.check(self, refuse=refuse_drift)
 
-    def _use_onnx(self, forward: OnnxForward) -> None:
+    def _use(self, forward) -> None:
+        """Answer with `forward` (OnnxForward, or the training install's KerasForward)."""
         self._forward = forward
         if forward.embedding_dim is not None:
             self._with_embedding, self.embedding_dim = forward.with_embedding, forward.embedding_dim
 
     def _load_keras(self, engine: str, precision: str, threads: int | None) -> tuple[str, str]:
-        """Load the Keras model (training install) and set self._forward; returns (engine, precision)."""
-        try:
-            import_tensorflow()  # first, so its start-up chatter is filtered
-            from bertclf.keras_engine import keras_logits, keras_outputs, load_classifier
-        except ImportError as err:
-            if engine == "tensorflow":
-                raise ConfigError(
-                    f"engine tensorflow needs the training install ({err.msg}): "
-                    "`pip install 'bertclf[train]'`, or use engine auto"
-                ) from None
-            read_serving_graph(self.folder, len(self.classes))  # raises: says how to write the graph
-            raise
-        self.classifier, self.preprocessor = load_classifier(self.folder, len(self.classes), self.sequence_length)
-        if engine != "tensorflow":
-            from bertclf.graph import UnsupportedModel, build_graph
+        """The TensorFlow path (training install): engine tensorflow, or a folder without its serving
+        graph; sets self._forward and returns (engine, precision)."""
+        # The one import of training code from here: only on this path, and keras_engine's module
+        # level imports nothing the serving install lacks (pyproject.toml's import contracts allow
+        # exactly this edge; tests/test_serving_install.py runs it without TensorFlow).
+        from bertclf.training.keras_engine import load_engine
 
-            try:
-                graph = build_graph(self.classifier, self.multi_label).SerializeToString()
-            except UnsupportedModel as err:
-                if engine == "onnx":
-                    raise ConfigError(f"engine onnx: {err}; use engine auto or tensorflow") from None
-            else:
-                log.warning(
-                    "%s has no %s: built it from the Keras weights for this load (slower, and needs "
-                    "TensorFlow); `python -m bertclf export-onnx --model_dir %s` writes it once",
-                    self.folder,
-                    SERVING_GRAPH,
-                    self.folder,
-                )
-                self._use_onnx(OnnxForward(graph, precision, threads))
-                return "onnx", precision
-        if precision != "fp32":
-            raise ConfigError(
-                f"precision {precision} needs the ONNX engine, which has no graph for this model; use precision fp32"
-            )
-        logits = keras_logits(self.classifier)
-        activation = multilabel.sigmoid if self.multi_label else softmax
-        self._forward = lambda features: activation(logits(features))
-        self._with_embedding = keras_outputs(self.classifier, activation)
-        self.embedding_dim = int(self.classifier.backbone.hidden_dim)
-        return "tensorflow", "fp32"
+        loaded = load_engine(
+            self.folder, len(self.classes), self.sequence_length, self.multi_label, engine, precision, threads
+        )
+        self.classifier, self.preprocessor = loaded.classifier, loaded.preprocessor
+        self._use(loaded.forward)
+        return loaded.engine, loaded.precision
 
     @classmethod
     def latest(cls, models_dir="models", **kwargs):

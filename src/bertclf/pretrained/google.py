@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertclf.checkpoints import archives
-from bertclf.checkpoints.checkpoint import CatalogEntry
-from bertclf.checkpoints.tf1 import GoogleCheckpointError, GoogleFiles, casing_from_name, convert, find_files
+from bertclf.pretrained import archives
+from bertclf.pretrained.checkpoint import CatalogEntry
+from bertclf.pretrained.tf1 import GoogleCheckpointError, GoogleFiles, casing_from_name, convert, find_files
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def fetch(spec: GoogleCheckpoint, models_dir: str | Path = "models") -> Path:
     Cache: models/pretrained/<archive> (the download), models/pretrained/<name>/tf1/ (its files),
     models/pretrained/<name>/keras/ (the converted preset, reused by every later run).
     """
-    from bertclf.download import DownloadError, download
+    from bertclf.pretrained.download import DownloadError, download
 
     pretrained = Path(models_dir) / "pretrained"
     home = pretrained / spec.name

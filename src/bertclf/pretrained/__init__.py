@@ -10,8 +10,8 @@ One module per source, behind `resolve()`:
 import dataclasses
 from pathlib import Path
 
-from bertclf.checkpoints import folders, google, pypi, tf1
-from bertclf.checkpoints.checkpoint import CatalogEntry, Checkpoint, CheckpointError
+from bertclf.pretrained import folders, google, pypi, tf1
+from bertclf.pretrained.checkpoint import CatalogEntry, Checkpoint, CheckpointError
 
 __all__ = ["CatalogEntry", "Checkpoint", "CheckpointError", "catalog", "known_names", "resolve"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bertclf.files import read_json_object
-from bertclf.pieces import pack
+from bertclf.inference.pieces import pack
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): NFKC_Casefold removes them.
 _DEFAULT_IGNORABLE = re.compile(

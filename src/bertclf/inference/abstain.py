@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bertclf.errors import RegistryError
 from bertclf.files import is_finite_number
-from bertclf.registry import RegistryError
 
 ABSTAIN_KEY = "abstain"  # model_config.json and metrics.json: what training chose and measured
 

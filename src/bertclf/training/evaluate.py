@@ -1,8 +1,11 @@
-"""Test-split metrics: accuracy, macro-F1, per-class scores, a readable report and a confusion
-matrix; the TF-IDF baseline; and re-scoring a saved model on the test split it was evaluated on."""
+"""The evaluate stage and its parts: test-split metrics (accuracy, macro-F1, per-class scores, a
+readable report and a confusion matrix), the TF-IDF baseline, abstaining and multi-label thresholds
+chosen on the validation split; and re-scoring a saved model on the test split it was evaluated on."""
 
 import dataclasses
+import functools
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -15,15 +18,23 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
+from bertclf.activations import sigmoid, softmax
 from bertclf.config import TrainConfig
-from bertclf.data import DataError, load_splits
 from bertclf.files import sha256_of
+from bertclf.inference.abstain import ABSTAIN_KEY, at_threshold, threshold_for_precision
+from bertclf.inference.batches import Encoded, predict_in_order
+from bertclf.inference.multilabel import tune_thresholds
+from bertclf.inference.pieces import MAX_WINDOWS, average_windows
 from bertclf.registry import MODEL_CONFIG_FILE
+from bertclf.training.data import DataError, Splits, load_splits
 
 if TYPE_CHECKING:  # evaluation runs a predictor it is given; it never loads one itself
-    from bertclf.predictor import Predictor
+    from bertclf.inference.predictor import Predictor
+    from bertclf.training.stages import Stages  # (imports Keras: `bertclf evaluate` needs no TensorFlow)
 
 DATA_ROLES = ("data", "validation_data", "test_data")
+
+log = logging.getLogger(__name__)
 
 
 def compute_metrics(y_true, y_pred, classes) -> dict:
@@ -145,7 +156,7 @@ def plot_reliability(y_true, before, after, path, temperature, kept=True):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bertclf.calibration import ECE_BINS, expected_calibration_error, reliability
+    from bertclf.training.calibration import ECE_BINS, expected_calibration_error, reliability
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="calibrated")
@@ -185,8 +196,6 @@ def write_evaluation(folder, y_true, logits, classes, baseline=None, calibration
     if baseline is not None:
         metrics["baseline"] = baseline
     if calibration is not None:
-        from bertclf.predictor import softmax
-
         record = calibration[0]
         metrics["calibration"] = record
         fitted = record["fitted_temperature"]
@@ -315,14 +324,157 @@ def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | 
     settings = {k: v for k, v in hyperparameters.items() if k in known}
     files = find_training_files(predictor.config, predictor.folder, moved)
     settings.update({role: os.fspath(path) for role, path in files.items()})
+    # Feedback joins the training split only, after the split: the test split is the same without it,
+    # and the store may be gone or have grown since the run.
+    settings["feedback"] = False
     splits = load_splits(TrainConfig(**settings))
     test = splits.test
     probabilities = predictor.predict_proba(list(test.texts))
     if predictor.thresholds is not None:  # multi-label
-        from bertclf.multilabel import multi_hot
+        from bertclf.inference.multilabel import multi_hot
 
         truth = multi_hot(splits.label_sets("test"), predictor.classes)
         return compute_multilabel_metrics(truth, probabilities >= predictor.thresholds, predictor.classes)
     index = {label: i for i, label in enumerate(predictor.classes)}
     y_true = np.array([index[label] for label in test.labels])
     return compute_metrics(y_true, probabilities.argmax(axis=1), predictor.classes)
+
+
+def served_probabilities(forward, encoded: Encoded, batch_size: int, multi_label: bool = False) -> np.ndarray:
+    """A split's probabilities as the exported model serves them (windows averaged, if any)."""
+    logits = np.asarray(predict_in_order(forward, encoded, batch_size), dtype=np.float64)
+    rows = sigmoid(logits) if multi_label else softmax(logits)
+    return rows if encoded.owners is None else average_windows(rows, encoded.owners, int(encoded.owners.max()) + 1)
+
+
+def abstain_record(cfg: TrainConfig, probabilities, y: dict) -> dict | None:
+    """The threshold below which the model answers null (`min_confidence`, or the one that reaches
+    `target_precision` on the validation split), and the test split's coverage and accuracy at it.
+    `probabilities(part)` gives a split's served probabilities."""
+    if cfg.min_confidence is None and cfg.target_precision is None:
+        return None
+
+    record: dict = {}
+    if cfg.target_precision is not None:
+        validation = probabilities("validation")
+        threshold, reached = threshold_for_precision(validation, y["validation"], cfg.target_precision)
+        record["chosen_by"] = f"target_precision {cfg.target_precision:g} on the validation split"
+        record["target_reached"] = reached
+        record["validation"] = at_threshold(validation, y["validation"], threshold)
+    else:
+        threshold = float(cfg.min_confidence or 0.0)
+        record["chosen_by"] = "min_confidence"
+    test = at_threshold(probabilities("test"), y["test"], threshold)
+    record = {"min_confidence": test["min_confidence"], **record, "test": test}
+    if cfg.target_precision is not None and not record["target_reached"]:
+        log.warning(
+            "abstain: no threshold reaches precision %g on the validation split; min_confidence %.4f gives "
+            "the best there (%s on %.0f%% of texts)",
+            cfg.target_precision,
+            threshold,
+            record["validation"]["accuracy_answered"],
+            100 * record["validation"]["coverage"],
+        )
+    log.info(
+        "abstain: min_confidence %.4f (%s); test split: answers %d of %d texts (%.0f%%), %s of them right",
+        threshold,
+        record["chosen_by"],
+        test["answered"],
+        test["texts"],
+        100 * test["coverage"],
+        "none" if test["accuracy_answered"] is None else f"{100 * test['accuracy_answered']:.1f}%",
+    )
+    return record
+
+
+def long_text_record(windowed: Encoded, truncated: dict) -> dict:
+    """How many test texts the windows read whole, and the truncated model's scores to compare."""
+    assert windowed.owners is not None
+    per_text = np.bincount(windowed.owners)
+    log.info(
+        "long_text window: %d of %d test texts read as several windows (at most %d); truncated they score "
+        "accuracy %.4f, macro-F1 %.4f",
+        int((per_text > 1).sum()),
+        len(per_text),
+        MAX_WINDOWS,
+        truncated["accuracy"],
+        truncated["macro_f1"],
+    )
+    return {
+        "mode": "window",
+        "texts_windowed": int((per_text > 1).sum()),
+        "max_windows": MAX_WINDOWS,
+        "truncated": {"accuracy": truncated["accuracy"], "macro_f1": truncated["macro_f1"]},
+    }
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What the evaluate stage found, for the export."""
+
+    metrics: dict  # metrics.json (the stage table is added at the end)
+    abstaining: dict | None  # single-label: the min_confidence record, if asked for
+    thresholds: np.ndarray | None  # multi-label: each label's threshold
+
+
+def evaluate_model(
+    folder: Path,
+    forward,
+    preprocessor,
+    cfg: TrainConfig,
+    splits: Splits,
+    encoded: dict,
+    y: dict,
+    test_logits: np.ndarray,
+    baseline: dict,
+    calibration: tuple[dict, np.ndarray] | None,
+    stages: "Stages",
+) -> Evaluation:
+    """The evaluate stage: the exported (calibrated) model's scores on the test split as it will
+    serve them (long texts as windows with long_text window), multi-label thresholds or the abstain
+    threshold chosen on the validation split; writes metrics.json, the report and plots into `folder`.
+
+    Args:
+        forward: the final model's traced forward pass (features -> logits).
+        test_logits: the test split's logits before calibration.
+    """
+    from bertclf.training.pipeline import encode_windows  # TensorFlow: a training run has it loaded already
+
+    classes, multi = splits.classes, splits.multi_label
+    served = dict(encoded)
+    if cfg.long_text == "window":
+        keys = set(encoded["test"].features)
+        for part in ("validation", "test"):
+            served[part] = encode_windows(preprocessor, getattr(splits, part).texts, keys)
+
+    @functools.cache  # abstaining and windows both read the test split: one forward pass
+    def probabilities(part):
+        return served_probabilities(forward, served[part], cfg.batch_size, multi)
+
+    with stages("test evaluation"):
+        extra: dict = {}
+        abstaining, thresholds = None, None
+        if multi:
+            thresholds = tune_thresholds(probabilities("validation"), y["validation"])
+            log.info(
+                "multi-label thresholds (best F1 on the validation split): %s",
+                ", ".join(f"{name} {t:.2f}" for name, t in zip(classes, thresholds, strict=True)),
+            )
+            test_probabilities = probabilities("test")
+            if cfg.long_text == "window":
+                truncated = compute_multilabel_metrics(y["test"], sigmoid(test_logits) >= thresholds, classes)
+                extra["long_text"] = long_text_record(served["test"], truncated)
+            metrics = write_multilabel_evaluation(
+                folder, y["test"], test_probabilities, thresholds, classes, baseline, extra
+            )
+        else:
+            abstaining = abstain_record(cfg, probabilities, y)
+            if abstaining:
+                extra[ABSTAIN_KEY] = abstaining
+            windowed = None
+            if cfg.long_text == "window":
+                windowed = probabilities("test")
+                truncated = compute_metrics(y["test"], np.asarray(test_logits).argmax(axis=1), classes)
+                extra["long_text"] = long_text_record(served["test"], truncated)
+            metrics = write_evaluation(folder, y["test"], test_logits, classes, baseline, calibration, extra, windowed)
+    return Evaluation(metrics, abstaining, thresholds)

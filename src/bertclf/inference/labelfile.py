@@ -25,8 +25,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from bertclf.config import TEXT_COLUMNS, ConfigError, usual_column
-from bertclf.errors import DataError
+from bertclf.config import TEXT_COLUMNS, usual_column
+from bertclf.errors import ConfigError, DataError
 from bertclf.files import spreadsheet_safe, temporary_sibling
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

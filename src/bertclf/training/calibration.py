@@ -8,10 +8,19 @@ graph and every client see the calibrated probabilities, with nothing to remembe
 The temperature is kept only when it also helps validation texts it was not fitted on (`calibrate`).
 """
 
+import logging
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from bertclf.predictor import softmax
+from bertclf.activations import softmax
+from bertclf.inference.batches import predict_in_order
+
+if TYPE_CHECKING:
+    from bertclf.training.stages import Stages  # (imports Keras; evaluation imports this module without it)
+
+log = logging.getLogger(__name__)
 
 # Bounds of the fitted temperature: a small validation split that the model gets all right pushes
 # the likelihood towards T -> 0 (certainty), which no test split supports.
@@ -126,3 +135,34 @@ def calibrate(classifier, validation_logits, y_validation, test_logits, y_test) 
         "bins": ECE_BINS,
     }
     return record, after
+
+
+def calibrate_model(
+    classifier, forward, encoded: dict, y: dict, test_logits: np.ndarray, batch_size: int, stages: "Stages"
+) -> tuple[dict, np.ndarray]:
+    """The calibrate stage: fit the temperature on the validation split's logits and fold it into
+    `classifier` when it helps held-out texts (`calibrate`); says what it did. Returns what `calibrate` does."""
+    with stages("calibration"):
+        validation_logits = predict_in_order(forward, encoded["validation"], batch_size)
+        calibration = calibrate(classifier, validation_logits, y["validation"], test_logits, y["test"])
+    fit = calibration[0]
+    if fit["kept"]:
+        log.info(
+            "calibration: temperature %.2f (fitted on the validation split); test expected calibration "
+            "error %.3f -> %.3f, negative log-likelihood %.3f -> %.3f",
+            fit["temperature"],
+            fit["ece_before"],
+            fit["ece_after"],
+            fit["nll_before"],
+            fit["nll_after"],
+        )
+    else:
+        log.info(
+            "calibration: the temperature fitted on the validation split (%.2f) did not help its "
+            "held-out folds, so the probabilities are left as trained (test expected calibration "
+            "error %.3f; with it it would have been %.3f)",
+            fit["fitted_temperature"],
+            fit["ece_before"],
+            fit["ece_fitted"],
+        )
+    return calibration

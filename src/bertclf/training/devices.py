@@ -26,7 +26,7 @@ import os
 import keras
 import tensorflow as tf
 
-from bertclf.config import ConfigError
+from bertclf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

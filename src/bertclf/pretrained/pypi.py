@@ -11,8 +11,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertclf.checkpoints.checkpoint import CatalogEntry, CheckpointError
 from bertclf.files import sha256_of, staged_folder
+from bertclf.pretrained.checkpoint import CatalogEntry, CheckpointError
 
 log = logging.getLogger(__name__)
 

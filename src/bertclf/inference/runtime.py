@@ -22,8 +22,7 @@ from google.protobuf.message import Message
 from onnx import TensorProto
 
 from bertclf.config import PRECISIONS
-from bertclf.registry import RegistryError
-from bertclf.safety import UnsafeModelError
+from bertclf.errors import RegistryError, UnsafeModelError
 
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer kernels)
 # Where a model folder keeps its serving graph: a subfolder, since the folder's own tokenizer.json
