@@ -102,7 +102,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
-	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-reliability test-slow bench bench-train bench-torch bench-serve bench-label \
+	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-unit docs docs-build test-reliability test-slow bench bench-train bench-torch bench-serve bench-label \
 	clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
@@ -243,13 +243,23 @@ compose-test: ## deploy/compose.yaml for real: 2 api replicas behind nginx, one 
 		MODEL_DIR="$(MODEL_DIR)" bash docker/compose-test.sh
 
 lint: $(STAMP) ## ruff (lint, import order, format check), mypy on src/, and the import contracts (pyproject.toml)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint ## lint, then run the fast offline test suite
+test: lint docs-build ## lint, build the docs strictly, then run the offline test suite (unit and integration tiers)
 	$(BIN)/python -m pytest
+
+test-unit: $(STAMP) ## the unit tier only (no training runs, servers or subprocesses): the edit-test loop, under 2 minutes
+	$(BIN)/python -m pytest -m unit
+
+DOCS_PORT ?= 8000
+docs: $(STAMP) ## serve the docs site on 127.0.0.1:DOCS_PORT, rebuilt as you edit docs/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-build: $(STAMP) ## build the docs site into site/ with --strict (broken links and unknown tables fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1) under overload, kill -9, hot swaps, hostile input (~5 min); prints a table
 	$(BIN)/python -m pytest -m reliability tests/test_reliability.py
@@ -286,5 +296,5 @@ bench-label: $(STAMP) ## predict --input: rows/s and peak memory labelling 1,000
 	$(BIN)/python benchmarks/label_file.py $(if $(ROWS),--rows $(ROWS))
 
 clean: ## remove caches (keeps .venv, models and data)
-	rm -rf .pytest_cache src/*.egg-info
+	rm -rf .pytest_cache src/*.egg-info site
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -279,6 +279,53 @@ def copy_model(folder, name):
     return other, config
 
 
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by selenium (Debian's `chromium` and `chromium-driver`); skips without them."""
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("needs Debian's browser: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1800",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+# The test tiers (docs/development.md): a test that uses one of these fixtures trains a model or runs
+# a server, so it is `integration`; so is one marked by hand; every other test is `unit`
+# (`make test-unit`, the edit-test loop). slow, network and reliability tests are neither.
+INTEGRATION_FIXTURES = frozenset(
+    [
+        "tiny_run", "trained_models", "models", "app", "client", "served", "server", "multilabel_run",
+        "project", "uninterrupted", "serving_install", "served_schema", "site",
+    ]
+)  # fmt: skip
+OTHER_TIERS = ("integration", "slow", "network", "reliability")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(tier) for tier in OTHER_TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The reliability table (`make test-reliability`), when scenarios ran."""
     from servers import REPORT, table

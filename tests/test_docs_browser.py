@@ -4,7 +4,6 @@ Slow and needs the browser: `make test-slow`. BERTCLF_DOCS_SCREENSHOT=<file.png>
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,30 +11,6 @@ import pytest
 from servers import serving
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's browser: apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1800",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_the_docs_page_sends_a_predict_and_shows_the_answer(browser, models, tmp_path):

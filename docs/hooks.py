@@ -1,0 +1,116 @@
+"""MkDocs hook: the reference tables are generated at build time from the code that defines them,
+so they cannot drift from it.
+
+A page writes `<!-- generated: NAME -->` on a line of its own; the build replaces it with:
+
+    train-parameters   every `train` option (TrainConfig): make variable, option, default, meaning
+    serve-settings     every `serve` option (ServeConfig) and its BERTCLF_<NAME> environment variable
+    cli                every subcommand of `python -m bertclf` and its options (the argument parser)
+    make-targets       every `make` target and what it does (the Makefile's `## ` comments)
+
+An unknown NAME fails the build.
+"""
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+
+from bertclf.cli import COMMANDS, build_parser
+from bertclf.config import ServeConfig, TrainConfig, env_name
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is None:
+        return ""
+    return f"`{_cell(field.default)}`"
+
+
+def make_variables() -> dict[str, str]:
+    """option name -> make variable, from the Makefile's TRAIN_VARS pairs."""
+    makefile = (ROOT / "Makefile").read_text()
+    block = re.search(r"^TRAIN_VARS := (.*?)\n(?!\t)", makefile, re.S | re.M)
+    if block is None:
+        raise RuntimeError("docs/hooks.py: no TRAIN_VARS in the Makefile")
+    pairs = block.group(1).replace("\\\n", " ").split()
+    return {option: variable for variable, _, option in (pair.partition(":") for pair in pairs)}
+
+
+def train_parameters() -> str:
+    variables = make_variables()
+    rows = ["| make variable | option | default | meaning |", "|---|---|---|---|"]
+    for field in dataclasses.fields(TrainConfig):
+        variable = variables.get(field.name)
+        rows.append(
+            f"| {f'`{variable}`' if variable else ''} | `--{field.name}` | {_default(field)} "
+            f"| {_cell(field.metadata['help'])} |"
+        )
+    return "\n".join(rows)
+
+
+def serve_settings() -> str:
+    rows = ["| option | environment variable | default | meaning |", "|---|---|---|---|"]
+    for field in dataclasses.fields(ServeConfig):
+        rows.append(
+            f"| `--{field.name}` | `{env_name(field.name)}` | {_default(field)} | {_cell(field.metadata['help'])} |"
+        )
+    return "\n".join(rows)
+
+
+def cli() -> str:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parts = []
+    for command in COMMANDS:
+        sub = subparsers.choices[command.name]
+        parts.append(f"### `python -m bertclf {command.name}`\n\n{command.description}\n")
+        rows = ["| argument | meaning |", "|---|---|"]
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.dest}`"
+            text = action.help or ""
+            if action.choices and not action.option_strings:
+                text += f" ({', '.join(map(str, action.choices))})"
+            rows.append(f"| {name} | {_cell(text)} |")
+        parts.append("\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
+def make_targets() -> str:
+    rows = ["| target | what it does |", "|---|---|"]
+    for match in re.finditer(r"^([a-zA-Z_-]+):[^\n#]*## (.*)$", (ROOT / "Makefile").read_text(), re.M):
+        rows.append(f"| `make {match.group(1)}` | {_cell(match.group(2))} |")
+    return "\n".join(rows)
+
+
+GENERATORS = {
+    "train-parameters": train_parameters,
+    "serve-settings": serve_settings,
+    "cli": cli,
+    "make-targets": make_targets,
+}
+
+
+def render(markdown: str) -> str:
+    """`markdown` with every marker replaced by its table."""
+
+    def table(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in GENERATORS:
+            raise ValueError(f"docs: unknown generated table {name!r} (known: {', '.join(GENERATORS)})")
+        return GENERATORS[name]()
+
+    return MARKER.sub(table, markdown)
+
+
+def on_page_markdown(markdown, page, config, files):
+    return render(markdown)
