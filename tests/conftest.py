@@ -310,7 +310,7 @@ def browser():
 # (`make test-unit`, the edit-test loop). slow, network and reliability tests are neither.
 INTEGRATION_FIXTURES = frozenset(
     [
-        "tiny_run", "trained_models", "models", "app", "client", "served", "server", "multilabel_run",
+        "tiny_run", "trained_models", "models", "app", "client", "served", "multilabel_run",
         "project", "uninterrupted", "serving_install", "served_schema", "site",
     ]
 )  # fmt: skip

@@ -60,6 +60,7 @@ def test_settings_are_checked():
         PredictConfig(min_confidence=1.5)
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_training_chooses_a_threshold_for_a_target_precision_and_records_it(tmp_path, tiny_preset):
     texts, labels = make_texts(30, seed=3)
     rows = zip(texts, labels, strict=True)

@@ -19,6 +19,7 @@ from conftest import make_texts, train_tiny, write_csv
 from tiny_tf1 import write_albert, write_bert
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 @pytest.mark.parametrize("family", ["BERT", "ALBERT"])
 def test_trains_exports_and_reloads(family, tmp_path):
     from bertclf.inference.predictor import Predictor

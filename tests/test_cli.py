@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bertclf.training.startup import CHATTER
 from conftest import make_texts, write_csv
 
@@ -14,6 +16,7 @@ def run(*args, stdin=None, cwd=None):
     )
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_train_then_predict(tmp_path, tiny_preset):
     texts, labels = make_texts(25)
     data = write_csv(tmp_path / "d.csv", list(zip(texts, labels, strict=True)), header=("post", "tags"))
@@ -49,6 +52,7 @@ def test_train_then_predict(tmp_path, tiny_preset):
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 3
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     result = run("train", "--data", str(tmp_path / "empty.csv"), "--models_dir", str(tmp_path))
@@ -56,6 +60,7 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path):
     assert "error:" in result.stderr and "empty" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_bad_setting_and_help(tmp_path):
     result = run("train", "--max_learn_rate", "5")
     assert result.returncode == 2 and "max_learn_rate must be between 0 and 1" in result.stderr

@@ -43,6 +43,7 @@ WEIGHT_TOLERANCE = 5 * LEARN_RATE
 PROBABILITY_TOLERANCE = 5e-3
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
     from bertclf.inference.predictor import Predictor
     from conftest import make_texts

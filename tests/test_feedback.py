@@ -260,6 +260,7 @@ def _write_at(start, path, each, max_rows, results):
     results.put(outcome)
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_many_writer_processes_open_a_new_store_at_once_wait_and_keep_the_cap_exact(tmp_path):
     # Two failures seen with several gunicorn workers: a worker opening a new store while another
     # turned it to WAL got "database is locked" at once (about 1 round in 20 here), and reading the

@@ -63,6 +63,7 @@ def test_windows_read_what_truncation_cuts_off(trained_models):
     np.testing.assert_allclose(windowed[1], truncated[1], atol=1e-6)  # a short text: one window, the same
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_training_with_windows_evaluates_as_it_serves(tmp_path, tiny_preset):
     texts, labels = make_texts(30, seed=4, max_words=20)
     rows = zip(texts, labels, strict=True)

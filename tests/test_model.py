@@ -25,6 +25,7 @@ def loss_with_head(preset, probe, labels_fn=lambda y: y):
     return classifier.evaluate(encoded.features, y, verbose=0)[0]
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_probe_head_starts_with_lower_loss(tiny_pretrained_preset):
     random_head = loss_with_head(tiny_pretrained_preset, probe=False)
     assert random_head > 1.0  # about log(3): a random head knows nothing
@@ -101,6 +102,7 @@ def first_step_moves(preset, layer_decay):
     return {v.path: float(np.abs(v.numpy() - before[v.path]).max()) for v in classifier.trainable_variables}
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_layer_decay_slows_the_lower_layers_only(tiny_preset):
     plain, decayed = first_step_moves(tiny_preset, 1.0), first_step_moves(tiny_preset, 0.1)
     # Adam's first step is the learning rate times a factor of the gradient's sign pattern, so the

@@ -188,6 +188,7 @@ def test_hostile_thresholds_are_refused(multilabel_run, tmp_path, thresholds):
     assert stored_thresholds({}, ["a"], hostile) is None
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_make_train_on_a_multi_label_file_reports_its_scores(tmp_path, tiny_preset):
     texts, labels = make_multilabel_texts(60, seed=2)
     data = write_csv(tmp_path / "tags.csv", zip(texts, [x.replace("|", ";") for x in labels], strict=True))

@@ -43,6 +43,7 @@ LOSS_TOLERANCE = 1e-3
 WEIGHT_TOLERANCE = 5e-3
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
     from bertclf.config import TrainConfig
     from bertclf.inference.predictor import Predictor

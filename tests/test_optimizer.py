@@ -67,6 +67,7 @@ def test_the_compiled_update_runs_inside_an_xla_training_step():
     )
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_the_update_is_traced_once_whatever_the_batch_widths():
     model = tiny_model()
     optimizer = FusedAdamW(learning_rate=0.01, weight_decay=0.01, clipnorm=1.0)

@@ -46,6 +46,7 @@ def test_a_precision_asked_for_is_kept_and_auto_is_the_default():
         assert choose_precision(asked, set(), []) == (asked, "as asked (--precision)")
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_an_auto_run_says_what_it_chose_and_records_it(tmp_path, tiny_preset, monkeypatch, caplog):
     import logging
 
@@ -60,6 +61,7 @@ def test_an_auto_run_says_what_it_chose_and_records_it(tmp_path, tiny_preset, mo
     assert "precision float32 (auto: this CPU has neither" in caplog.text
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_a_bfloat16_fit_exports_a_float32_model_that_serves(tmp_path, tiny_pretrained_preset, caplog):
     import keras
 

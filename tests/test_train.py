@@ -112,6 +112,7 @@ def test_class_weights(setting, counts, expected, caplog):
         assert f"largest {max(counts) / min(counts):.1f}x the smallest" in caplog.text
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
     from bertclf.config import TrainConfig
     from conftest import make_texts, write_csv
@@ -137,6 +138,7 @@ def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
     assert "calibration" not in model_config["metrics"] and not (folder / "reliability_diagram.png").exists()
 
 
+@pytest.mark.integration  # trains a model or runs processes: not the unit tier
 def test_max_seq_len_auto_is_chosen_from_the_training_texts_and_recorded(tmp_path, tiny_preset):
     from bertclf.config import TrainConfig
     from bertclf.inference.predictor import Predictor
