@@ -55,7 +55,7 @@ class KerasForward:
     def __post_init__(self) -> None:
         self.activation = sigmoid if self.multi_label else softmax
         self.logits = keras_logits(self.classifier)
-        self.with_embedding = keras_outputs(self.classifier, self.activation)
+        self.with_embedding = keras_outputs(self.classifier, self.activation, self.logits)
         self.embedding_dim: int | None = int(self.classifier.backbone.hidden_dim)
 
     def __call__(self, features: dict) -> np.ndarray:
@@ -171,9 +171,11 @@ def mean_hidden_state(classifier, features: dict) -> np.ndarray:
     return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
 
 
-def keras_outputs(classifier, activation: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict], np.ndarray]:
-    """features -> probabilities and embedding side by side (as OnnxForward.with_embedding), through Keras."""
-    logits = keras_logits(classifier)
+def keras_outputs(
+    classifier, activation: Callable[[np.ndarray], np.ndarray], logits: Callable[[dict], np.ndarray]
+) -> Callable[[dict], np.ndarray]:
+    """features -> probabilities and embedding side by side (as OnnxForward.with_embedding), through
+    Keras; `logits` is the classifier's `keras_logits` (one traced function for both outputs)."""
     return lambda features: np.concatenate(
         [activation(logits(features)), mean_hidden_state(classifier, features).astype(np.float32)], axis=1
     )

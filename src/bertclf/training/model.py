@@ -154,13 +154,14 @@ def init_head_from_probe(
     head = classifier.output_dense
     labels = np.asarray(labels)
     chosen = probe_sample(labels, limit, seed)
+    sampled = len(chosen) < len(labels)
     log.info(
         "head_init probe: fitting the output layer to the pretrained features of %s",
         f"{len(chosen)} of the {len(labels)} training texts (drawn by class)"
-        if len(chosen) < len(labels)
+        if sampled
         else f"the {len(labels)} training texts",
     )
-    if len(chosen) < len(labels):
+    if sampled:
         labels, encoded = labels[chosen], encoded.subset(chosen)
     forward = traced_forward(keras.Model(classifier.inputs, head.input))
     features = predict_in_order(forward, encoded, batch_size, fixed=True)

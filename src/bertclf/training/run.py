@@ -99,6 +99,7 @@ class Prepared:
     encoded: dict  # split name -> Encoded
     lengths: np.ndarray  # the training texts' token counts before truncation
     precision_reason: str
+    auto_length: bool  # max_seq_len auto: chosen from `lengths`
 
 
 def prepare_model(cfg: TrainConfig, splits: Splits, stages: Stages) -> tuple[TrainConfig, Prepared]:
@@ -129,7 +130,7 @@ def prepare_model(cfg: TrainConfig, splits: Splits, stages: Stages) -> tuple[Tra
         tokenize = traced_preprocessor(preprocessor)
         encoded = {part: encode(tokenize, getattr(splits, part).texts) for part in ("train", "validation", "test")}
     classifier.preprocessor = None
-    return cfg, Prepared(checkpoint, classifier, preprocessor, encoded, lengths, precision_reason)
+    return cfg, Prepared(checkpoint, classifier, preprocessor, encoded, lengths, precision_reason, auto_length)
 
 
 def token_record(cfg: TrainConfig, lengths: np.ndarray, auto_length: bool) -> dict:
@@ -169,7 +170,6 @@ def _train(
         log.warning("class_weight balanced is for single-label data; multi-label trains without class weights")
 
     # === Model ===
-    auto_length = cfg.max_seq_len == "auto"
     cfg, model = prepare_model(cfg, splits, stages)
     classifier, checkpoint, encoded, lengths = model.classifier, model.checkpoint, model.encoded, model.lengths
     # The run's checkpoint folder, found again after an interruption by what makes the fit the same.
@@ -209,7 +209,7 @@ def _train(
             XLA_WIDTH,
             math.ceil(int(cfg.max_seq_len) / XLA_WIDTH),
         )
-    tokens = token_record(cfg, lengths, auto_length)
+    tokens = token_record(cfg, lengths, model.auto_length)
     log.info(
         "model: %s (%s, %s parameters, max_learn_rate %g); median text length %d tokens; %d of %d training "
         "texts (%.1f%%) are longer than max_seq_len %d and are cut (longest: %d tokens)",
