@@ -12,15 +12,17 @@ from onnx import numpy_helper
 from bertclf.errors import RegistryError
 from bertclf.inference.golden import GOLDEN_FILE, GOLDEN_TEXTS, TOLERANCE, GoldenMismatch, choose
 from bertclf.inference.predictor import Predictor
+from bertclf.inference.quantize import INT8_GRAPH
 from bertclf.inference.runtime import SERVING_GRAPH
 from conftest import copy_model, make_app, wait_until
 
 
-def drift_the_graph(folder, factor=-1.0):
+def drift_the_graph(folder, factor=-1.0, graph=SERVING_GRAPH):
     """A broken conversion: the graph's output layer no longer matches the Keras weights. Negated
     by default: a confident model's probabilities hardly move when its logits are only scaled
-    (x3 moved the 16-epoch tiny model's by less than the 1e-3 tolerance)."""
-    model = onnx.load(str(folder / SERVING_GRAPH))
+    (x3 moved the 16-epoch tiny model's by less than the 1e-3 tolerance). The int8 graph keeps its
+    output layer in fp32, so the same works on it."""
+    model = onnx.load(str(folder / graph))
     n_classes = len(json.loads((folder / "labels.json").read_text()))
     for tensor in model.graph.initializer:
         values = numpy_helper.to_array(tensor)
@@ -29,7 +31,7 @@ def drift_the_graph(folder, factor=-1.0):
             break
     else:
         raise AssertionError("no output kernel in the graph")
-    (folder / SERVING_GRAPH).write_bytes(model.SerializeToString())
+    (folder / graph).write_bytes(model.SerializeToString())
 
 
 def test_choose_takes_the_longest_text_then_every_class_in_turn():
@@ -65,10 +67,10 @@ def test_a_graph_that_drifted_from_the_weights_is_refused_and_evaluate_reports_i
     shutil.copytree(folder, drifted)
     drift_the_graph(drifted)
     with pytest.raises(GoldenMismatch, match=r"moved .* by up to .*tolerance 0.001.*refused; re-export"):
-        Predictor(drifted, engine="onnx")
+        Predictor(drifted, engine="onnx", precision="fp32")
     assert Predictor(drifted, engine="tensorflow").golden["max_difference"] < 1e-4  # the weights are sound
     with caplog.at_level(logging.WARNING):
-        report = Predictor(drifted, engine="onnx", refuse_drift=False).golden
+        report = Predictor(drifted, engine="onnx", precision="fp32", refuse_drift=False).golden
     assert report["max_difference"] > TOLERANCE["fp32"]
     assert "moved" in caplog.text
 
@@ -80,9 +82,15 @@ def test_int8_is_checked_against_its_own_tolerance(trained_models, tmp_path):
     assert predictor.golden["max_difference"] <= TOLERANCE["int8"]
     broken = tmp_path / folder.name
     shutil.copytree(folder, broken)
-    drift_the_graph(broken)  # a build whose answers flipped
+    drift_the_graph(broken, graph=INT8_GRAPH)  # a build whose answers flipped
     with pytest.raises(GoldenMismatch, match=r"int8.*serve it with precision fp32"):
         Predictor(broken, precision="int8")
+    # auto, which chose int8 for this model, serves fp32 instead of refusing it
+    assert Predictor(folder).precision == "int8"
+    fallback = Predictor(broken)
+    assert (fallback.precision, fallback.golden["precision"]) == ("fp32", "fp32")
+    assert fallback.precision_reason == "its int8 graph failed the golden check at load"
+    assert fallback.golden["max_difference"] < 1e-4
 
 
 def test_another_max_seq_len_compares_only_the_texts_it_does_not_cut_differently(trained_models):
@@ -137,7 +145,8 @@ def test_the_server_keeps_its_model_when_the_new_one_fails_its_golden_check(mode
         status = client.get("/model").get_json()
         assert status["golden"]["max_difference"] < 1e-4 and status["golden"]["texts"] > 0
         other, config = copy_model(folder, "20990101-000000_drifted")
-        drift_the_graph(other)
+        drift_the_graph(other)  # a broken conversion: both graphs (auto falls back from int8 to fp32)
+        drift_the_graph(other, graph=INT8_GRAPH)
         pointer = models_dir / "latest_model_config.json"
         pointer.write_text(json.dumps({**config, "model_dir": f"trained/{other.name}"}))
         assert not manager.check_once()

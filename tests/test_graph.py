@@ -5,12 +5,14 @@ from types import SimpleNamespace
 
 import keras_hub
 import numpy as np
+import onnx
 import pytest
 
 from bertclf.activations import softmax
 from bertclf.errors import RegistryError
 from bertclf.inference.batches import predict_in_order
-from bertclf.inference.runtime import ALLOWED_OPS, SERVING_GRAPH, OnnxForward, quantize, read_serving_graph
+from bertclf.inference.quantize import QUANTIZATIONS, quantize
+from bertclf.inference.runtime import ALLOWED_OPS, INT8_OPS, SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.training import onnx_writer as graph_module
 from bertclf.training.onnx_writer import UnsupportedModel, build_graph, export_folder, export_serving_graph
 from bertclf.training.pipeline import encode, traced_forward
@@ -35,7 +37,8 @@ def tiny_classifier(tiny_preset):
 
 
 def onnx_forward(classifier, precision="fp32"):
-    return OnnxForward(build_graph(classifier).SerializeToString(), precision)
+    graph = build_graph(classifier).SerializeToString()
+    return OnnxForward(quantize(graph) if precision == "int8" else graph, precision)
 
 
 def test_onnx_graph_matches_keras_with_padding(tiny_preset):
@@ -113,11 +116,28 @@ def test_the_graphs_use_only_the_operators_serving_allows(tiny_preset):
     assert used == ALLOWED_OPS, "the allowlist is exactly what we write (update both together)"
 
 
+def test_int8_graphs_use_only_the_operators_an_int8_graph_may(tiny_preset):
+    classifier, _ = tiny_classifier(tiny_preset)
+    used = {
+        (node.domain, node.op_type)
+        for model in (classifier, tiny_distilbert())
+        for multi_label in (False, True)
+        for choice in QUANTIZATIONS
+        for node in onnx.load_model_from_string(
+            quantize(build_graph(model, multi_label).SerializeToString(), choice)
+        ).graph.node
+    }
+    assert used <= INT8_OPS and used >= INT8_OPS - ALLOWED_OPS, "INT8_OPS adds exactly what quantizing writes"
+
+
 def test_int8_graph_runs_and_stays_close(tiny_preset):
     classifier, preprocessor = tiny_classifier(tiny_preset)
     encoded = encode(preprocessor, TEXTS)
     full = predict_in_order(onnx_forward(classifier), encoded, 4)
-    ops = {node.op_type for node in quantize(build_graph(classifier)).graph.node}
+    ops = {
+        node.op_type
+        for node in onnx.load_model_from_string(quantize(build_graph(classifier).SerializeToString())).graph.node
+    }
     assert {"QAttention", "MatMulInteger"} <= ops, "the matrix products run in int8"
     quantized = predict_in_order(onnx_forward(classifier, "int8"), encoded, 4)
     assert quantized.shape == full.shape

@@ -21,7 +21,7 @@ TEXTS = ["apple cat dog horse tiger whale zebra saw drill hammer", "saw", "lemon
 
 def test_predictor_uses_the_folders_graph_and_falls_back_to_tensorflow(trained_models, tmp_path, monkeypatch):
     _, folder = trained_models
-    fast = Predictor(folder)
+    fast = Predictor(folder, precision="fp32")
     assert (fast.engine, fast.precision, fast.classifier) == ("onnx", "fp32", None), "no Keras model loaded"
     slow = Predictor(folder, engine="tensorflow")
     np.testing.assert_allclose(fast.predict_proba(TEXTS), slow.predict_proba(TEXTS), atol=1e-5)
@@ -77,7 +77,7 @@ def test_labels_that_do_not_match_the_output_layer_are_refused(trained_models, t
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
     (copy / "labels.json").write_text(json.dumps(["animal", "fruit"]))
-    with pytest.raises(RegistryError, match=r"model.onnx outputs 3 classes but labels.json names 2"):
+    with pytest.raises(RegistryError, match=r"model(.int8)?.onnx outputs 3 classes but labels.json names 2"):
         Predictor(copy)
     with pytest.raises(RegistryError, match=r"labels.json names 2 classes but the model outputs 3"):
         Predictor(copy, engine="tensorflow")

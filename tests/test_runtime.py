@@ -8,7 +8,8 @@ from onnx import TensorProto, helper
 
 from bertclf.errors import RegistryError, UnsafeModelError
 from bertclf.inference import runtime
-from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.inference.quantize import INT8_GRAPH, quantize
+from bertclf.inference.runtime import GRAPHS, SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.training.onnx_writer import build_graph
 from conftest import detached_classifier
 
@@ -19,9 +20,14 @@ def graph(tiny_preset):
     return build_graph(classifier)
 
 
-def write(folder, model):
+@pytest.fixture(scope="module")
+def int8_graph(graph):
+    return onnx.load_model_from_string(quantize(graph.SerializeToString()))
+
+
+def write(folder, model, path=SERVING_GRAPH):
     (folder / "serving").mkdir(exist_ok=True)
-    (folder / SERVING_GRAPH).write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    (folder / path).write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
     return folder
 
 
@@ -130,7 +136,7 @@ def many_nodes(model):
         (sparse_inline, r"holds a sparse tensor"),
         (external_attribute, r"tensor 'in_attribute' points to an external data file"),
         (training_info, r"holds training information"),
-        (foreign_op, r"operator ai.onnx.Loop is not one a serving graph uses"),
+        (foreign_op, r"operator ai.onnx.Loop is not one an (fp32|int8) serving graph uses"),
         (custom_domain, r"imports operator sets \['evil.ops'\]"),
         (subgraph, r"holds a subgraph"),
         (function, r"defines functions"),
@@ -140,9 +146,22 @@ def many_nodes(model):
         (many_nodes, r"nodes, more than the 2048"),
     ],
 )
-def test_graphs_that_are_not_ours_are_refused(graph, tmp_path, change, message):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_graphs_that_are_not_ours_are_refused(graph, int8_graph, tmp_path, change, message, precision):
+    ours = int8_graph if precision == "int8" else graph
     with pytest.raises(UnsafeModelError, match=message + r".*export-onnx"):
-        read_serving_graph(write(tmp_path, changed(graph, change)), 3)
+        read_serving_graph(write(tmp_path, changed(ours, change), GRAPHS[precision]), 3, precision)
+
+
+def test_the_int8_graph_passes_its_own_check_only(graph, int8_graph, tmp_path):
+    folder = write(write(tmp_path, graph), int8_graph, INT8_GRAPH)
+    assert read_serving_graph(folder, 3, "int8") == int8_graph.SerializeToString()
+    write(tmp_path, int8_graph)  # integer operators where the fp32 graph should be
+    with pytest.raises(UnsafeModelError, match=r"operator .*Quantize.* is not one an fp32 serving graph"):
+        read_serving_graph(folder, 3)
+    (folder / INT8_GRAPH).unlink()
+    with pytest.raises(RegistryError, match=r"has no serving/model.int8.onnx.*export-onnx --model_dir"):
+        read_serving_graph(folder, 3, "int8")
 
 
 def test_garbage_and_oversized_files_are_refused(graph, tmp_path, monkeypatch):
@@ -163,5 +182,10 @@ def test_a_hostile_graph_in_a_model_folder_is_refused_by_the_predictor(trained_m
     shutil.copytree(trained_models[1], folder)
     model = onnx.load(folder / SERVING_GRAPH)
     write(folder, changed(model, external))
-    with pytest.raises(UnsafeModelError, match=r"external data"):
-        Predictor(folder)
+    with pytest.raises(UnsafeModelError, match=r"model.onnx: tensor .* external data"):
+        Predictor(folder, precision="fp32")
+    write(folder, model)
+    int8 = onnx.load(folder / INT8_GRAPH)
+    write(folder, changed(int8, external), INT8_GRAPH)
+    with pytest.raises(UnsafeModelError, match=r"model.int8.onnx: tensor .* external data"):
+        Predictor(folder)  # auto reads the int8 graph this model's export chose

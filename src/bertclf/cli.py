@@ -336,6 +336,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from bertclf.inference.quantize import INT8_GRAPH
     from bertclf.inference.runtime import SERVING_GRAPH
     from bertclf.registry import chosen_model_folder
     from bertclf.training.onnx_writer import UnsupportedModel, export_folder
@@ -346,16 +347,16 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
             raise ConfigError("give --model_dir or --all, not both")
         trained = Path(cfg.models_dir) / "trained"
         folders = sorted(p for p in trained.glob("*") if p.is_dir() and not p.name.startswith("."))
-        folders = [p for p in folders if not (p / SERVING_GRAPH).exists()]
+        folders = [p for p in folders if not (p / SERVING_GRAPH).exists() or not (p / INT8_GRAPH).exists()]
         if not folders:
-            print(f"every model folder in {trained} already has {SERVING_GRAPH}")
+            print(f"every model folder in {trained} already has {SERVING_GRAPH} and {INT8_GRAPH}")
             return 0
     else:
         folders = [chosen_model_folder(cfg.models_dir, cfg.model_dir)]
     failed = 0
     for folder in folders:
         try:
-            print(f"{folder}: wrote {export_folder(folder)}")
+            print(f"{folder}: wrote {export_folder(folder)} and {folder / INT8_GRAPH}")
         except UnsupportedModel as err:
             print(f"{folder}: {err}; this model serves on TensorFlow (the training install)")
         except USER_ERRORS as err:
@@ -458,10 +459,12 @@ COMMANDS = [
     ),
     Command(
         "export-onnx",
-        "write serving/model.onnx into a model folder exported before serving went TensorFlow-free",
+        "write the serving graphs (fp32 and int8) into a model folder exported before they were",
         "Write the serving graph (serving/model.onnx, fp32) into a trained model folder from its Keras weights, "
-        "checked against the Keras model; the server then needs neither TensorFlow nor Keras for it. "
-        "`make train` writes it already; this is for folders exported before it did. Needs the training install.",
+        "checked against the Keras model, and its int8 twin (serving/model.int8.onnx), scored against it on the "
+        "model's test split when the training data it records is at hand (precision auto serves int8 only then); "
+        "the server needs neither TensorFlow nor Keras for them. `make train` writes both already; this is for "
+        "folders exported before it did. Needs the training install.",
         ModelChoice,
         _cmd_export_onnx,
         tensorflow=True,

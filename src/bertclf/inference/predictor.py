@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from bertclf.config import ENGINES, LONG_TEXT, PredictConfig
+from bertclf.config import ENGINES, LONG_TEXT, PRECISIONS, PredictConfig
 from bertclf.errors import ConfigError, RegistryError
 from bertclf.files import read_json_object
 from bertclf.inference import abstain, golden, multilabel
 from bertclf.inference.batches import Encoded, predict_in_order
 from bertclf.inference.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
+from bertclf.inference.quantize import INT8_GRAPH, auto_precision, quantize
 from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.inference.wordpiece import WordPiece
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, NoEmbeddings, chosen_model_folder, load_labels
@@ -92,8 +93,10 @@ class Predictor:
             CPU, no TensorFlow), "tensorflow" (the Keras model; needs the training install), or
             "auto": the folder's graph; a folder exported without one gets it built in memory from
             the Keras weights (training install).
-        precision: "fp32", or "int8" (ONNX only: quantized matrix products, faster again; check
-            the accuracy on your test split with `python -m bertclf evaluate --precision int8`).
+        precision: "auto" (int8 where the export measured that the folder's int8 graph keeps test
+            accuracy and its golden texts pass at load, else fp32; see quantize.auto_precision),
+            "fp32", or "int8" (ONNX only: quantized matrix products; a folder exported without its
+            int8 graph gets it quantized at load). `precision_reason` says why.
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
         long_text: "truncate" (cut a text at the sequence length) or "window" (read a long text as
@@ -109,7 +112,7 @@ class Predictor:
         folder,
         batch_size=64,
         engine="auto",
-        precision="fp32",
+        precision="auto",
         threads=None,
         max_seq_len=None,
         refuse_drift=True,
@@ -130,6 +133,7 @@ class Predictor:
         self.thresholds = multilabel.stored_thresholds(self.config, self.classes, self.folder)
         self.multi_label = self.thresholds is not None
         self.batch_size = batch_size
+        self.threads = threads
         # Called with how many texts of a call were longer than the sequence length (serving counts them).
         self.on_truncated: Callable[[int], None] = lambda count: None
         self.sequence_length = sequence_length(self.folder, max_seq_len)
@@ -145,13 +149,53 @@ class Predictor:
         # Probabilities and embedding side by side from one pass (None: the graph has no embedding).
         self._with_embedding: Callable[[dict], np.ndarray] | None = None
         self.embedding_dim: int | None = None
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision_reason = f"as asked (precision {precision})"
         if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
-            self._use(OnnxForward(read_serving_graph(self.folder, len(self.classes)), precision, threads))
-            self.engine, self.precision = "onnx", precision
+            if precision == "auto":
+                chosen, self.precision_reason = auto_precision(self.config, self.folder)
+            else:
+                chosen = precision
+            self._use(OnnxForward(self._graph(chosen), chosen, threads))
+            self.engine, self.precision = "onnx", chosen
         else:
-            self.engine, self.precision = self._load_keras(engine, precision, threads)
+            if precision == "auto":
+                self.precision_reason = "no serving graph in the folder: fp32"
+            self.engine, self.precision = self._load_keras(
+                engine, "fp32" if precision == "auto" else precision, threads
+            )
         # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
-        self.golden = golden.check(self, refuse=refuse_drift)
+        if precision == "auto" and self.precision == "int8":
+            try:
+                self.golden = golden.check(self, refuse=True)
+            except golden.GoldenMismatch as err:  # auto serves fp32 rather than refuse the model
+                log.warning("%s; serving it in fp32", err)
+                self._use(OnnxForward(self._graph("fp32"), "fp32", threads))
+                self.precision = "fp32"
+                self.precision_reason = "its int8 graph failed the golden check at load"
+        if not (precision == "auto" and self.precision == "int8"):
+            self.golden = golden.check(self, refuse=refuse_drift)
+        log.info("%s: serving in %s on %s: %s", self.name, self.precision, self.engine, self.precision_reason)
+
+    def use_graph(self, graph: bytes, precision: str) -> None:
+        """Answer with this serving graph from now on (the export scores its int8 candidates so)."""
+        self._use(OnnxForward(graph, precision, self.threads))
+        self.engine, self.precision, self.precision_reason = "onnx", precision, "a graph given by the caller"
+
+    def _graph(self, precision: str) -> bytes:
+        """The folder's checked serving graph of `precision`; int8 quantized here from the fp32 graph
+        when a folder exported before int8 graphs has none (forced with precision int8 only)."""
+        if precision == "int8" and not (self.folder / INT8_GRAPH).exists():
+            log.warning(
+                "%s has no %s: quantized the fp32 graph for this load (+seconds and memory); "
+                "`python -m bertclf export-onnx --model_dir %s` writes it once and checks its accuracy",
+                self.folder,
+                INT8_GRAPH,
+                self.folder,
+            )
+            return quantize(read_serving_graph(self.folder, len(self.classes)))
+        return read_serving_graph(self.folder, len(self.classes), precision)
 
     def _use(self, forward) -> None:
         """Answer with `forward` (OnnxForward, or the training install's KerasForward)."""

@@ -1,16 +1,14 @@
-"""Serving computes on ONNX Runtime: read a model folder's `serving/model.onnx` as hostile data,
-check it, and run it (fp32, or int8 quantized at load).
+"""Serving computes on ONNX Runtime: read a model folder's `serving/model.onnx` (fp32) or
+`serving/model.int8.onnx` as hostile data, check it, and run it.
 
-The graph is written at export by graph.py from the Keras weights; serving needs neither
-TensorFlow nor Keras. Nothing in the file may run code or reach outside it, so loading refuses
-external data files on any tensor, sparse tensors, training information, operators we do not
-write (ALLOWED_OPS), functions and subgraphs, a file over MAX_GRAPH_BYTES, and inputs or outputs
-other than ours.
+The graphs are written at export, by training/onnx_writer.py from the Keras weights and by
+quantize.py from that graph; serving needs neither TensorFlow nor Keras. Nothing in the file may
+run code or reach outside it, so loading refuses external data files on any tensor, sparse
+tensors, training information, operators we do not write (ALLOWED_OPS, and INT8_OPS in an int8
+graph), functions and subgraphs, a file over MAX_GRAPH_BYTES, and inputs or outputs other than ours.
 """
 
-import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from onnx import TensorProto
 
-from bertclf.config import PRECISIONS
 from bertclf.errors import RegistryError, UnsafeModelError
+from bertclf.inference.quantize import INT8_GRAPH
 
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (fused transformer kernels)
 # Where a model folder keeps its serving graph: a subfolder, since the folder's own tokenizer.json
@@ -48,6 +46,14 @@ ALLOWED_OPS = frozenset(
         for op in ("Attention", "BiasGelu", "EmbedLayerNormalization", "FastGelu", "SkipLayerNormalization")
     ]
 )
+# What quantize.py adds in an int8 graph: activations quantized per call, integer matrix products,
+# the rescale back to float, and ONNX Runtime's attention with an int8 input projection. Compute
+# kernels only, like ALLOWED_OPS; an fp32 graph may not hold them.
+INT8_OPS = ALLOWED_OPS | {
+    *(("", op) for op in ("DynamicQuantizeLinear", "MatMulInteger", "Mul")),
+    (MS_DOMAIN, "QAttention"),
+}
+GRAPHS = {"fp32": SERVING_GRAPH, "int8": INT8_GRAPH}
 # BERT-Large, the largest checkpoint we fine-tune, writes 1.34 GB; protobuf cannot exceed 2 GiB.
 MAX_GRAPH_BYTES = 3 << 29  # 1.5 GiB
 # BERT-Large has 24 layers of 5 nodes; ALBERT-xxlarge repeats 12.
@@ -73,11 +79,12 @@ def _messages(message: Message) -> Iterator[Message]:
             yield from _messages(getattr(message, field.name))
 
 
-def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
-    """Raise UnsafeModelError unless `model` is a graph of ours: only ALLOWED_OPS, all weights
-    inside the file, our inputs, and a probabilities output (and an embedding); RegistryError when that output's
-    size disagrees with the folder's labels."""
+def check_graph(model: onnx.ModelProto, num_classes: int, path: Path, precision: str = "fp32") -> None:
+    """Raise UnsafeModelError unless `model` is a graph of ours: only ALLOWED_OPS (INT8_OPS for
+    precision int8), all weights inside the file, our inputs, and a probabilities output (and an
+    embedding); RegistryError when that output's size disagrees with the folder's labels."""
     graph = model.graph
+    allowed = INT8_OPS if precision == "int8" else ALLOWED_OPS
     domains = {opset.domain for opset in model.opset_import}
     if not domains <= {"", "ai.onnx", MS_DOMAIN}:
         raise _refuse(path, f"imports operator sets {sorted(domains - {'', 'ai.onnx', MS_DOMAIN})}")
@@ -86,8 +93,10 @@ def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
     if len(graph.node) > MAX_NODES:
         raise _refuse(path, f"{len(graph.node)} nodes, more than the {MAX_NODES} a serving graph has")
     for node in graph.node:
-        if (node.domain if node.domain != "ai.onnx" else "", node.op_type) not in ALLOWED_OPS:
-            raise _refuse(path, f"operator {node.domain or 'ai.onnx'}.{node.op_type} is not one a serving graph uses")
+        if (node.domain if node.domain != "ai.onnx" else "", node.op_type) not in allowed:
+            raise _refuse(
+                path, f"operator {node.domain or 'ai.onnx'}.{node.op_type} is not one an {precision} serving graph uses"
+            )
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             raise _refuse(path, f"node {node.name!r} holds a subgraph")
     if len(model.training_info):
@@ -122,15 +131,15 @@ def check_graph(model: onnx.ModelProto, num_classes: int, path: Path) -> None:
         )
 
 
-def read_serving_graph(folder: str | os.PathLike, num_classes: int) -> bytes:
-    """The checked bytes of a folder's serving graph (see `check_graph`); what ONNX Runtime then
-    loads is exactly what was checked.
+def read_serving_graph(folder: str | os.PathLike, num_classes: int, precision: str = "fp32") -> bytes:
+    """The checked bytes of a folder's serving graph of `precision` (fp32: serving/model.onnx, int8:
+    serving/model.int8.onnx; see `check_graph`); what ONNX Runtime then loads is exactly what was checked.
 
     Raises:
         RegistryError: no graph (the message says how to write one) or one that disagrees with labels.json.
         UnsafeModelError: a graph that is not ours.
     """
-    path = Path(folder) / SERVING_GRAPH
+    path = Path(folder) / GRAPHS[precision]
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -138,6 +147,11 @@ def read_serving_graph(folder: str | os.PathLike, num_classes: int) -> bytes:
                 raise _refuse(path, f"{size} bytes, more than the {MAX_GRAPH_BYTES} a serving graph may have")
             data = f.read(MAX_GRAPH_BYTES + 1)
     except FileNotFoundError:
+        if precision != "fp32":
+            raise RegistryError(
+                f"{Path(folder)} has no {GRAPHS[precision]} (exported before int8 graphs were): write it once with "
+                f"`python -m bertclf export-onnx --model_dir {folder}` (needs the training install)"
+            ) from None
         raise RegistryError(
             f"{Path(folder)} has no {SERVING_GRAPH}: it was exported before serving went TensorFlow-free; "
             f"write it once with `python -m bertclf export-onnx --model_dir {folder}` (needs the training install)"
@@ -150,56 +164,23 @@ def read_serving_graph(folder: str | os.PathLike, num_classes: int) -> bytes:
         model = onnx.load_model_from_string(data)
     except Exception as err:  # protobuf raises its own DecodeError (and others) on hostile bytes
         raise _refuse(path, f"not an ONNX model ({type(err).__name__})") from None
-    check_graph(model, num_classes, path)
+    check_graph(model, num_classes, path, precision)
     return data
-
-
-def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Weights of the big matrix products in int8 (dynamic activation quantization; VNNI on
-    recent x86). Embeddings, layer norms and the head stay float: quantizing them costs accuracy
-    and saves little time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantizer logs advice meant for image models, and a line per tensor, on the root logger.
-    def advice(record: logging.LogRecord) -> bool:
-        return "onnxruntime" not in record.pathname
-
-    root = logging.getLogger()
-    root.addFilter(advice)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            onnx.save(model, source)
-            quantize_dynamic(
-                source,
-                target,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Attention"],
-                nodes_to_exclude=["pooled_matmul", "logits_matmul", "embedding_sum"],
-                per_channel=True,
-                # shape inference cannot see through contrib ops; every tensor here is float
-                extra_options={"DefaultTensorType": TensorProto.FLOAT},
-            )
-            return onnx.load(target)
-    finally:
-        root.removeFilter(advice)
 
 
 class OnnxForward:
     """callable(features) -> probabilities, running a serving graph in ONNX Runtime.
 
     Args:
-        graph: the serialized fp32 graph (`read_serving_graph`, or graph.build_graph's bytes).
-        precision: "fp32", or "int8" (quantized matrix products, built here; check the accuracy
-            with `evaluate --precision int8`).
+        graph: the serialized graph (`read_serving_graph`, onnx_writer.build_graph's bytes, or
+            quantize.quantize's).
+        precision: what the graph computes in, "fp32" or "int8" (reported, not converted here).
         threads: intra-op threads (default: all cores; with several server workers, cores / workers).
     """
 
     def __init__(self, graph: bytes, precision: str = "fp32", threads: int | None = None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        if precision == "int8":
-            graph = quantize(onnx.load_model_from_string(graph)).SerializeToString()
+        if precision not in GRAPHS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(GRAPHS)}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1

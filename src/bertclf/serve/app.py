@@ -66,10 +66,14 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = Metrics()
 
+    def served(predictor) -> tuple[str, str, str, str]:
+        """The model_info labels of a predictor: name, id, and the precision and engine it runs in."""
+        how = (str(getattr(predictor, key, "") or "") for key in ("precision", "engine"))
+        return (predictor.name, predictor.config.get("id", ""), *how)
+
     def swapped(new, old):
         new.on_truncated = metrics.truncated.inc
-        previous = (old.name, old.config.get("id", "")) if old is not None else None
-        metrics.set_model(new.name, new.config.get("id", ""), previous)
+        metrics.set_model(served(new), served(old) if old is not None else None)
 
     manager = ModelManager(config, load, on_swap=swapped, on_failure=metrics.reload_failures.inc)
     batcher = Batcher(

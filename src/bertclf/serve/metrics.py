@@ -59,8 +59,8 @@ class Metrics:
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"
         self.model_info = Gauge(
             "bertclf_model_info",
-            "the model a worker serves (value 1)",
-            ["model", "id"],
+            "the model a worker serves (value 1), and the precision (fp32, int8) and engine it runs in",
+            ["model", "id", "precision", "engine"],
             registry=registry,
             multiprocess_mode=mode,
         )
@@ -68,12 +68,12 @@ class Metrics:
             "bertclf_ready", "1 when a worker has a warmed model", registry=registry, multiprocess_mode=mode
         )
 
-    def set_model(self, name, model_id, previous=None):
-        """Mark `name` as the served model (and unmark the previous one)."""
-        if previous is not None and tuple(previous) != (name, model_id):
+    def set_model(self, served: tuple[str, str, str, str], previous: tuple[str, str, str, str] | None = None):
+        """Mark the served model (name, id, precision, engine) as served (and unmark the previous one)."""
+        if previous is not None and tuple(previous) != tuple(served):
             # Set to 0, not removed: multiprocess gauges cannot remove a label; render() drops zeros.
             self.model_info.labels(*previous).set(0)
-        self.model_info.labels(name, model_id).set(1)
+        self.model_info.labels(*served).set(1)
         self.ready.set(1)
 
     def render(self) -> bytes:

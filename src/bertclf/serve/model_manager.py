@@ -109,7 +109,12 @@ class ModelManager:
         if not self.config.model_dir:
             record_last_good(self.config.models_dir, folder)
         log.info(
-            "serving %s from %s (loaded and warmed in %.1f s)", predictor.name, folder, time.perf_counter() - started
+            "serving %s from %s in %s, %s (loaded and warmed in %.1f s)",
+            predictor.name,
+            folder,
+            getattr(predictor, "precision", "?"),
+            getattr(predictor, "precision_reason", "?"),
+            time.perf_counter() - started,
         )
         return True
 
@@ -155,6 +160,7 @@ class ModelManager:
             "labels": predictor.classes if predictor else None,
             "engine": getattr(predictor, "engine", None),
             "precision": getattr(predictor, "precision", None),
+            "precision_reason": getattr(predictor, "precision_reason", None),
             "config": public_config(predictor.config) if predictor else None,
             "min_confidence": getattr(predictor, "min_confidence", None),
             "embedding_dim": getattr(predictor, "embedding_dim", None),

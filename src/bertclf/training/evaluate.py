@@ -311,6 +311,24 @@ def find_training_files(
     return found
 
 
+def saved_splits(model_config: dict[str, Any], folder: Path, moved: dict[str, str | None] | None = None) -> Splits:
+    """The splits a saved model was trained and evaluated on: the same files (find_training_files),
+    re-split with the same settings and seed.
+
+    Raises:
+        DataError: the training data is missing or has changed since training.
+    """
+    hyperparameters = model_config.get("hyperparameters") or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in hyperparameters.items() if k in known}
+    files = find_training_files(model_config, folder, moved)
+    settings.update({role: os.fspath(path) for role, path in files.items()})
+    # Feedback joins the training split only, after the split: the test split is the same without it,
+    # and the store may be gone or have grown since the run.
+    settings["feedback"] = False
+    return load_splits(TrainConfig(**settings))
+
+
 def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Metrics of `predictor` on the test split its model was evaluated on at the end of training
     (the same files, found by find_training_files, re-split with the same seed), e.g. to check int8
@@ -319,15 +337,7 @@ def evaluate_saved_model(predictor: "Predictor", moved: dict[str, str | None] | 
     Raises:
         DataError: the training data is missing or has changed since training.
     """
-    hyperparameters = predictor.config.get("hyperparameters") or {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in hyperparameters.items() if k in known}
-    files = find_training_files(predictor.config, predictor.folder, moved)
-    settings.update({role: os.fspath(path) for role, path in files.items()})
-    # Feedback joins the training split only, after the split: the test split is the same without it,
-    # and the store may be gone or have grown since the run.
-    settings["feedback"] = False
-    splits = load_splits(TrainConfig(**settings))
+    splits = saved_splits(predictor.config, predictor.folder, moved)
     test = splits.test
     probabilities = predictor.predict_proba(list(test.texts))
     if predictor.thresholds is not None:  # multi-label

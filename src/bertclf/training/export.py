@@ -1,7 +1,8 @@
 """The export stage: the model folder a run leaves behind — KerasHub preset (JSON configs and
 .weights.h5: no code, no pickle), the ONNX serving graph checked against the Keras model
-(onnx_writer.py), golden texts every load compares with, labels.json and model_config.json — written
-into the run's work folder, which registry.run_folder moves into place whole."""
+(onnx_writer.py) and its int8 twin checked on the test split (quantization.py), golden texts every
+load compares with, labels.json and model_config.json — written into the run's work folder, which
+registry.run_folder moves into place whole."""
 
 import logging
 import platform
@@ -18,11 +19,14 @@ from bertclf.files import sha256_of, write_json_atomic
 from bertclf.inference import golden
 from bertclf.inference.batches import Encoded
 from bertclf.inference.multilabel import record
+from bertclf.inference.quantize import RECORD_KEY
+from bertclf.inference.runtime import SERVING_GRAPH
 from bertclf.pretrained import Checkpoint
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, save_labels
 from bertclf.training.data import Splits
 from bertclf.training.evaluate import Evaluation, served_probabilities
 from bertclf.training.onnx_writer import UnsupportedModel, export_serving_graph
+from bertclf.training.quantization import write_int8_graph
 from bertclf.training.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -129,5 +133,9 @@ def export_model(
             else record(splits.separator, classes, evaluation.thresholds),
             versions=library_versions(),
         )
+        write_json_atomic(folder / MODEL_CONFIG_FILE, model_config)
+    if (folder / SERVING_GRAPH).exists():
+        with stages("int8 graph: quantize, check on the validation and test splits"):
+            model_config[RECORD_KEY] = write_int8_graph(folder, splits, cfg.batch_size)
         write_json_atomic(folder / MODEL_CONFIG_FILE, model_config)
     return model_config

@@ -18,6 +18,7 @@ import numpy as np
 
 from bertclf.activations import sigmoid, softmax
 from bertclf.errors import ConfigError, RegistryError
+from bertclf.inference.quantize import quantize
 from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.registry import LABELS_FILE
 from bertclf.training.startup import import_tensorflow
@@ -119,6 +120,8 @@ def load_engine(
                 SERVING_GRAPH,
                 folder,
             )
+            if precision == "int8":
+                graph = quantize(graph)
             return Loaded(OnnxForward(graph, precision, threads), "onnx", precision, classifier, preprocessor)
     if precision != "fp32":
         raise ConfigError(

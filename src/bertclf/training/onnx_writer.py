@@ -298,7 +298,9 @@ def export_serving_graph(classifier, folder: str | Path, multi_label: bool = Fal
 
 
 def export_folder(folder: str | Path) -> Path:
-    """Write serving/model.onnx into a trained model folder exported without it (training install).
+    """Write serving/model.onnx into a trained model folder exported without it (training install),
+    and its int8 twin, checked on the test split when the training data is at hand
+    (quantization.int8_for_saved_folder).
 
     Raises:
         UnsupportedModel: a backbone without a graph here (it serves on TensorFlow).
@@ -313,7 +315,11 @@ def export_folder(folder: str | Path) -> Path:
     classifier, _ = load_classifier(folder, len(classes), sequence_length(folder))
     multi_label = read_json_object(folder / MODEL_CONFIG_FILE, RegistryError).get(MULTI_LABEL_KEY) is not None
     try:
-        return export_serving_graph(classifier, folder, multi_label)
+        written = export_serving_graph(classifier, folder, multi_label)
+        from bertclf.training.quantization import int8_for_saved_folder
+
+        int8_for_saved_folder(folder)
+        return written
     except OSError as err:
         raise RegistryError(
             f"cannot write {folder / SERVING_GRAPH}: {err.strerror}; export from a copy of the folder you can write to"

@@ -28,6 +28,7 @@ from bertclf.config import ConfigError, TrainConfig, choose_max_seq_len
 from bertclf.files import write_json_atomic
 from bertclf.inference.batches import XLA_WIDTH, predict_in_order
 from bertclf.inference.multilabel import multi_hot
+from bertclf.inference.quantize import RECORD_KEY
 from bertclf.pretrained import Checkpoint, resolve
 from bertclf.registry import run_folder, update_latest
 from bertclf.training.calibration import calibrate_model
@@ -277,6 +278,8 @@ def _train(
         timing = stages.record()
         log.debug("where the run's time went:\n%s", table(timing))
         evaluation.metrics["time"] = timing
+        if RECORD_KEY in model_config:
+            evaluation.metrics[RECORD_KEY] = model_config[RECORD_KEY]
         write_json_atomic(work / "metrics.json", evaluation.metrics)
     update_latest(cfg.models_dir, final, model_config)
     return final, model_config

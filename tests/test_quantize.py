@@ -1,0 +1,190 @@
+"""The int8 graph is written and checked at export, and `--precision auto` serves it only where the
+export measured that it keeps the model's accuracy."""
+
+import json
+import logging
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from bertclf.inference import quantize as quantize_module
+from bertclf.inference.predictor import Predictor
+from bertclf.inference.quantize import INT8_GRAPH, QUANTIZATIONS, RECORD_KEY, auto_precision
+from bertclf.inference.runtime import SERVING_GRAPH
+from bertclf.training import quantization
+from bertclf.training.evaluate import saved_splits
+from conftest import copy_model, make_app, wait_until
+
+FP32 = {"accuracy": 0.8778, "macro_f1": 0.8704}
+
+
+def folder_with(tmp_path, record, int8_file=True):
+    folder = tmp_path / "model"
+    (folder / "serving").mkdir(parents=True, exist_ok=True)
+    if int8_file:
+        (folder / INT8_GRAPH).write_bytes(b"graph")
+    return {RECORD_KEY: record}, folder
+
+
+@pytest.mark.parametrize(
+    ("int8", "expected", "why"),
+    [
+        ({"accuracy": 0.8778, "macro_f1": 0.8689}, "int8", r"^int8 keeps the model's accuracy \(test accuracy 0.8778"),
+        ({"accuracy": 0.8728, "macro_f1": 0.8604}, "int8", r"keeps"),  # exactly at both limits
+        ({"accuracy": 0.8727, "macro_f1": 0.8704}, "fp32", r"loses more than 0.5% accuracy"),
+        ({"accuracy": 0.8778, "macro_f1": 0.8603}, "fp32", r"loses more than 1% macro_f1"),
+        ({"accuracy": "0.9", "macro_f1": 0.87}, "fp32", r"unreadable"),
+        ({"accuracy": float("nan"), "macro_f1": 0.87}, "fp32", r"unreadable"),
+        ({"accuracy": True, "macro_f1": 0.87}, "fp32", r"unreadable"),
+        ({"macro_f1": 0.87}, "fp32", r"unreadable"),
+        ("int8", "fp32", r"accuracy is unknown"),
+    ],
+)
+def test_auto_serves_int8_only_within_half_a_point_of_accuracy_and_a_point_of_f1(tmp_path, int8, expected, why):
+    config, folder = folder_with(tmp_path, {"fp32": FP32, "int8": int8})
+    precision, reason = auto_precision(config, folder)
+    assert precision == expected
+    assert re.search(why, reason), reason
+
+
+def test_auto_keeps_fp32_without_a_checked_int8_graph(tmp_path):
+    config, folder = folder_with(tmp_path, {"fp32": FP32, "int8": {"accuracy": 0.9, "macro_f1": 0.9}}, int8_file=False)
+    assert auto_precision(config, folder) == (
+        "fp32",
+        "no serving/model.int8.onnx (exported before int8 graphs were; `export-onnx` writes it)",
+    )
+    config, folder = folder_with(tmp_path, {"unchecked": "the training data is not at hand", "int8": None})
+    assert auto_precision(config, folder) == (
+        "fp32",
+        "the int8 graph's accuracy is unknown (the training data is not at hand)",
+    )
+    assert auto_precision({RECORD_KEY: ["not", "a", "record"]}, folder)[0] == "fp32"
+    assert auto_precision({}, folder)[0] == "fp32"
+    # a multi-label model is judged on micro-F1
+    multi = {"fp32": {"accuracy": 0.5, "micro_f1": 0.8, "macro_f1": 0.5}, "int8": {"accuracy": 0.5, "micro_f1": 0.78}}
+    config, folder = folder_with(tmp_path, multi)
+    assert auto_precision(config, folder) == (
+        "fp32",
+        "int8 loses more than 1% micro_f1 (test accuracy 0.5000 vs 0.5000, micro_f1 0.7800 vs 0.8000 in fp32)",
+    )
+
+
+def flipped(graph: bytes, labels: int) -> bytes:
+    """A quantization gone wrong: the output layer negated, so the answers flip."""
+    model = onnx.load_model_from_string(graph)
+    for tensor in model.graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if values.ndim == 2 and values.shape[1] == labels and values.dtype == np.float32:
+            tensor.CopyFrom(numpy_helper.from_array(-values, tensor.name))
+            return model.SerializeToString()
+    raise AssertionError("no output kernel")
+
+
+def test_the_export_wrote_and_scored_both_graphs(trained_models):
+    _, folder = trained_models
+    config = json.loads((folder / "model_config.json").read_text())
+    record = config[RECORD_KEY]
+    assert (folder / INT8_GRAPH).is_file() and (folder / SERVING_GRAPH).is_file()
+    assert record["test_texts"] == config["data"]["n_test"]
+    assert record["fp32"]["accuracy"] == pytest.approx(config["metrics"]["accuracy"], abs=1e-4)
+    assert {"accuracy", "macro_f1", "changed_share", "max_probability_change"} <= record["int8"].keys()
+    assert [t["name"] for t in record["int8"]["tried_on_validation"]] == [q.name for q in QUANTIZATIONS]
+    assert record["int8"]["quantization"]["name"] in {q.name for q in QUANTIZATIONS}
+    assert json.loads((folder / "metrics.json").read_text())[RECORD_KEY] == record
+    # what the record decided is what auto serves
+    predictor = Predictor(folder)
+    assert (predictor.precision, predictor.precision_reason) == (record["auto"], record["auto_reason"])
+
+
+def test_a_model_whose_int8_graph_loses_accuracy_stays_fp32(trained_models, tmp_path, monkeypatch):
+    models_dir, folder = trained_models
+    broken, _ = copy_model(folder, "20990101-000000_lossy")
+    monkeypatch.chdir(models_dir.parent)  # where the run read its data.csv
+    real = quantization.quantize
+    monkeypatch.setattr(quantization, "quantize", lambda graph, choice: flipped(real(graph, choice), 3))
+    record = quantization.int8_for_saved_folder(broken)
+    assert record["int8"]["accuracy"] < record["fp32"]["accuracy"] - 0.5
+    assert record["int8"]["changed_share"] > 0.5
+    assert record["auto"] == "fp32" and "loses more than 0.5% accuracy" in record["auto_reason"]
+    saved = json.loads((broken / "model_config.json").read_text())[RECORD_KEY]
+    assert saved == record
+    predictor = Predictor(broken)
+    assert predictor.precision == "fp32" and "loses more than" in predictor.precision_reason
+    assert Predictor(broken, precision="fp32").precision_reason == "as asked (precision fp32)"
+
+
+def test_the_export_keeps_the_quantization_that_changes_fewest_answers(trained_models, monkeypatch):
+    models_dir, folder = trained_models
+    other, _ = copy_model(folder, "20990101-000000_choice")
+    monkeypatch.chdir(models_dir.parent)
+    real = quantization.quantize
+
+    def first_one_flips(graph, choice):
+        return flipped(real(graph, choice), 3) if choice == QUANTIZATIONS[0] else real(graph, choice)
+
+    monkeypatch.setattr(quantization, "quantize", first_one_flips)
+    record = quantization.int8_for_saved_folder(other)
+    tried = record["int8"]["tried_on_validation"]
+    assert tried[0]["validation_changed_share"] > 0.5 and tried[1]["validation_changed_share"] == 0
+    assert record["int8"]["quantization"]["name"] == QUANTIZATIONS[1].name, "the first that changes fewest"
+    assert record["auto"] == "int8"
+    splits = saved_splits(json.loads((other / "model_config.json").read_text()), other)
+    served = Predictor(other).predict(list(splits.test.texts))[0]
+    assert served == Predictor(other, precision="fp32").predict(list(splits.test.texts))[0]
+
+
+def test_export_onnx_without_the_training_data_writes_int8_unchecked(trained_models, tmp_path, monkeypatch):
+    _, folder = trained_models
+    older = tmp_path / folder.name
+    shutil.copytree(folder, older)
+    config = json.loads((older / "model_config.json").read_text())
+    config["data"]["data"].update(file=str(tmp_path / "gone.csv"), given="gone.csv")  # data deleted since
+    (older / "model_config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    (older / INT8_GRAPH).unlink()
+    record = quantization.int8_for_saved_folder(older)
+    assert record["auto"] == "fp32" and "the training data is not at hand" in record["unchecked"]
+    assert (older / INT8_GRAPH).is_file()
+    predictor = Predictor(older)
+    assert predictor.precision == "fp32" and "accuracy is unknown" in predictor.precision_reason
+    assert Predictor(older, precision="int8").precision == "int8", "forcing it still serves it"
+
+
+def test_forced_int8_on_an_older_folder_quantizes_at_load(trained_models, tmp_path, caplog):
+    _, folder = trained_models
+    older = tmp_path / folder.name
+    shutil.copytree(folder, older)
+    (older / INT8_GRAPH).unlink()
+    with caplog.at_level(logging.WARNING):
+        predictor = Predictor(older, precision="int8")
+    assert predictor.precision == "int8" and "quantized the fp32 graph for this load" in caplog.text
+    assert Predictor(older).precision == "fp32", "auto does not serve an unchecked int8 graph"
+
+
+def test_quantize_writes_a_graph_without_the_quantizers_log_lines(trained_models, caplog):
+    _, folder = trained_models
+    with caplog.at_level(logging.INFO):
+        graph = quantize_module.quantize((folder / SERVING_GRAPH).read_bytes())
+    assert graph[:2] and not [r for r in caplog.records if "onnxruntime" in r.pathname]
+
+
+def test_the_server_says_which_precision_serves_and_why(models, caplog):
+    models_dir, folder = models
+    record = json.loads((folder / "model_config.json").read_text())[RECORD_KEY]
+    with caplog.at_level(logging.INFO):
+        app = make_app(models_dir)
+        manager = app.extensions["bertclf"].manager
+        wait_until(lambda: manager.ready)
+    try:
+        client = app.test_client()
+        status = client.get("/model").get_json()
+        assert (status["precision"], status["precision_reason"]) == (record["auto"], record["auto_reason"])
+        assert f"in {record['auto']}, {record['auto_reason']}" in caplog.text, "the start-up log says it"
+        info = [line for line in client.get("/metrics").get_data(as_text=True).splitlines() if "model_info{" in line]
+        assert len(info) == 1 and f'precision="{record["auto"]}"' in info[0] and 'engine="onnx"' in info[0]
+    finally:
+        manager.stop()
