@@ -10,13 +10,15 @@ Measured in one run, per max_seq_len, each path alone on the machine:
 - single-text latency p50/p99 over 200 one-text requests;
 - throughput under 8 concurrent clients (16 texts a request), and errors.
 Paths:
-- "server" / "server-int8": `python -m bertclf serve` (real gunicorn, 1 worker, ONNX Runtime in
-  fp32 / int8), every request a real HTTP POST /predict from this process;
-- "in-process": the ceiling: the same graph and tokenizer through `Predictor` in this process, no
-  HTTP, all texts of the workload sorted by length at once (so its batches pad least); its
+- "server" / "server-int8" / "server-auto": `python -m bertclf serve` (real gunicorn, 1 worker,
+  ONNX Runtime in fp32 / int8 / the default, --precision auto, which serves the int8 graph where
+  the export measured that it keeps the model's accuracy), every request a real HTTP POST /predict
+  from this process;
+- "in-process": the ceiling: the same fp32 graph and tokenizer through `Predictor` in this process,
+  no HTTP, all texts of the workload sorted by length at once (so its batches pad least); its
   "8 clients" column is that same whole-workload rate, and its latency a `predict` of one text.
-  Its rate and the fp32 server's 8-client rate are medians of 3 rounds measured in alternation,
-  so the noise of a shared machine falls on both;
+  Its rate and the fp32 and auto servers' 8-client rates are medians of 3 rounds measured in
+  alternation, so the noise of a shared machine falls on all;
 - embeddings: the in-process rate with the probabilities alone and with the embeddings too
   (`Predictor.compute(embed=True)`, what POST /embed runs), alternating 3 rounds;
 - "predict --input": `label_file`, what `python -m bertclf predict --input F --output F` runs, on a
@@ -25,9 +27,10 @@ Paths:
 - "naive": the seed's way, in-process (no HTTP, which only flatters it): KerasHub's predict with
   every text padded to max_seq_len, one call per request, requests one at a time (as a
   single-threaded Flask app serves them). It is slow: it runs on the first --naive_texts texts.
-Then the ratios (server / in-process is what HTTP, gunicorn, Flask and the batcher cost), the
-test-split accuracy of fp32 vs int8 when the model's training data is at hand, and peak memory
-(max RSS) of the server and of this process.
+Then the ratios (server / in-process is what HTTP, gunicorn, Flask and the batcher cost; each
+server against the fp32 ceiling with the issue-25 targets), the test-split accuracy of fp32 vs int8
+when the model's training data is at hand, and peak memory (max RSS) of the servers and of this
+process. First, the CPU and which of the instruction sets ONNX Runtime's kernels use it has.
 """
 
 import argparse
@@ -58,6 +61,22 @@ from bertclf.registry import latest_model_folder  # noqa: E402
 from bertclf.training.data import read_examples  # noqa: E402
 from bertclf.training.evaluate import evaluate_saved_model  # noqa: E402
 from bertclf.training.pipeline import encode  # noqa: E402
+
+# Instruction sets ONNX Runtime's CPU kernels pick at run time: fp32 products on AVX2/AVX-512, int8
+# products on AVX2, AVX-VNNI / AVX512-VNNI and AMX tiles.
+CPU_FEATURES = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "amx_int8", "amx_bf16")
+
+
+def cpu_features(path="/proc/cpuinfo"):
+    """(the CPU's model name, {feature: present}) from /proc/cpuinfo."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)", {}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    return model, {feature: feature in flags for feature in CPU_FEATURES}
+
 
 # Tokens per word of the sample data's words under the default model's WordPiece (measured).
 TOKENS_PER_WORD = 1.25
@@ -302,11 +321,18 @@ def main():
         default=128,
         help="the naive path runs on the first N texts only (it is slow; rates are per text)",
     )
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "auto"], choices=["fp32", "int8", "auto"])
     args = parser.parse_args()
     folder = Path(args.model_dir or latest_model_folder("models"))
     texts = workload(args.texts)
     print(f"model: {folder}")
+    model, features = cpu_features()
+    amx = features.get("amx_int8", False)
+    has = ", ".join(f"{feature} {'yes' if present else 'no'}" for feature, present in features.items())
+    print(f"cpu: {model}; {has}")
+    auto = Predictor(folder)
+    print(f"precision auto serves {auto.precision}: {auto.precision_reason}")
+    del auto
 
     lengths = encode(Predictor(folder, engine="tensorflow", max_seq_len=512).preprocessor, texts).lengths
     print(
@@ -315,10 +341,10 @@ def main():
         flush=True,
     )
 
-    rows, memory, files, embeds = {}, {}, {}, {}
+    rows, memory, files, embeds, ceilings = {}, {}, {}, {}, {}
     for max_seq_len in args.max_seq_len:
         print(f"max_seq_len {max_seq_len}:", flush=True)
-        predictor = Predictor(folder, batch_size=32, max_seq_len=max_seq_len)
+        predictor = Predictor(folder, batch_size=32, max_seq_len=max_seq_len, precision="fp32")
         rows[max_seq_len, "in-process"] = ceiling(predictor, texts, 200)
         if predictor.embedding_dim is not None:
             alone, both = embedding_cost(predictor, texts)
@@ -329,13 +355,16 @@ def main():
             server = Server(folder, max_seq_len, precision)
             try:
                 rows[max_seq_len, name] = measure(name, server, texts, 200)
-                if precision == "fp32":
+                if precision in ("fp32", "auto"):
                     ours, top, labelled = side_by_side(predictor, server, texts)
                     rows[max_seq_len, name]["together"] = ours
-                    rows[max_seq_len, "in-process"]["rate"] = rows[max_seq_len, "in-process"]["together"] = top
-                    files[max_seq_len] = (labelled, ours)
+                    if precision == "fp32":
+                        rows[max_seq_len, "in-process"]["rate"] = rows[max_seq_len, "in-process"]["together"] = top
+                        files[max_seq_len] = (labelled, ours)
+                    else:
+                        ceilings[max_seq_len] = top
                     print(
-                        f"  alternating 3 rounds: in-process {top:.1f} texts/s, server with 8 clients {ours:.1f} "
+                        f"  alternating 3 rounds: in-process {top:.1f} texts/s, {name} with 8 clients {ours:.1f} "
                         f"texts/s (medians; these replace the rows' values), predict --input {labelled:.1f} rows/s",
                         flush=True,
                     )
@@ -364,6 +393,22 @@ def main():
                 f"8 clients {r['together'] / top['rate']:.2f}x (target >= 0.95x), single-text p50 "
                 f"{r['p50'] / top['p50']:.2f}x (target <= 1.5x)"
             )
+    goal = 1.8 if amx else 1.5
+    for (max_seq_len, name), r in rows.items():
+        if name.startswith("server"):
+            # the auto server against the ceiling measured in its own alternation; the others against the fp32 one
+            top = (ceilings.get(max_seq_len) if name == "server-auto" else None) or rows[max_seq_len, "in-process"][
+                "rate"
+            ]
+            print(
+                f"max_seq_len {max_seq_len}: {name} / fp32 in-process ceiling: 8 clients {r['together'] / top:.2f}x, "
+                f"single client {r['rate'] / top:.2f}x"
+                + (
+                    f" (targets >= {goal}x and >= 1.2x {'with AMX' if amx else 'without AMX'})"
+                    if name == "server-auto"
+                    else ""
+                )
+            )
     for max_seq_len, (alone, both) in embeds.items():
         print(
             f"max_seq_len {max_seq_len}: asking for embeddings too costs {alone / both:.2f}x the time of the "
@@ -382,7 +427,7 @@ def main():
                 f"8 clients {r['together'] / naive['together']:.1f}x"
             )
     try:
-        scores = {p: evaluate_saved_model(Predictor(folder, precision=p)) for p in args.precisions}
+        scores = {p: evaluate_saved_model(Predictor(folder, precision=p)) for p in args.precisions if p != "auto"}
         print(
             "test split: "
             + ", ".join(f"{p} accuracy {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f}" for p, s in scores.items())

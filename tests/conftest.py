@@ -226,6 +226,19 @@ def trained_models(tiny_run):
 
 
 # === Serving: a private copy of the trained model, and Flask apps on it ===
+NO_BF16 = "this CPU has neither amx_bf16 nor avx512_bf16"
+
+
+@pytest.fixture
+def no_bf16(monkeypatch):
+    """A machine without bfloat16 instructions (most of them): precision auto chooses between int8 and fp32."""
+    from bertclf.inference import predictor
+    from bertclf.training import quantization
+
+    for module in (quantization, predictor):
+        monkeypatch.setattr(module, "bf16_unavailable", lambda: NO_BF16)
+
+
 def wait_until(condition, timeout=60):
     """Poll `condition` until it holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -75,7 +75,7 @@ def test_a_graph_that_drifted_from_the_weights_is_refused_and_evaluate_reports_i
     assert "moved" in caplog.text
 
 
-def test_int8_is_checked_against_its_own_tolerance(trained_models, tmp_path):
+def test_int8_is_checked_against_its_own_tolerance(trained_models, tmp_path, no_bf16):
     _, folder = trained_models
     predictor = Predictor(folder, precision="int8")
     assert predictor.golden["tolerance"] == TOLERANCE["int8"]
@@ -89,7 +89,7 @@ def test_int8_is_checked_against_its_own_tolerance(trained_models, tmp_path):
     assert Predictor(folder).precision == "int8"
     fallback = Predictor(broken)
     assert (fallback.precision, fallback.golden["precision"]) == ("fp32", "fp32")
-    assert fallback.precision_reason == "its int8 graph failed the golden check at load"
+    assert fallback.precision_reason == "its answers in int8 failed the golden check at load"
     assert fallback.golden["max_difference"] < 1e-4
 
 

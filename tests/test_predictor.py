@@ -88,7 +88,7 @@ def test_the_served_graph_gives_the_keras_models_probabilities_on_the_test_split
 
     cfg, folder, _ = tiny_run
     texts = load_splits(cfg).test.texts
-    served, keras = Predictor(folder), Predictor(folder, engine="tensorflow")
+    served, keras = Predictor(folder, precision="fp32"), Predictor(folder, engine="tensorflow")
     assert served.engine == "onnx" and served.classifier is None, "from serving/model.onnx, no Keras model"
     np.testing.assert_allclose(served.predict_proba(texts), keras.predict_proba(texts), atol=1e-4)
 

@@ -12,12 +12,14 @@ import pytest
 from onnx import numpy_helper
 
 from bertclf.inference import quantize as quantize_module
+from bertclf.inference.openvino_engine import bf16_unavailable
+from bertclf.inference.precision import RECORD_KEY, auto_precision
 from bertclf.inference.predictor import Predictor
-from bertclf.inference.quantize import INT8_GRAPH, QUANTIZATIONS, RECORD_KEY, auto_precision
+from bertclf.inference.quantize import INT8_GRAPH, QUANTIZATIONS
 from bertclf.inference.runtime import SERVING_GRAPH
 from bertclf.training import quantization
 from bertclf.training.evaluate import saved_splits
-from conftest import copy_model, make_app, wait_until
+from conftest import NO_BF16, copy_model, make_app, wait_until
 
 FP32 = {"accuracy": 0.8778, "macro_f1": 0.8704}
 
@@ -33,10 +35,14 @@ def folder_with(tmp_path, record, int8_file=True):
 @pytest.mark.parametrize(
     ("int8", "expected", "why"),
     [
-        ({"accuracy": 0.8778, "macro_f1": 0.8689}, "int8", r"^int8 keeps the model's accuracy \(test accuracy 0.8778"),
+        (
+            {"accuracy": 0.8778, "macro_f1": 0.8689},
+            "int8",
+            r"^int8: it keeps the model's accuracy \(test accuracy 0.8778",
+        ),
         ({"accuracy": 0.8728, "macro_f1": 0.8604}, "int8", r"keeps"),  # exactly at both limits
-        ({"accuracy": 0.8727, "macro_f1": 0.8704}, "fp32", r"loses more than 0.5% accuracy"),
-        ({"accuracy": 0.8778, "macro_f1": 0.8603}, "fp32", r"loses more than 1% macro_f1"),
+        ({"accuracy": 0.8727, "macro_f1": 0.8704}, "fp32", r"not int8: it loses more than 0.5% accuracy"),
+        ({"accuracy": 0.8778, "macro_f1": 0.8603}, "fp32", r"not int8: it loses more than 1% macro_f1"),
         ({"accuracy": "0.9", "macro_f1": 0.87}, "fp32", r"unreadable"),
         ({"accuracy": float("nan"), "macro_f1": 0.87}, "fp32", r"unreadable"),
         ({"accuracy": True, "macro_f1": 0.87}, "fp32", r"unreadable"),
@@ -46,30 +52,54 @@ def folder_with(tmp_path, record, int8_file=True):
 )
 def test_auto_serves_int8_only_within_half_a_point_of_accuracy_and_a_point_of_f1(tmp_path, int8, expected, why):
     config, folder = folder_with(tmp_path, {"fp32": FP32, "int8": int8})
-    precision, reason = auto_precision(config, folder)
+    precision, reason = auto_precision(config, folder, NO_BF16)
     assert precision == expected
     assert re.search(why, reason), reason
 
 
+@pytest.mark.parametrize(
+    ("bf16", "cpu", "expected", "why"),
+    [
+        ({"accuracy": 0.8753, "macro_f1": 0.87}, None, "bf16", r"^bf16: it keeps .* this CPU computes bfloat16"),
+        (
+            {"accuracy": 0.8753, "macro_f1": 0.87},
+            NO_BF16,
+            "int8",
+            r"^int8: it keeps .*; not bf16: this CPU has neither",
+        ),
+        ({"accuracy": 0.8600, "macro_f1": 0.87}, None, "int8", r"not bf16: it loses more than 0.5% accuracy"),
+        (None, None, "int8", r"not bf16: its accuracy is unknown \(the exporting machine could not run it"),
+    ],
+)
+def test_auto_prefers_bf16_where_the_cpu_computes_it_and_it_keeps_accuracy(tmp_path, bf16, cpu, expected, why):
+    record = {"fp32": FP32, "int8": {"accuracy": 0.8778, "macro_f1": 0.8689}, "bf16": bf16}
+    if bf16 is None:
+        record["bf16_unchecked"] = f"the exporting machine could not run it: {NO_BF16}"
+    config, folder = folder_with(tmp_path, record)
+    precision, reason = auto_precision(config, folder, cpu)
+    assert precision == expected and re.search(why, reason), reason
+
+
 def test_auto_keeps_fp32_without_a_checked_int8_graph(tmp_path):
     config, folder = folder_with(tmp_path, {"fp32": FP32, "int8": {"accuracy": 0.9, "macro_f1": 0.9}}, int8_file=False)
-    assert auto_precision(config, folder) == (
+    assert auto_precision(config, folder, NO_BF16) == (
         "fp32",
-        "no serving/model.int8.onnx (exported before int8 graphs were; `export-onnx` writes it)",
+        "not bf16: its accuracy is unknown (not measured at export); "
+        "not int8: no serving/model.int8.onnx (`export-onnx` writes it)",
     )
     config, folder = folder_with(tmp_path, {"unchecked": "the training data is not at hand", "int8": None})
-    assert auto_precision(config, folder) == (
+    assert auto_precision(config, folder, None) == (
         "fp32",
-        "the int8 graph's accuracy is unknown (the training data is not at hand)",
+        "not bf16: its accuracy is unknown (the training data is not at hand); "
+        "not int8: its accuracy is unknown (the training data is not at hand)",
     )
-    assert auto_precision({RECORD_KEY: ["not", "a", "record"]}, folder)[0] == "fp32"
-    assert auto_precision({}, folder)[0] == "fp32"
+    assert auto_precision({RECORD_KEY: ["not", "a", "record"]}, folder, None)[0] == "fp32"
+    assert auto_precision({}, folder, None)[0] == "fp32"
     # a multi-label model is judged on micro-F1
     multi = {"fp32": {"accuracy": 0.5, "micro_f1": 0.8, "macro_f1": 0.5}, "int8": {"accuracy": 0.5, "micro_f1": 0.78}}
     config, folder = folder_with(tmp_path, multi)
-    assert auto_precision(config, folder) == (
-        "fp32",
-        "int8 loses more than 1% micro_f1 (test accuracy 0.5000 vs 0.5000, micro_f1 0.7800 vs 0.8000 in fp32)",
+    assert auto_precision(config, folder, NO_BF16)[1].endswith(
+        "not int8: it loses more than 1% micro_f1 (test accuracy 0.5000 vs 0.5000, micro_f1 0.7800 vs 0.8000 in fp32)"
     )
 
 
@@ -100,7 +130,7 @@ def test_the_export_wrote_and_scored_both_graphs(trained_models):
     assert (predictor.precision, predictor.precision_reason) == (record["auto"], record["auto_reason"])
 
 
-def test_a_model_whose_int8_graph_loses_accuracy_stays_fp32(trained_models, tmp_path, monkeypatch):
+def test_a_model_whose_int8_graph_loses_accuracy_stays_fp32(trained_models, tmp_path, monkeypatch, no_bf16):
     models_dir, folder = trained_models
     broken, _ = copy_model(folder, "20990101-000000_lossy")
     monkeypatch.chdir(models_dir.parent)  # where the run read its data.csv
@@ -117,7 +147,7 @@ def test_a_model_whose_int8_graph_loses_accuracy_stays_fp32(trained_models, tmp_
     assert Predictor(broken, precision="fp32").precision_reason == "as asked (precision fp32)"
 
 
-def test_the_export_keeps_the_quantization_that_changes_fewest_answers(trained_models, monkeypatch):
+def test_the_export_keeps_the_quantization_that_changes_fewest_answers(trained_models, monkeypatch, no_bf16):
     models_dir, folder = trained_models
     other, _ = copy_model(folder, "20990101-000000_choice")
     monkeypatch.chdir(models_dir.parent)
@@ -137,7 +167,7 @@ def test_the_export_keeps_the_quantization_that_changes_fewest_answers(trained_m
     assert served == Predictor(other, precision="fp32").predict(list(splits.test.texts))[0]
 
 
-def test_export_onnx_without_the_training_data_writes_int8_unchecked(trained_models, tmp_path, monkeypatch):
+def test_export_onnx_without_the_training_data_writes_int8_unchecked(trained_models, tmp_path, monkeypatch, no_bf16):
     _, folder = trained_models
     older = tmp_path / folder.name
     shutil.copytree(folder, older)
@@ -154,7 +184,7 @@ def test_export_onnx_without_the_training_data_writes_int8_unchecked(trained_mod
     assert Predictor(older, precision="int8").precision == "int8", "forcing it still serves it"
 
 
-def test_forced_int8_on_an_older_folder_quantizes_at_load(trained_models, tmp_path, caplog):
+def test_forced_int8_on_an_older_folder_quantizes_at_load(trained_models, tmp_path, caplog, no_bf16):
     _, folder = trained_models
     older = tmp_path / folder.name
     shutil.copytree(folder, older)
@@ -185,6 +215,44 @@ def test_the_server_says_which_precision_serves_and_why(models, caplog):
         assert (status["precision"], status["precision_reason"]) == (record["auto"], record["auto_reason"])
         assert f"in {record['auto']}, {record['auto_reason']}" in caplog.text, "the start-up log says it"
         info = [line for line in client.get("/metrics").get_data(as_text=True).splitlines() if "model_info{" in line]
-        assert len(info) == 1 and f'precision="{record["auto"]}"' in info[0] and 'engine="onnx"' in info[0]
+        assert len(info) == 1 and f'precision="{record["auto"]}"' in info[0]
+        assert f'engine="{"openvino" if record["auto"] == "bf16" else "onnx"}"' in info[0]
     finally:
         manager.stop()
+
+
+@pytest.mark.skipif(
+    bf16_unavailable() is not None, reason=f"bf16 needs a CPU with AMX or AVX512-BF16: {bf16_unavailable()}"
+)
+def test_bf16_is_measured_at_export_and_served_on_openvino_where_the_cpu_computes_it(trained_models, monkeypatch):
+    _, folder = trained_models
+    record = json.loads((folder / "model_config.json").read_text())[RECORD_KEY]
+    assert record["bf16"]["engine"] == "openvino" and record["bf16"]["accuracy"] >= record["fp32"]["accuracy"] - 0.005
+    served = Predictor(folder)
+    assert (served.precision, served.engine) == ("bf16", "openvino") == (record["auto"], "openvino")
+    assert served.golden["precision"] == "bf16" and served.golden["max_difference"] < 0.05
+    fp32 = Predictor(folder, precision="fp32")
+    texts = ["apple mango", "a saw and a drill", "the cat sat", "zebra " * 40]
+    np.testing.assert_allclose(served.predict_proba(texts), fp32.predict_proba(texts), atol=0.05)
+    probabilities, embeddings = served.compute(texts, embed=True)
+    np.testing.assert_allclose(embeddings, fp32.compute(texts, embed=True)[1], atol=0.1)
+    assert probabilities.dtype == np.float32 and embeddings.shape == (4, served.embedding_dim)
+    # answers that move past bf16's golden tolerance: auto serves fp32 instead of refusing the model
+    from bertclf.inference import golden
+
+    monkeypatch.setitem(golden.TOLERANCE, "bf16", 0.0)
+    fallback = Predictor(folder)
+    assert (fallback.precision, fallback.engine) == ("fp32", "onnx")
+    assert fallback.precision_reason == "its answers in bf16 failed the golden check at load"
+
+
+def test_bf16_is_refused_where_the_cpu_cannot_compute_it(trained_models, monkeypatch):
+    from bertclf.errors import ConfigError
+    from bertclf.inference import openvino_engine
+
+    _, folder = trained_models
+    openvino_engine.cpu_flags.cache_clear()
+    monkeypatch.setattr(openvino_engine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.raises(ConfigError, match=r"^precision bf16: this CPU has neither amx_bf16 nor avx512_bf16; use"):
+        Predictor(folder, precision="bf16")
+    assert Predictor(folder).precision in ("int8", "fp32"), "auto does not pick it there"

@@ -13,8 +13,10 @@ from bertclf.errors import ConfigError, RegistryError
 from bertclf.files import read_json_object
 from bertclf.inference import abstain, golden, multilabel
 from bertclf.inference.batches import Encoded, predict_in_order
+from bertclf.inference.openvino_engine import OpenVinoForward, bf16_unavailable
 from bertclf.inference.pieces import MAX_WINDOWS, SentencePieces, average_windows, pack, tokenizer_class, windows
-from bertclf.inference.quantize import INT8_GRAPH, auto_precision, quantize
+from bertclf.inference.precision import auto_precision
+from bertclf.inference.quantize import INT8_GRAPH, quantize
 from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.inference.wordpiece import WordPiece
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, NoEmbeddings, chosen_model_folder, load_labels
@@ -93,10 +95,11 @@ class Predictor:
             CPU, no TensorFlow), "tensorflow" (the Keras model; needs the training install), or
             "auto": the folder's graph; a folder exported without one gets it built in memory from
             the Keras weights (training install).
-        precision: "auto" (int8 where the export measured that the folder's int8 graph keeps test
-            accuracy and its golden texts pass at load, else fp32; see quantize.auto_precision),
-            "fp32", or "int8" (ONNX only: quantized matrix products; a folder exported without its
-            int8 graph gets it quantized at load). `precision_reason` says why.
+        precision: "auto" (the fastest of bf16, int8 and fp32 that the export measured to keep test
+            accuracy and this CPU accelerates, if its golden texts pass at load; precision.py),
+            "fp32", "int8" (ONNX Runtime: quantized matrix products; a folder exported without its
+            int8 graph gets it quantized at load) or "bf16" (OpenVINO on the fp32 graph, on CPUs
+            with bfloat16 instructions). `precision_reason` says why.
         threads: CPU threads for ONNX Runtime (default: all cores).
         max_seq_len: truncate texts to this many tokens (default: what the model was trained with).
         long_text: "truncate" (cut a text at the sequence length) or "window" (read a long text as
@@ -154,11 +157,11 @@ class Predictor:
         self.precision_reason = f"as asked (precision {precision})"
         if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
             if precision == "auto":
-                chosen, self.precision_reason = auto_precision(self.config, self.folder)
+                chosen, self.precision_reason = auto_precision(self.config, self.folder, bf16_unavailable())
             else:
                 chosen = precision
-            self._use(OnnxForward(self._graph(chosen), chosen, threads))
-            self.engine, self.precision = "onnx", chosen
+            self._use(self._forward_for(chosen))
+            self.engine, self.precision = "openvino" if chosen == "bf16" else "onnx", chosen
         else:
             if precision == "auto":
                 self.precision_reason = "no serving graph in the folder: fp32"
@@ -166,22 +169,34 @@ class Predictor:
                 engine, "fp32" if precision == "auto" else precision, threads
             )
         # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
-        if precision == "auto" and self.precision == "int8":
+        if precision == "auto" and self.precision != "fp32":
             try:
                 self.golden = golden.check(self, refuse=True)
             except golden.GoldenMismatch as err:  # auto serves fp32 rather than refuse the model
-                log.warning("%s; serving it in fp32", err)
-                self._use(OnnxForward(self._graph("fp32"), "fp32", threads))
-                self.precision = "fp32"
-                self.precision_reason = "its int8 graph failed the golden check at load"
-        if not (precision == "auto" and self.precision == "int8"):
+                moved = str(err).split(". The model is refused")[0]
+                log.warning("precision auto: %s; serving it in fp32 instead of %s", moved, self.precision)
+                self.precision_reason = f"its answers in {self.precision} failed the golden check at load"
+                self._use(self._forward_for("fp32"))
+                self.engine, self.precision = "onnx", "fp32"
+        if precision != "auto" or self.precision == "fp32":
             self.golden = golden.check(self, refuse=refuse_drift)
         log.info("%s: serving in %s on %s: %s", self.name, self.precision, self.engine, self.precision_reason)
 
     def use_graph(self, graph: bytes, precision: str) -> None:
-        """Answer with this serving graph from now on (the export scores its int8 candidates so)."""
-        self._use(OnnxForward(graph, precision, self.threads))
-        self.engine, self.precision, self.precision_reason = "onnx", precision, "a graph given by the caller"
+        """Answer with this serving graph from now on, on the engine of `precision` (the export scores
+        its int8 candidates and bf16 so)."""
+        forward = (
+            OpenVinoForward(graph, self.threads) if precision == "bf16" else OnnxForward(graph, precision, self.threads)
+        )
+        self._use(forward)
+        self.engine, self.precision = "openvino" if precision == "bf16" else "onnx", precision
+        self.precision_reason = "a graph given by the caller"
+
+    def _forward_for(self, precision: str) -> OnnxForward | OpenVinoForward:
+        """What answers in `precision`: OpenVINO on the fp32 graph for bf16, else ONNX Runtime."""
+        if precision == "bf16":
+            return OpenVinoForward(read_serving_graph(self.folder, len(self.classes)), self.threads)
+        return OnnxForward(self._graph(precision), precision, self.threads)
 
     def _graph(self, precision: str) -> bytes:
         """The folder's checked serving graph of `precision`; int8 quantized here from the fp32 graph

@@ -19,7 +19,7 @@ from bertclf.files import sha256_of, write_json_atomic
 from bertclf.inference import golden
 from bertclf.inference.batches import Encoded
 from bertclf.inference.multilabel import record
-from bertclf.inference.quantize import RECORD_KEY
+from bertclf.inference.precision import RECORD_KEY
 from bertclf.inference.runtime import SERVING_GRAPH
 from bertclf.pretrained import Checkpoint
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, model_record, save_labels

@@ -18,6 +18,7 @@ import numpy as np
 
 from bertclf.activations import sigmoid, softmax
 from bertclf.errors import ConfigError, RegistryError
+from bertclf.inference.openvino_engine import OpenVinoForward
 from bertclf.inference.quantize import quantize
 from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
 from bertclf.registry import LABELS_FILE
@@ -120,6 +121,9 @@ def load_engine(
                 SERVING_GRAPH,
                 folder,
             )
+            if precision == "bf16":
+                forward = OpenVinoForward(graph, threads)
+                return Loaded(forward, "openvino", precision, classifier, preprocessor)
             if precision == "int8":
                 graph = quantize(graph)
             return Loaded(OnnxForward(graph, precision, threads), "onnx", precision, classifier, preprocessor)

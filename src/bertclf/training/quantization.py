@@ -1,10 +1,11 @@
-"""The int8 stage of an export: quantize the fp32 serving graph, keep the way of quantizing that
-changes fewest answers on the validation split, and score both graphs on the test split, so that
-`--precision auto` can serve int8 only where it keeps the model's accuracy (inference/quantize.py).
+"""The precision stage of an export: quantize the fp32 serving graph to int8, keeping the way of
+quantizing that changes fewest answers on the validation split; then score fp32, int8 and (on a
+CPU with bfloat16 instructions) bf16 on the test split, so that `--precision auto` serves a faster
+precision only where it keeps the model's accuracy (inference/precision.py).
 
-Both graphs are run as the server runs them (a Predictor on the folder: the same tokenizer, windows
-and thresholds), and compared with each other, not with Keras: what is measured is what
-quantization changed.
+Every precision is run as the server runs it (a Predictor on the folder: the same tokenizer,
+windows and thresholds) and compared with the fp32 graph, not with Keras: what is measured is
+what the precision changed.
 """
 
 import logging
@@ -15,15 +16,10 @@ import numpy as np
 
 from bertclf.files import read_json_object, write_bytes_atomic, write_json_atomic
 from bertclf.inference.multilabel import multi_hot
+from bertclf.inference.openvino_engine import bf16_unavailable
+from bertclf.inference.precision import RECORD_KEY, auto_precision
 from bertclf.inference.predictor import Predictor
-from bertclf.inference.quantize import (
-    DEFAULT_QUANTIZATION,
-    INT8_GRAPH,
-    QUANTIZATIONS,
-    RECORD_KEY,
-    auto_precision,
-    quantize,
-)
+from bertclf.inference.quantize import DEFAULT_QUANTIZATION, INT8_GRAPH, QUANTIZATIONS, quantize
 from bertclf.inference.runtime import SERVING_GRAPH, read_serving_graph
 from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, load_labels
 from bertclf.training.data import Splits
@@ -68,12 +64,13 @@ def _scores(predictor: Predictor, splits: Splits, probabilities: np.ndarray) -> 
 
 
 def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, unchecked: str = "") -> dict:
-    """Write `folder/serving/model.int8.onnx` and return what model_config.json records of both graphs.
+    """Write `folder/serving/model.int8.onnx` and return what model_config.json records of each precision.
 
     With `splits` (the run's, or the saved model's re-split), each of QUANTIZATIONS is scored on
     the validation split against the fp32 graph and the one that changes fewest answers is kept
-    (the fastest on a tie); then both graphs are scored on the test split. Without them the
-    default quantization is written unchecked (`unchecked` says why) and auto keeps fp32.
+    (the fastest on a tie); then fp32, int8 and, where this CPU computes bfloat16, bf16 are
+    scored on the test split. Without them the default quantization is written unchecked
+    (`unchecked` says why) and auto keeps fp32.
 
     The folder must hold its fp32 graph, labels.json and model_config.json.
 
@@ -88,7 +85,7 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
         log.info(
             "wrote %s (%s); not checked on a test split (%s): auto serves fp32", INT8_GRAPH, graph_mb(graph), reason
         )
-        return {"unchecked": reason, "int8": None, "fp32": None, "auto": "fp32"}
+        return {"unchecked": reason, "fp32": None, "int8": None, "bf16": None, "auto": "fp32"}
 
     predictor = Predictor(folder, precision="fp32", batch_size=batch_size, refuse_drift=False)
     choosing = list((splits.validation if len(splits.validation) else splits.test).texts[:MOST_CHOOSING_TEXTS])
@@ -115,30 +112,45 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
     test = list(splits.test.texts)
     predictor.use_graph(fp32_graph, "fp32")
     fp32 = predictor.predict_proba(test)
-    predictor.use_graph(graph, "int8")
-    int8 = predictor.predict_proba(test)
-    scored = {"file": INT8_GRAPH.as_posix(), **_scores(predictor, splits, int8), **_changes(predictor, fp32, int8)}
-    unquantized = {"file": SERVING_GRAPH.as_posix(), **_scores(predictor, splits, fp32)}
     record: dict = {
         "test_texts": len(test),
-        "fp32": unquantized,
-        "int8": {
-            **scored,
-            "quantization": {"name": choice.name, "description": choice.describe()},
-            "tried_on_validation": tried,
-        },
+        "fp32": {"file": SERVING_GRAPH.as_posix(), **_scores(predictor, splits, fp32)},
     }
+
+    def scored(precision: str, what: bytes, **extra) -> None:
+        predictor.use_graph(what, precision)
+        probabilities = predictor.predict_proba(test)
+        record[precision] = {
+            **_scores(predictor, splits, probabilities),
+            **_changes(predictor, fp32, probabilities),
+            **extra,
+        }
+
+    scored(
+        "int8",
+        graph,
+        file=INT8_GRAPH.as_posix(),
+        quantization={"name": choice.name, "description": choice.describe()},
+        tried_on_validation=tried,
+    )
+    why_not_bf16 = bf16_unavailable()
+    if why_not_bf16 is None:
+        scored("bf16", fp32_graph, file=SERVING_GRAPH.as_posix(), engine="openvino")
+    else:  # cannot be measured here; a server on a bfloat16 CPU keeps to int8 or fp32 for this model
+        record["bf16"], record["bf16_unchecked"] = None, f"the exporting machine could not run it: {why_not_bf16}"
     config = read_json_object(folder / MODEL_CONFIG_FILE, ValueError)
-    record["auto"], record["auto_reason"] = auto_precision({**config, RECORD_KEY: record}, folder)
+    record["auto"], record["auto_reason"] = auto_precision({**config, RECORD_KEY: record}, folder, why_not_bf16)
+    for precision in ("int8", "bf16"):
+        if record.get(precision):
+            log.info(
+                "%s: test accuracy %.4f vs %.4f in fp32, %.2f%% of answers changed",
+                precision,
+                record[precision]["accuracy"],
+                record["fp32"]["accuracy"],
+                100 * record[precision]["changed_share"],
+            )
     log.info(
-        "wrote %s (%s, %s): test accuracy %.4f vs %.4f in fp32, %.2f%% of answers changed; auto serves %s",
-        INT8_GRAPH,
-        graph_mb(graph),
-        choice.name,
-        scored["accuracy"],
-        unquantized["accuracy"],
-        100 * scored["changed_share"],
-        record["auto"],
+        "wrote %s (%s, %s); precision auto serves %s here", INT8_GRAPH, graph_mb(graph), choice.name, record["auto"]
     )
     return record
 

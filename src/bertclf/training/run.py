@@ -28,7 +28,7 @@ from bertclf.config import ConfigError, TrainConfig, choose_max_seq_len
 from bertclf.files import write_json_atomic
 from bertclf.inference.batches import XLA_WIDTH, predict_in_order
 from bertclf.inference.multilabel import multi_hot
-from bertclf.inference.quantize import RECORD_KEY
+from bertclf.inference.precision import RECORD_KEY
 from bertclf.pretrained import Checkpoint, resolve
 from bertclf.registry import run_folder, update_latest
 from bertclf.training.calibration import calibrate_model
