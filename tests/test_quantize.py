@@ -216,7 +216,8 @@ def test_the_server_says_which_precision_serves_and_why(models, caplog):
         assert f"in {record['auto']}, {record['auto_reason']}" in caplog.text, "the start-up log says it"
         info = [line for line in client.get("/metrics").get_data(as_text=True).splitlines() if "model_info{" in line]
         assert len(info) == 1 and f'precision="{record["auto"]}"' in info[0]
-        assert f'engine="{"openvino" if record["auto"] == "bf16" else "onnx"}"' in info[0]
+        assert f'runtime="{"openvino" if record["auto"] == "bf16" else "onnxruntime"}"' in info[0]
+        assert status["runtime"] == ("openvino" if record["auto"] == "bf16" else "onnxruntime")
     finally:
         manager.stop()
 
@@ -227,9 +228,10 @@ def test_the_server_says_which_precision_serves_and_why(models, caplog):
 def test_bf16_is_measured_at_export_and_served_on_openvino_where_the_cpu_computes_it(trained_models, monkeypatch):
     _, folder = trained_models
     record = json.loads((folder / "model_config.json").read_text())[RECORD_KEY]
-    assert record["bf16"]["engine"] == "openvino" and record["bf16"]["accuracy"] >= record["fp32"]["accuracy"] - 0.005
+    assert record["bf16"]["runtime"] == "openvino" and record["bf16"]["accuracy"] >= record["fp32"]["accuracy"] - 0.005
     served = Predictor(folder)
-    assert (served.precision, served.engine) == ("bf16", "openvino") == (record["auto"], "openvino")
+    assert (served.precision, served.engine, served.runtime) == ("bf16", "onnx", "openvino")
+    assert record["auto"] == "bf16"
     assert served.golden["precision"] == "bf16" and served.golden["max_difference"] < 0.05
     fp32 = Predictor(folder, precision="fp32")
     texts = ["apple mango", "a saw and a drill", "the cat sat", "zebra " * 40]
@@ -242,7 +244,7 @@ def test_bf16_is_measured_at_export_and_served_on_openvino_where_the_cpu_compute
 
     monkeypatch.setitem(golden.TOLERANCE, "bf16", 0.0)
     fallback = Predictor(folder)
-    assert (fallback.precision, fallback.engine) == ("fp32", "onnx")
+    assert (fallback.precision, fallback.runtime) == ("fp32", "onnxruntime")
     assert fallback.precision_reason == "its answers in bf16 failed the golden check at load"
 
 

@@ -7,7 +7,7 @@ def test_metrics_count_requests_batches_and_model(client):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'bertclf_requests_total{endpoint="/predict",status="200"} 1.0' in text
     assert 'bertclf_requests_total{endpoint="/predict",status="400"} 1.0' in text
-    assert "bertclf_batch_texts_count" in text and 'bertclf_model_info{engine="onnx",id="' in text
+    assert "bertclf_batch_texts_count" in text and 'bertclf_model_info{id="' in text
     assert "bertclf_ready 1.0" in text
 
 

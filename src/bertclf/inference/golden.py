@@ -121,6 +121,7 @@ def check(predictor: Any, refuse: bool = True) -> dict[str, Any] | None:
         "max_difference": round(worst, 7) if math.isfinite(worst) else None,
         "tolerance": tolerance,
         "engine": predictor.engine,
+        "runtime": getattr(predictor, "runtime", predictor.engine),
         "precision": predictor.precision,
     }
     if worst > tolerance:

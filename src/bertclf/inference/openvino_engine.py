@@ -59,6 +59,7 @@ class OpenVinoForward:
     """
 
     precision = "bf16"
+    runtime = "openvino"
 
     def __init__(self, graph: bytes, threads: int | None = None):
         why = bf16_unavailable()

@@ -161,7 +161,7 @@ class Predictor:
             else:
                 chosen = precision
             self._use(self._forward_for(chosen))
-            self.engine, self.precision = "openvino" if chosen == "bf16" else "onnx", chosen
+            self.engine, self.precision = "onnx", chosen
         else:
             if precision == "auto":
                 self.precision_reason = "no serving graph in the folder: fp32"
@@ -189,7 +189,7 @@ class Predictor:
             OpenVinoForward(graph, self.threads) if precision == "bf16" else OnnxForward(graph, precision, self.threads)
         )
         self._use(forward)
-        self.engine, self.precision = "openvino" if precision == "bf16" else "onnx", precision
+        self.engine, self.precision = "onnx", precision
         self.precision_reason = "a graph given by the caller"
 
     def _forward_for(self, precision: str) -> OnnxForward | OpenVinoForward:
@@ -212,8 +212,13 @@ class Predictor:
             return quantize(read_serving_graph(self.folder, len(self.classes)))
         return read_serving_graph(self.folder, len(self.classes), precision)
 
+    @property
+    def runtime(self) -> str:
+        """What computes the answers: onnxruntime, openvino (bf16) or tensorflow."""
+        return getattr(self._forward, "runtime", self.engine)
+
     def _use(self, forward) -> None:
-        """Answer with `forward` (OnnxForward, or the training install's KerasForward)."""
+        """Answer with `forward` (OnnxForward, OpenVinoForward, or the training install's KerasForward)."""
         self._forward = forward
         if forward.embedding_dim is not None:
             self._with_embedding, self.embedding_dim = forward.with_embedding, forward.embedding_dim

@@ -178,6 +178,8 @@ class OnnxForward:
         threads: intra-op threads (default: all cores; with several server workers, cores / workers).
     """
 
+    runtime = "onnxruntime"
+
     def __init__(self, graph: bytes, precision: str = "fp32", threads: int | None = None):
         if precision not in GRAPHS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(GRAPHS)}")

@@ -67,8 +67,8 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     metrics = Metrics()
 
     def served(predictor) -> tuple[str, str, str, str]:
-        """The model_info labels of a predictor: name, id, and the precision and engine it runs in."""
-        how = (str(getattr(predictor, key, "") or "") for key in ("precision", "engine"))
+        """The model_info labels of a predictor: name, id, and the precision and runtime it runs in."""
+        how = (str(getattr(predictor, key, "") or "") for key in ("precision", "runtime"))
         return (predictor.name, predictor.config.get("id", ""), *how)
 
     def swapped(new, old):

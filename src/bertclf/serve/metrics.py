@@ -59,8 +59,8 @@ class Metrics:
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"
         self.model_info = Gauge(
             "bertclf_model_info",
-            "the model a worker serves (value 1), and the precision (fp32, int8) and engine it runs in",
-            ["model", "id", "precision", "engine"],
+            "the model a worker serves (value 1), and the precision (fp32, int8, bf16) and runtime it runs in",
+            ["model", "id", "precision", "runtime"],
             registry=registry,
             multiprocess_mode=mode,
         )
@@ -69,7 +69,7 @@ class Metrics:
         )
 
     def set_model(self, served: tuple[str, str, str, str], previous: tuple[str, str, str, str] | None = None):
-        """Mark the served model (name, id, precision, engine) as served (and unmark the previous one)."""
+        """Mark the served model (name, id, precision, runtime) as served (and unmark the previous one)."""
         if previous is not None and tuple(previous) != tuple(served):
             # Set to 0, not removed: multiprocess gauges cannot remove a label; render() drops zeros.
             self.model_info.labels(*previous).set(0)

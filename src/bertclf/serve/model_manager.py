@@ -161,6 +161,7 @@ class ModelManager:
             "engine": getattr(predictor, "engine", None),
             "precision": getattr(predictor, "precision", None),
             "precision_reason": getattr(predictor, "precision_reason", None),
+            "runtime": getattr(predictor, "runtime", None),
             "config": public_config(predictor.config) if predictor else None,
             "min_confidence": getattr(predictor, "min_confidence", None),
             "embedding_dim": getattr(predictor, "embedding_dim", None),

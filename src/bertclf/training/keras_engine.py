@@ -53,6 +53,7 @@ class KerasForward:
 
     classifier: Any
     multi_label: bool
+    runtime = "tensorflow"
 
     def __post_init__(self) -> None:
         self.activation = sigmoid if self.multi_label else softmax
@@ -123,7 +124,7 @@ def load_engine(
             )
             if precision == "bf16":
                 forward = OpenVinoForward(graph, threads)
-                return Loaded(forward, "openvino", precision, classifier, preprocessor)
+                return Loaded(forward, "onnx", precision, classifier, preprocessor)
             if precision == "int8":
                 graph = quantize(graph)
             return Loaded(OnnxForward(graph, precision, threads), "onnx", precision, classifier, preprocessor)

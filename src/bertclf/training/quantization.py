@@ -135,7 +135,7 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
     )
     why_not_bf16 = bf16_unavailable()
     if why_not_bf16 is None:
-        scored("bf16", fp32_graph, file=SERVING_GRAPH.as_posix(), engine="openvino")
+        scored("bf16", fp32_graph, file=SERVING_GRAPH.as_posix(), runtime="openvino")
     else:  # cannot be measured here; a server on a bfloat16 CPU keeps to int8 or fp32 for this model
         record["bf16"], record["bf16_unchecked"] = None, f"the exporting machine could not run it: {why_not_bf16}"
     config = read_json_object(folder / MODEL_CONFIG_FILE, ValueError)
