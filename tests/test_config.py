@@ -80,7 +80,7 @@ def test_serve_settings_from_the_environment_then_overrides():
     assert isinstance(cfg, PredictConfig), "serve takes every predict setting"
     with pytest.raises(ConfigError, match=r"^BERTCLF_PORT='http': expected a whole number$"):
         ServeConfig.from_env({"BERTCLF_PORT": "http"})
-    with pytest.raises(ConfigError, match=r"^precision must be one of auto, fp32, int8, got 'fp16'$"):
+    with pytest.raises(ConfigError, match=r"^precision must be one of auto, fp32, int8, bf16, got 'fp16'$"):
         ServeConfig.from_env({"BERTCLF_PRECISION": "fp16"})
     # A yes/no variable names itself and the words it takes (once: "is not a valid parse_bool").
     with pytest.raises(ConfigError, match=r"^BERTCLF_PROTECT_METRICS: expected true or false .*got 'maybe'$"):

@@ -132,7 +132,7 @@ def test_the_served_graph_is_sigmoid_and_matches_keras(multilabel_run):
     ops = {node.op_type for node in onnx.load(str(folder / SERVING_GRAPH)).graph.node}
     assert "Sigmoid" in ops and "Softmax" not in ops
     texts = ["apple hammer saw", "cat", "the big", "banana dog drill"]
-    fast, keras = Predictor(folder, engine="onnx"), Predictor(folder, engine="tensorflow")
+    fast, keras = Predictor(folder, engine="onnx", precision="fp32"), Predictor(folder, engine="tensorflow")
     np.testing.assert_allclose(fast.predict_proba(texts), keras.predict_proba(texts), atol=1e-5)
     assert fast.golden["texts"] > 0 and fast.golden["max_difference"] < 1e-4
     labels, probabilities = fast.predict(texts)

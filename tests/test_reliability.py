@@ -536,9 +536,18 @@ def hostile_folders(a):
         path.unlink()
         make(path)
 
+    def both_graphs(change):
+        """The same attack on the fp32 graph and the int8 one: whichever precision auto serves on this
+        CPU (bf16 reads the fp32 graph), the graph it reads is hostile."""
+
+        def apply(folder):
+            for name in ("model.onnx", "model.int8.onnx"):
+                change(folder / "serving" / name, a / "serving" / name)
+
+        return apply
+
     case("fifo-labels", lambda f: replace(f / "labels.json", os.mkfifo))
-    graph = a / "serving" / "model.onnx"
-    case("symlinked-graph", lambda f: replace(f / "serving" / "model.onnx", lambda p: p.symlink_to(graph)))
+    case("symlinked-graph", both_graphs(lambda path, graph: replace(path, lambda p: p.symlink_to(graph))))
     outside = shutil.copy(a / "labels.json", a.parents[2] / "outside-labels.json")  # not A's own file
     case("hardlinked-labels", lambda f: replace(f / "labels.json", lambda p: os.link(outside, p)))
     case("deep-config", lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000))
@@ -549,10 +558,10 @@ def hostile_folders(a):
     )
     case("pickle", lambda f: (f / "weights.pkl").write_bytes(b"\x80\x04K\x01."))
     case("not-json", lambda f: (f / "model_config.json").write_text("{not json"))
-    case("external-data-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(external_data(graph)))
-    case("sparse-external-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(sparse_external_indices(graph)))
-    case("cut-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(graph.read_bytes()[:5000]))
-    case("drifted-graph", lambda f: (f / "serving" / "model.onnx").write_bytes(drifted(graph)))  # golden check
+    case("external-data-graph", both_graphs(lambda path, graph: path.write_bytes(external_data(graph))))
+    case("sparse-external-graph", both_graphs(lambda path, graph: path.write_bytes(sparse_external_indices(graph))))
+    case("cut-graph", both_graphs(lambda path, graph: path.write_bytes(graph.read_bytes()[:5000])))
+    case("drifted-graph", both_graphs(lambda path, graph: path.write_bytes(drifted(graph))))  # golden check
 
     def config_change(folder, **changes):
         config = json.loads((folder / "model_config.json").read_text())

@@ -14,18 +14,25 @@ from conftest import make_app, wait_until
 TEXTS = ["apple banana lemon", "hammer saw", "", "the big zebra whale " * 40, "Zebra! 中文 👍"]
 
 
-def test_vectors_in_input_order_equal_the_keras_encoders(client, models):
-    _, folder = models
-    answer = client.post("/embed", json={"x": TEXTS})
-    assert answer.status_code == 200
-    body = answer.get_json()
-    assert list(body) == ["model", "dim", "embeddings"] and body["model"].startswith("BERT ")
-    vectors = np.array(body["embeddings"])
-    keras = Predictor(folder, engine="tensorflow")
-    assert vectors.shape == (len(TEXTS), body["dim"]) and body["dim"] == keras.embedding_dim
-    _, expected = keras.compute(TEXTS, embed=True)
-    np.testing.assert_allclose(vectors, expected, atol=1e-4)
-    assert client.get("/model").get_json()["embedding_dim"] == body["dim"]
+def test_vectors_in_input_order_equal_the_keras_encoders(models):
+    models_dir, folder = models
+    app = make_app(models_dir, precision="fp32")  # the Keras encoder's numbers (bf16 and int8 round them)
+    manager = app.extensions["bertclf"].manager
+    wait_until(lambda: manager.ready)
+    try:
+        client = app.test_client()
+        answer = client.post("/embed", json={"x": TEXTS})
+        assert answer.status_code == 200
+        body = answer.get_json()
+        assert list(body) == ["model", "dim", "embeddings"] and body["model"].startswith("BERT ")
+        vectors = np.array(body["embeddings"])
+        keras = Predictor(folder, engine="tensorflow")
+        assert vectors.shape == (len(TEXTS), body["dim"]) and body["dim"] == keras.embedding_dim
+        _, expected = keras.compute(TEXTS, embed=True)
+        np.testing.assert_allclose(vectors, expected, atol=1e-4)
+        assert client.get("/model").get_json()["embedding_dim"] == body["dim"]
+    finally:
+        manager.stop()
 
 
 def test_normalized_vectors_and_the_raw_float32_matrix(client):

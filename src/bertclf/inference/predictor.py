@@ -180,7 +180,7 @@ class Predictor:
                 self.engine, self.precision = "onnx", "fp32"
         if precision != "auto" or self.precision == "fp32":
             self.golden = golden.check(self, refuse=refuse_drift)
-        log.info("%s: serving in %s on %s: %s", self.name, self.precision, self.engine, self.precision_reason)
+        log.info("%s: serving in %s on %s: %s", self.name, self.precision, self.runtime, self.precision_reason)
 
     def use_graph(self, graph: bytes, precision: str) -> None:
         """Answer with this serving graph from now on, on the engine of `precision` (the export scores
