@@ -1,5 +1,7 @@
 """Which model a worker serves: loaded after the fork, warmed, and hot-swapped when the pointer changes."""
 
+import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -13,6 +15,15 @@ from bertclf.registry import chosen_model_folder, last_good_model_folder, record
 log = logging.getLogger(__name__)
 
 WARMUP_TEXTS = ["warm up", "a slightly longer text to warm up the model before it serves requests"]
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's malloc_trim). A load parses the graph
+    and checks it before the runtime copies the weights, and a swap frees the old model: glibc keeps
+    those pages mapped, and the worker's RSS with them (measured: bf16 358 -> 340 MB after a load).
+    Nothing on other C libraries."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class ModelManager:
@@ -76,6 +87,7 @@ class ModelManager:
             # A Keras model is a web of reference cycles: free the old one now, not at some later
             # collection (measured: without this a worker grew ~10 MB per swap for a while).
             gc.collect()
+            release_freed_memory()
         return swapped
 
     def _check(self):
