@@ -258,3 +258,44 @@ def test_bf16_is_refused_where_the_cpu_cannot_compute_it(trained_models, monkeyp
     with pytest.raises(ConfigError, match=r"^precision bf16: this CPU has neither amx_bf16 nor avx512_bf16; use"):
         Predictor(folder, precision="bf16")
     assert Predictor(folder).precision in ("int8", "fp32"), "auto does not pick it there"
+
+
+def test_a_graph_openvino_cannot_run_is_served_in_fp32_under_auto_and_left_out_at_export(trained_models, monkeypatch):
+    from bertclf.errors import ConfigError
+    from bertclf.inference import predictor as predictor_module
+
+    models_dir, folder = trained_models
+    record = {
+        "fp32": FP32,
+        "int8": {"accuracy": 0.80, "macro_f1": 0.80},
+        "bf16": {"accuracy": 0.8778, "macro_f1": 0.87},
+    }
+    other, config = copy_model(folder, "20990101-000000_noov")
+    (other / "model_config.json").write_text(json.dumps({**config, RECORD_KEY: record}))
+
+    def cannot(graph, threads=None):
+        raise RuntimeError("Exception from src/core: unsupported operation")
+
+    monkeypatch.setattr(predictor_module, "bf16_unavailable", lambda: None)  # as on a CPU with AMX
+    monkeypatch.setattr(predictor_module, "OpenVinoForward", cannot)
+    served = Predictor(other)
+    assert (served.precision, served.precision_reason) == ("fp32", "OpenVINO could not run the graph in bf16")
+    with pytest.raises(RuntimeError, match="unsupported operation"):
+        Predictor(other, precision="bf16")
+    with pytest.raises(ConfigError):
+        Predictor(other, precision="fp16")
+
+    # at export: the run goes on, without a bf16 record
+    monkeypatch.chdir(models_dir.parent)
+    monkeypatch.setattr(quantization, "bf16_unavailable", lambda: None)
+    real_use = Predictor.use_graph
+
+    def use_graph(self, graph, precision):
+        if precision == "bf16":
+            raise RuntimeError("Exception from src/core: unsupported operation")
+        real_use(self, graph, precision)
+
+    monkeypatch.setattr(Predictor, "use_graph", use_graph)
+    saved = quantization.int8_for_saved_folder(other)
+    assert saved["bf16"] is None and "OpenVINO could not run the graph" in saved["bf16_unchecked"]
+    assert saved["auto"] in ("int8", "fp32") and saved["int8"]["accuracy"] > 0

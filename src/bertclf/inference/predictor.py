@@ -160,7 +160,14 @@ class Predictor:
                 chosen, self.precision_reason = auto_precision(self.config, self.folder, bf16_unavailable())
             else:
                 chosen = precision
-            self._use(self._forward_for(chosen))
+            try:
+                self._use(self._forward_for(chosen))
+            except RuntimeError as err:  # OpenVINO could not compile the graph: auto serves fp32 instead
+                if precision != "auto" or chosen != "bf16":
+                    raise
+                log.warning("precision auto: OpenVINO could not run %s (%s); serving it in fp32", self.folder, err)
+                chosen, self.precision_reason = "fp32", "OpenVINO could not run the graph in bf16"
+                self._use(self._forward_for(chosen))
             self.engine, self.precision = "onnx", chosen
         else:
             if precision == "auto":

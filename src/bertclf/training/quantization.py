@@ -135,8 +135,12 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
     )
     why_not_bf16 = bf16_unavailable()
     if why_not_bf16 is None:
-        scored("bf16", fp32_graph, file=SERVING_GRAPH.as_posix(), runtime="openvino")
-    else:  # cannot be measured here; a server on a bfloat16 CPU keeps to int8 or fp32 for this model
+        try:
+            scored("bf16", fp32_graph, file=SERVING_GRAPH.as_posix(), runtime="openvino")
+        except RuntimeError as err:  # OpenVINO could not compile or run the graph: the export goes on without bf16
+            why_not_bf16 = f"OpenVINO could not run the graph ({str(err).splitlines()[0][:200]})"
+            log.warning("bf16: %s; auto will not serve it", why_not_bf16)
+    if why_not_bf16 is not None:  # not measured: a server on a bfloat16 CPU keeps to int8 or fp32 for this model
         record["bf16"], record["bf16_unchecked"] = None, f"the exporting machine could not run it: {why_not_bf16}"
     config = read_json_object(folder / MODEL_CONFIG_FILE, ValueError)
     record["auto"], record["auto_reason"] = auto_precision({**config, RECORD_KEY: record}, folder, why_not_bf16)
