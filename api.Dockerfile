@@ -1,4 +1,4 @@
-# Serving image: CPU only, no TensorFlow (ONNX Runtime on the model's serving/model.onnx), non-root,
+# Serving image: CPU only, no TensorFlow (ONNX Runtime, and OpenVINO for bf16, on the model's serving graphs), non-root,
 # gunicorn under tini, health-checked.
 #   make build_api && make start_api api_port=5000
 # The model is either copied in at build time (the default: the folder latest_model_config.json
@@ -19,13 +19,15 @@ COPY src /src/src
 # The proxy CA certificate (if any) is a BuildKit secret: visible to this step only, in no layer.
 # The serving core exactly as pyproject.toml pins it: no `train` extra (TensorFlow, Keras, pandas...),
 # no test extra; then drop the test suites and test data shipped inside packages (onnx's backend
-# test data alone is 15 MB), and pip and setuptools (nothing installs at run time).
+# test data alone is 15 MB), OpenVINO's GPU and NPU plugins (51 MB; bf16 serving uses its CPU
+# plugin only), and pip and setuptools (nothing installs at run time).
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     /opt/venv/bin/pip install /src \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -path '*/site-packages/*' \
         -exec rm -rf {} + \
     && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test \
+    && rm -f /opt/venv/lib/python3*/site-packages/openvino/libs/libopenvino_intel_[gn]pu_plugin.so \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && rm -rf /src
 # One model folder (MODEL_DIR, default: the one latest_model_config.json names) and a pointer to

@@ -19,7 +19,8 @@ splits. Its interpreter needs `torch` and `transformers`, which bertclf does not
 
     python -m venv .venv-hf && .venv-hf/bin/pip install torch==2.13.0 transformers scikit-learn
 
-The table at the end is Markdown, ready for the README.
+The table at the end is Markdown, ready for the README; then each run's test accuracy in each serving
+precision the export measured (fp32, int8, bf16) and the one `--precision auto` serves.
 """
 
 import argparse
@@ -106,7 +107,44 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
         "long_text": long_text,
         "val_accuracy": config["training"]["history"].get("val_accuracy"),
         "hyperparameters": config["hyperparameters"],
+        "serving_graphs": precisions(config.get("serving_graphs")),
     }
+
+
+def precisions(record: dict | None) -> dict | None:
+    """What the export measured of each serving precision on the test split, and what auto chose."""
+    if not record:
+        return None
+    keys = ("accuracy", "macro_f1", "micro_f1", "changed_share", "max_probability_change")
+    measured = {
+        name: {key: part[key] for key in keys if key in part}
+        for name in ("fp32", "int8", "bf16")
+        if isinstance(part := record.get(name), dict)
+    }
+    return {**measured, "auto": record.get("auto"), "auto_reason": record.get("auto_reason")}
+
+
+def decisions(results: list[dict]) -> str:
+    """Markdown rows: each run's test accuracy per serving precision and what `--precision auto` served."""
+    rows = [
+        "| set | run | fp32 | int8 (answers changed) | bf16 (answers changed) | auto serves |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        graphs = result.get("serving_graphs")
+        if not graphs:
+            continue
+
+        def cell(name, graphs=graphs):
+            part = graphs.get(name)
+            if not part:
+                return "not measured"
+            changed = f" ({part['changed_share']:.2%})" if "changed_share" in part else ""
+            return f"{part['accuracy']:.4f}{changed}"
+
+        cells = " | ".join(cell(name) for name in ("fp32", "int8", "bf16"))
+        rows.append(f"| {result['set']} | {result['run']} | {cells} | {graphs['auto']} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 BLEND_WEIGHTS = [round(0.1 * i, 1) for i in range(10)]
@@ -257,6 +295,7 @@ def main(argv=None):
     print(table(results))
     if len(seeds) > 1:
         print(spread(results))
+    print(decisions(results))
 
 
 def spread(results: list[dict]) -> str:
