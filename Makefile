@@ -289,7 +289,7 @@ $(HF_STAMP):
 bench-torch: $(STAMP) $(HF_STAMP) ## training ms/step: our fit vs a PyTorch + Hugging Face loop on the same batches, and where our time goes
 	$(BIN)/python benchmarks/train_vs_torch.py --hf_python $(HF_VENV)/bin/python
 
-bench-serve: $(STAMP) ## serving speed of the latest model: this server vs the in-process ceiling, predict --input and the naive way
+bench-serve: $(STAMP) ## serving speed of the latest model: fp32, int8 and default (auto) servers vs the fp32 in-process ceiling, with the CPU's instruction sets
 	$(BIN)/python benchmarks/serve.py
 
 bench-label: $(STAMP) ## predict --input: rows/s and peak memory labelling 1,000 and 100,000 rows (ROWS="1000 1000000" for more)

@@ -111,7 +111,8 @@ def test_evaluate_rescores_and_a_bad_engine_choice_is_a_clear_error(trained_mode
     models, _folder = trained_models
     result = run("evaluate", "--models_dir", str(models), "--precision", "int8")
     assert result.returncode == 0, result.stderr
-    assert "(onnx, int8)" in result.stdout and "test split (" in result.stdout
+    assert "(onnx, int8 on onnxruntime)" in result.stdout and "test split (" in result.stdout
+    assert "precision: as asked (precision int8)" in result.stdout
     result = run("predict", "--models_dir", str(models), "--engine", "tensorflow", "--precision", "int8", "apple")
     assert result.returncode == 2 and "precision int8 needs the ONNX engine" in result.stderr
     assert "Traceback" not in result.stderr

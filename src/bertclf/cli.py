@@ -167,7 +167,10 @@ def _label_file(cfg: LabelConfig) -> int:
 
     assert cfg.input is not None and cfg.output is not None  # LabelConfig checks they come together
     predictor = Predictor.from_config(cfg, threads=os.cpu_count())
-    print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})", file=sys.stderr)
+    print(
+        f"model: {predictor.name} ({predictor.precision} on {predictor.runtime}: {predictor.precision_reason})",
+        file=sys.stderr,
+    )
     done = label_file(
         predictor,
         cfg.input,
@@ -191,7 +194,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = _load_predictor(args, refuse_drift=False)  # a drifted engine is what evaluate is for
     scores = evaluate_saved_model(predictor, {role: getattr(args, role) for role in DATA_ROLES})
     recorded = predictor.config.get("metrics", {})
-    print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision})")
+    print(f"model: {predictor.name} ({predictor.engine}, {predictor.precision} on {predictor.runtime})")
+    print(f"precision: {predictor.precision_reason}")
     print(
         f"test split ({scores['n_test']} texts): accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
         f" (recorded at training: accuracy {recorded.get('accuracy', float('nan')):.4f}, "
