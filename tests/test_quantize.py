@@ -52,9 +52,10 @@ def folder_with(tmp_path, record, int8_file=True):
 )
 def test_auto_serves_int8_only_within_half_a_point_of_accuracy_and_a_point_of_f1(tmp_path, int8, expected, why):
     config, folder = folder_with(tmp_path, {"fp32": FP32, "int8": int8})
-    precision, reason = auto_precision(config, folder, NO_BF16)
+    precision, reason, basis = auto_precision(config, folder, NO_BF16)
     assert precision == expected
     assert re.search(why, reason), reason
+    assert basis == {"int8": "kept_accuracy", "fp32": "lost_accuracy" if "loses" in why else "not_measured"}[expected]
 
 
 @pytest.mark.parametrize(
@@ -76,8 +77,9 @@ def test_auto_prefers_bf16_where_the_cpu_computes_it_and_it_keeps_accuracy(tmp_p
     if bf16 is None:
         record["bf16_unchecked"] = f"the exporting machine could not run it: {NO_BF16}"
     config, folder = folder_with(tmp_path, record)
-    precision, reason = auto_precision(config, folder, cpu)
+    precision, reason, basis = auto_precision(config, folder, cpu)
     assert precision == expected and re.search(why, reason), reason
+    assert basis == "kept_accuracy"
 
 
 def test_auto_keeps_fp32_without_a_checked_int8_graph(tmp_path):
@@ -86,12 +88,14 @@ def test_auto_keeps_fp32_without_a_checked_int8_graph(tmp_path):
         "fp32",
         "not bf16: its accuracy is unknown (not measured at export); "
         "not int8: no serving/model.int8.onnx (`export-onnx` writes it)",
+        "not_measured",
     )
     config, folder = folder_with(tmp_path, {"unchecked": "the training data is not at hand", "int8": None})
     assert auto_precision(config, folder, None) == (
         "fp32",
         "not bf16: its accuracy is unknown (the training data is not at hand); "
         "not int8: its accuracy is unknown (the training data is not at hand)",
+        "not_measured",
     )
     assert auto_precision({RECORD_KEY: ["not", "a", "record"]}, folder, None)[0] == "fp32"
     assert auto_precision({}, folder, None)[0] == "fp32"
@@ -144,6 +148,7 @@ def test_a_model_whose_int8_graph_loses_accuracy_stays_fp32(trained_models, tmp_
     assert saved == record
     predictor = Predictor(broken)
     assert predictor.precision == "fp32" and "loses more than" in predictor.precision_reason
+    assert predictor.precision_basis == "lost_accuracy"
     assert Predictor(broken, precision="fp32").precision_reason == "as asked (precision fp32)"
 
 
@@ -217,6 +222,7 @@ def test_the_server_says_which_precision_serves_and_why(models, caplog):
         info = [line for line in client.get("/metrics").get_data(as_text=True).splitlines() if "model_info{" in line]
         assert len(info) == 1 and f'precision="{record["auto"]}"' in info[0]
         assert f'runtime="{"openvino" if record["auto"] == "bf16" else "onnxruntime"}"' in info[0]
+        assert 'why="kept_accuracy"' in info[0] or (record["auto"] == "fp32" and 'why="' in info[0])
         assert status["runtime"] == ("openvino" if record["auto"] == "bf16" else "onnxruntime")
     finally:
         manager.stop()
@@ -246,6 +252,7 @@ def test_bf16_is_measured_at_export_and_served_on_openvino_where_the_cpu_compute
     fallback = Predictor(folder)
     assert (fallback.precision, fallback.runtime) == ("fp32", "onnxruntime")
     assert fallback.precision_reason == "its answers in bf16 failed the golden check at load"
+    assert fallback.precision_basis == "golden_check_failed"
 
 
 def test_bf16_is_refused_where_the_cpu_cannot_compute_it(trained_models, monkeypatch):
@@ -280,6 +287,7 @@ def test_a_graph_openvino_cannot_run_is_served_in_fp32_under_auto_and_left_out_a
     monkeypatch.setattr(predictor_module, "OpenVinoForward", cannot)
     served = Predictor(other)
     assert (served.precision, served.precision_reason) == ("fp32", "OpenVINO could not run the graph in bf16")
+    assert served.precision_basis == "openvino_failed"
     with pytest.raises(RuntimeError, match="unsupported operation"):
         Predictor(other, precision="bf16")
     with pytest.raises(ConfigError):

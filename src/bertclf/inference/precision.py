@@ -11,7 +11,7 @@ hostile data: anything but the numbers the export writes means "not measured".
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bertclf.inference.quantize import INT8_GRAPH
 
@@ -48,8 +48,17 @@ def keeps_accuracy(config: dict, precision: str) -> tuple[bool, str]:
     return True, f"it keeps the model's accuracy ({said})"
 
 
-def auto_precision(config: dict, folder: Path, bf16_unavailable: str | None) -> tuple[str, str]:
-    """(the precision `auto` serves the model folder in, why in one sentence).
+class Choice(NamedTuple):
+    """What `auto` serves, why in a sentence, and the why as a short code for metrics labels:
+    kept_accuracy (bf16 or int8), lost_accuracy (int8 measured and refused) or not_measured."""
+
+    precision: str
+    reason: str
+    basis: str
+
+
+def auto_precision(config: dict, folder: Path, bf16_unavailable: str | None) -> Choice:
+    """The precision `auto` serves the model folder in, and why.
 
     Args:
         config: the folder's model_config.json.
@@ -57,11 +66,14 @@ def auto_precision(config: dict, folder: Path, bf16_unavailable: str | None) -> 
     """
     passed, said = keeps_accuracy(config, "bf16")
     if passed and bf16_unavailable is None:
-        return "bf16", f"bf16: {said}, and this CPU computes bfloat16 natively"
+        return Choice("bf16", f"bf16: {said}, and this CPU computes bfloat16 natively", "kept_accuracy")
     skipped = f"not bf16: {bf16_unavailable if passed else said}"
     if not (folder / INT8_GRAPH).exists():
-        return "fp32", f"{skipped}; not int8: no {INT8_GRAPH.as_posix()} (`export-onnx` writes it)"
+        return Choice(
+            "fp32", f"{skipped}; not int8: no {INT8_GRAPH.as_posix()} (`export-onnx` writes it)", "not_measured"
+        )
     passed, said = keeps_accuracy(config, "int8")
     if passed:
-        return "int8", f"int8: {said}; {skipped}"
-    return "fp32", f"{skipped}; not int8: {said}"
+        return Choice("int8", f"int8: {said}; {skipped}", "kept_accuracy")
+    basis = "lost_accuracy" if said.startswith("it loses") else "not_measured"
+    return Choice("fp32", f"{skipped}; not int8: {said}", basis)

@@ -155,9 +155,14 @@ class Predictor:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.precision_reason = f"as asked (precision {precision})"
+        # The reason as a short code (/metrics): asked, kept_accuracy, lost_accuracy, not_measured,
+        # golden_check_failed, openvino_failed or no_serving_graph.
+        self.precision_basis = "asked"
         if engine != "tensorflow" and (self.folder / SERVING_GRAPH).exists():
             if precision == "auto":
-                chosen, self.precision_reason = auto_precision(self.config, self.folder, bf16_unavailable())
+                chosen, self.precision_reason, self.precision_basis = auto_precision(
+                    self.config, self.folder, bf16_unavailable()
+                )
             else:
                 chosen = precision
             try:
@@ -167,11 +172,12 @@ class Predictor:
                     raise
                 log.warning("precision auto: OpenVINO could not run %s (%s); serving it in fp32", self.folder, err)
                 chosen, self.precision_reason = "fp32", "OpenVINO could not run the graph in bf16"
+                self.precision_basis = "openvino_failed"
                 self._use(self._forward_for(chosen))
             self.engine, self.precision = "onnx", chosen
         else:
             if precision == "auto":
-                self.precision_reason = "no serving graph in the folder: fp32"
+                self.precision_reason, self.precision_basis = "no serving graph in the folder: fp32", "no_serving_graph"
             self.engine, self.precision = self._load_keras(
                 engine, "fp32" if precision == "auto" else precision, threads
             )
@@ -183,6 +189,7 @@ class Predictor:
                 moved = str(err).split(". The model is refused")[0]
                 log.warning("precision auto: %s; serving it in fp32 instead of %s", moved, self.precision)
                 self.precision_reason = f"its answers in {self.precision} failed the golden check at load"
+                self.precision_basis = "golden_check_failed"
                 self._use(self._forward_for("fp32"))
                 self.engine, self.precision = "onnx", "fp32"
         if precision != "auto" or self.precision == "fp32":

@@ -66,9 +66,9 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = Metrics()
 
-    def served(predictor) -> tuple[str, str, str, str]:
-        """The model_info labels of a predictor: name, id, and the precision and runtime it runs in."""
-        how = (str(getattr(predictor, key, "") or "") for key in ("precision", "runtime"))
+    def served(predictor) -> tuple[str, ...]:
+        """The model_info labels of a predictor: name, id, the precision and runtime it runs in, and why."""
+        how = (str(getattr(predictor, key, "") or "") for key in ("precision", "runtime", "precision_basis"))
         return (predictor.name, predictor.config.get("id", ""), *how)
 
     def swapped(new, old):

@@ -59,8 +59,10 @@ class Metrics:
         mode: Literal["liveall", "all"] = "liveall" if shared else "all"
         self.model_info = Gauge(
             "bertclf_model_info",
-            "the model a worker serves (value 1), and the precision (fp32, int8, bf16) and runtime it runs in",
-            ["model", "id", "precision", "runtime"],
+            "the model a worker serves (value 1), the precision (fp32, int8, bf16) and runtime it runs in, and why "
+            "(asked, kept_accuracy, lost_accuracy, not_measured, golden_check_failed, openvino_failed, "
+            "no_serving_graph)",
+            ["model", "id", "precision", "runtime", "why"],
             registry=registry,
             multiprocess_mode=mode,
         )
@@ -68,8 +70,8 @@ class Metrics:
             "bertclf_ready", "1 when a worker has a warmed model", registry=registry, multiprocess_mode=mode
         )
 
-    def set_model(self, served: tuple[str, str, str, str], previous: tuple[str, str, str, str] | None = None):
-        """Mark the served model (name, id, precision, runtime) as served (and unmark the previous one)."""
+    def set_model(self, served: tuple[str, ...], previous: tuple[str, ...] | None = None):
+        """Mark the served model (name, id, precision, runtime, why) as served (and unmark the previous one)."""
         if previous is not None and tuple(previous) != tuple(served):
             # Set to 0, not removed: multiprocess gauges cannot remove a label; render() drops zeros.
             self.model_info.labels(*previous).set(0)

@@ -143,7 +143,7 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
     if why_not_bf16 is not None:  # not measured: a server on a bfloat16 CPU keeps to int8 or fp32 for this model
         record["bf16"], record["bf16_unchecked"] = None, f"the exporting machine could not run it: {why_not_bf16}"
     config = read_json_object(folder / MODEL_CONFIG_FILE, ValueError)
-    record["auto"], record["auto_reason"] = auto_precision({**config, RECORD_KEY: record}, folder, why_not_bf16)
+    record["auto"], record["auto_reason"], _ = auto_precision({**config, RECORD_KEY: record}, folder, why_not_bf16)
     for precision in ("int8", "bf16"):
         if record.get(precision):
             log.info(
