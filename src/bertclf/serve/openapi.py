@@ -285,7 +285,7 @@ def _document(config: ServeConfig) -> dict[str, Any]:
             },
             "/model": {
                 "get": {
-                    "summary": "the served model: folder, labels, config, last reload error",
+                    "summary": "the served model: folder, labels, config, precision, last reload error",
                     "operationId": "model",
                     "responses": {
                         "200": {
@@ -312,6 +312,20 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                                             "min_confidence": {
                                                 "type": ["number", "null"],
                                                 "description": "below this top probability the prediction is null",
+                                            },
+                                            "precision": {
+                                                "type": ["string", "null"],
+                                                "enum": ["fp32", "int8", "bf16", None],
+                                                "description": "what the model computes in (serve --precision; "
+                                                "auto picks the fastest that kept the test accuracy)",
+                                            },
+                                            "precision_reason": {
+                                                "type": ["string", "null"],
+                                                "description": "why this precision serves, in one sentence",
+                                            },
+                                            "runtime": {
+                                                "type": ["string", "null"],
+                                                "enum": ["onnxruntime", "openvino", "tensorflow", None],
                                             },
                                             "golden": {
                                                 "type": ["object", "null"],
