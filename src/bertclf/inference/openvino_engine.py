@@ -11,6 +11,7 @@ ONNX frontend by name (no format guessing, no file paths: external data was refu
 """
 
 import functools
+import importlib.util
 import io
 import os
 import threading
@@ -39,9 +40,8 @@ def bf16_unavailable() -> str | None:
     """Why this machine cannot serve in bfloat16 (None: it can)."""
     if not set(BF16_FLAGS) & cpu_flags():
         return f"this CPU has neither {' nor '.join(BF16_FLAGS)}"
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    # Found, not imported: its libraries cost a worker memory, and fp32 or int8 never need them.
+    if importlib.util.find_spec("openvino") is None:
         return "OpenVINO is not installed (`pip install openvino`)"
     return None
 
