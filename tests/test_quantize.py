@@ -213,7 +213,7 @@ def test_the_server_says_which_precision_serves_and_why(models, caplog):
     with caplog.at_level(logging.INFO):
         app = make_app(models_dir)
         manager = app.extensions["bertclf"].manager
-        wait_until(lambda: manager.ready)
+        wait_until(lambda: "loaded and warmed" in caplog.text)  # logged just after the swap
     try:
         client = app.test_client()
         status = client.get("/model").get_json()
