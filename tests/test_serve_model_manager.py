@@ -155,7 +155,8 @@ def test_model_status_shows_no_host_path(app, client, models):
 
 def test_a_restarted_worker_serves_the_last_good_model_when_the_pointer_is_broken(app, models):
     served = app.extensions["bertclf"].manager.folder
-    assert (models[0] / ".last_good_model.json").is_file(), "recorded beside the pointer"
+    # recorded beside the pointer, just after the swap that made the manager ready
+    wait_until(lambda: (models[0] / ".last_good_model.json").is_file(), timeout=10)
     (models[0] / "latest_model_config.json").write_text('{"model_dir": "trained/')  # broken for good
     restarted = make_app(models[0])  # a worker gunicorn starts now
     manager = restarted.extensions["bertclf"].manager
