@@ -12,6 +12,10 @@ line with the test split's accuracy, macro-F1, the TF-IDF baseline the run fits,
 With `--seeds`, every lever runs once per seed (`--seed`: the fit's shuffling, dropout and head; the
 splits stay the same), the row named `lever (seed N)`, and the table ends with each lever's mean and
 spread (max - min) over the seeds: a difference between levers smaller than the spread is noise.
+Then the paired comparison: each lever minus the default on the same set and seed, its mean and
+range, and a verdict (wins or loses only when every seed agrees and the mean exceeds the default's
+spread). Issue 28's sets: `python benchmarks/realsets.py --out data/real10k`, then
+`--data_dir data/real10k --seeds 42,1,2`.
 
 With `--hf_python`, the Hugging Face + PyTorch reference (`benchmarks/hf_finetune.py`: the same
 checkpoint, 3 epochs, lr 1e-4, batch 32, max length 128, linear warmup and decay) runs on the same
@@ -295,7 +299,52 @@ def main(argv=None):
     print(table(results))
     if len(seeds) > 1:
         print(spread(results))
+        print(paired(results))
     print(decisions(results))
+
+
+def paired(results: list[dict], baseline: str = "default") -> str:
+    """Markdown rows: each lever against `baseline` on the same set and seed (so on the same splits
+    and the same initialisation but for the lever): the mean of the per-seed differences, their
+    range, the baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when
+    every seed agrees and the mean difference exceeds the baseline's spread; else it is noise."""
+    runs: dict[tuple[str, str], dict[str, dict]] = {}
+    for result in results:
+        if result.get("lever") is not None and " (seed " in result["run"]:
+            seed = result["run"].rsplit(" (seed ", 1)[1].rstrip(")")
+            runs.setdefault((result["set"], result["lever"]), {})[seed] = result
+    rows = [
+        f"| set | lever | seeds | accuracy vs {baseline}: mean (range) | macro-F1 vs {baseline}: mean (range) "
+        f"| {baseline}'s spread (acc / F1) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, lever), by_seed in runs.items():
+        base = runs.get((name, baseline))
+        if lever == baseline or not base:
+            continue
+        seeds = sorted(set(by_seed) & set(base))
+        if not seeds:
+            continue
+        cells, verdicts = [], []
+        for key in ("accuracy", "macro_f1"):
+            differences = [by_seed[seed][key] - base[seed][key] for seed in seeds]
+            mean = sum(differences) / len(differences)
+            noise = max(base[seed][key] for seed in base) - min(base[seed][key] for seed in base)
+            cells.append(f"{mean:+.4f} ({min(differences):+.4f} to {max(differences):+.4f})")
+            if abs(mean) > noise and (all(d > 0 for d in differences) or all(d < 0 for d in differences)):
+                verdicts.append("wins" if mean > 0 else "loses")
+            else:
+                verdicts.append("noise")
+        spreads = [
+            max(base[seed][key] for seed in base) - min(base[seed][key] for seed in base)
+            for key in ("accuracy", "macro_f1")
+        ]
+        verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
+        rows.append(
+            f"| {name} | {lever} | {len(seeds)} | {cells[0]} | {cells[1]} | {spreads[0]:.4f} / {spreads[1]:.4f} "
+            f"| {verdict} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def spread(results: list[dict]) -> str:
