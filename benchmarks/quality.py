@@ -9,8 +9,9 @@ Each set is split once (80/10/10, stratified, seed 42, exactly as `make train` s
 texts. A lever is a list of `python -m bertclf train` options added to the defaults; each run trains
 into a scratch models folder (the pretrained checkpoint is linked, not copied) and appends one JSON
 line with the test split's accuracy, macro-F1, the TF-IDF baseline the run fits, and its wall time.
-With `--seeds`, every lever runs once per seed (`--seed`: the fit's shuffling, dropout and head; the
-splits stay the same), the row named `lever (seed N)`, and the table ends with each lever's mean and
+With `--seeds`, every lever runs once per seed (`--seed`: the split, written to
+`splits/<set>-seed<N>/`, and the fit's shuffling, dropout and head; the default seed keeps
+`splits/<set>/`), the row named `lever (seed N)`, and the table ends with each lever's mean and
 spread (max - min) over the seeds: a difference between levers smaller than the spread is noise.
 Then the paired comparison: each lever minus the default on the same set and seed, its mean and
 range, and a verdict (wins or loses only when every seed agrees and the mean exceeds the default's
@@ -48,8 +49,9 @@ LEVERS = {
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_splits(data: Path, folder: Path) -> dict[str, Path]:
-    """The 80/10/10 split `make train` makes of `data`, written as three CSV files (once)."""
+def write_splits(data: Path, folder: Path, seed: int | None = None) -> dict[str, Path]:
+    """The 80/10/10 split `make train --seed <seed>` makes of `data` (default: its default seed),
+    written as three CSV files (once)."""
     from bertclf.config import TrainConfig
     from bertclf.training.data import load_splits
 
@@ -58,7 +60,7 @@ def write_splits(data: Path, folder: Path) -> dict[str, Path]:
         return paths
     import pandas as pd
 
-    splits = load_splits(TrainConfig(data=str(data)))
+    splits = load_splits(TrainConfig(data=str(data), **({} if seed is None else {"seed": seed})))
     folder.mkdir(parents=True, exist_ok=True)
     for part, path in paths.items():
         examples = getattr(splits, part)
@@ -269,18 +271,28 @@ def main(argv=None):
         data = data_dir / f"{name}.csv"
         if not data.is_file():
             parser.error(f"{data} does not exist; build it first: python benchmarks/realsets.py --sets {name}")
-        paths = write_splits(data, data_dir / "splits" / name)
-        runs: list[tuple[str, str | None, list[str] | None]] = [  # (row name, lever, train options)
-            (lever, lever, LEVERS[lever])
+        # A seed other than the default splits the set anew too: every lever of one seed sees the
+        # same split (so their difference is paired), and the seeds' spread covers split and fit.
+        split_paths = {
+            seed: write_splits(
+                data,
+                data_dir / "splits" / (name if seed == default_seed else f"{name}-seed{seed}"),
+                None if seed == default_seed else int(seed),
+            )
+            for seed in seeds
+        }
+        runs: list[tuple[str, str | None, list[str] | None, str]] = [  # (row name, lever, options, seed)
+            (lever, lever, LEVERS[lever], seed)
             if seed == default_seed
-            else (f"{lever} (seed {seed})", lever, [*LEVERS[lever], "--seed", seed])
+            else (f"{lever} (seed {seed})", lever, [*LEVERS[lever], "--seed", seed], seed)
             for lever in args.levers.split(",")
             if lever
             for seed in seeds
         ]
         if args.hf_python:
-            runs.append(("hf+pytorch", None, None))
-        for run, lever, options in runs:
+            runs.append(("hf+pytorch", None, None, seeds[0]))
+        for run, lever, options, seed in runs:
+            paths = split_paths[seed]
             print(f"{name}: {run} ...", file=sys.stderr, flush=True)
             if options is None:
                 assert args.hf_python
@@ -290,7 +302,14 @@ def main(argv=None):
                     (Path(scratch) / "pretrained").symlink_to(pretrained)
                     result = run_bertclf(paths, options, Path(scratch))
             result.update(
-                {"set": name, "run": run, "lever": lever, "options": options, "when": time.strftime("%Y-%m-%d %H:%M")}
+                {
+                    "set": name,
+                    "run": run,
+                    "lever": lever,
+                    "seed": seed,
+                    "options": options,
+                    "when": time.strftime("%Y-%m-%d %H:%M"),
+                }
             )
             results.append(result)
             with open(args.results, "a", encoding="utf-8") as file:
@@ -310,9 +329,8 @@ def paired(results: list[dict], baseline: str = "default") -> str:
     every seed agrees and the mean difference exceeds the baseline's spread; else it is noise."""
     runs: dict[tuple[str, str], dict[str, dict]] = {}
     for result in results:
-        if result.get("lever") is not None and " (seed " in result["run"]:
-            seed = result["run"].rsplit(" (seed ", 1)[1].rstrip(")")
-            runs.setdefault((result["set"], result["lever"]), {})[seed] = result
+        if result.get("lever") is not None and result.get("seed") is not None:
+            runs.setdefault((result["set"], result["lever"]), {})[str(result["seed"])] = result
     rows = [
         f"| set | lever | seeds | accuracy vs {baseline}: mean (range) | macro-F1 vs {baseline}: mean (range) "
         f"| {baseline}'s spread (acc / F1) | verdict |",
