@@ -55,6 +55,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
+from bertclf.cpu import cpu_flags  # noqa: E402
 from bertclf.inference.labelfile import label_file  # noqa: E402
 from bertclf.inference.predictor import Predictor  # noqa: E402
 from bertclf.registry import latest_model_folder  # noqa: E402
@@ -74,8 +75,7 @@ def cpu_features(path="/proc/cpuinfo"):
     except OSError:
         return "unknown (no /proc/cpuinfo)", {}
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
-    return model, {feature: feature in flags for feature in CPU_FEATURES}
+    return model, {feature: feature in cpu_flags() for feature in CPU_FEATURES}
 
 
 # Tokens per word of the sample data's words under the default model's WordPiece (measured).

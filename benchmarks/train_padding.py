@@ -30,10 +30,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bertclf.config import DEFAULT_MODEL  # noqa: E402
+from bertclf.cpu import BF16_CPU_FLAGS, cpu_flags  # noqa: E402
 from bertclf.pretrained import resolve  # noqa: E402
 from bertclf.training.data import read_examples  # noqa: E402
 from bertclf.training.fused import fused_layers  # noqa: E402
-from bertclf.training.model import BF16_CPU_FLAGS, build_classifier, compile_classifier, cpu_flags  # noqa: E402
+from bertclf.training.model import build_classifier, compile_classifier  # noqa: E402
 from bertclf.training.pipeline import dataset, encode  # noqa: E402
 
 

@@ -10,36 +10,22 @@ The graph reaches OpenVINO only as the bytes runtime.read_serving_graph checked,
 ONNX frontend by name (no format guessing, no file paths: external data was refused at the check).
 """
 
-import functools
 import importlib.util
 import io
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 
+from bertclf.cpu import BF16_CPU_FLAGS, cpu_flags
 from bertclf.errors import ConfigError
 from bertclf.inference.runtime import EMBEDDING, OUTPUT
-
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-@functools.cache
-def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is missing)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
 
 
 def bf16_unavailable() -> str | None:
     """Why this machine cannot serve in bfloat16 (None: it can)."""
-    if not set(BF16_FLAGS) & cpu_flags():
-        return f"this CPU has neither {' nor '.join(BF16_FLAGS)}"
+    if not set(BF16_CPU_FLAGS) & cpu_flags():
+        return f"this CPU has neither {' nor '.join(sorted(BF16_CPU_FLAGS))}"
     # Found, not imported: its libraries cost a worker memory, and fp32 or int8 never need them.
     if importlib.util.find_spec("openvino") is None:
         return "OpenVINO is not installed (`pip install openvino`)"

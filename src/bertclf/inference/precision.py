@@ -25,19 +25,20 @@ def _number(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def keeps_accuracy(config: dict, precision: str) -> tuple[bool, str]:
-    """(whether the export measured that `precision` keeps the fp32 graph's accuracy, what it measured)."""
+def keeps_accuracy(config: dict, precision: str) -> tuple[bool | None, str]:
+    """(whether the export measured that `precision` keeps the fp32 graph's accuracy: True, False,
+    or None when it was not measured or cannot be read; what it measured)."""
     record = config.get(RECORD_KEY)
     graphs = record if isinstance(record, dict) else {}
     fp32, other = graphs.get("fp32"), graphs.get(precision)
     if not isinstance(fp32, dict) or not isinstance(other, dict):
         note = graphs.get(f"{precision}_unchecked", graphs.get("unchecked"))
-        return False, f"its accuracy is unknown ({note if isinstance(note, str) else 'not measured at export'})"
+        return None, f"its accuracy is unknown ({note if isinstance(note, str) else 'not measured at export'})"
     f1 = "micro_f1" if "micro_f1" in fp32 else "macro_f1"
     values = [_number(part.get(key)) for part in (fp32, other) for key in ("accuracy", f1)]
     numbers = [value for value in values if value is not None]
     if len(numbers) != len(values):
-        return False, "its record in model_config.json is unreadable"
+        return None, "its record in model_config.json is unreadable"
     fp32_accuracy, fp32_f1, accuracy, f1_score = numbers
     said = f"test accuracy {accuracy:.4f} vs {fp32_accuracy:.4f}, {f1} {f1_score:.4f} vs {fp32_f1:.4f} in fp32"
     # A hair of slack: the record's numbers are rounded to 4 places.
@@ -75,5 +76,4 @@ def auto_precision(config: dict, folder: Path, bf16_unavailable: str | None) -> 
     passed, said = keeps_accuracy(config, "int8")
     if passed:
         return Choice("int8", f"int8: {said}; {skipped}", "kept_accuracy")
-    basis = "lost_accuracy" if said.startswith("it loses") else "not_measured"
-    return Choice("fp32", f"{skipped}; not int8: {said}", basis)
+    return Choice("fp32", f"{skipped}; not int8: {said}", "not_measured" if passed is None else "lost_accuracy")

@@ -25,6 +25,12 @@ from bertclf.safety import check_preset_is_data
 log = logging.getLogger(__name__)
 
 
+def graph_forward(graph: bytes, precision: str, threads: int | None = None) -> OnnxForward | OpenVinoForward:
+    """What runs a serving graph in `precision`: OpenVINO for bf16 (on the fp32 graph), else ONNX
+    Runtime (fp32, or an int8 graph)."""
+    return OpenVinoForward(graph, threads) if precision == "bf16" else OnnxForward(graph, precision, threads)
+
+
 def sequence_length(folder: Path, max_seq_len: int | None = None) -> int:
     """Tokens per text: `max_seq_len` if given (at most the model's positions), else what the
     model was trained with (its preprocessor.json)."""
@@ -182,39 +188,39 @@ class Predictor:
                 engine, "fp32" if precision == "auto" else precision, threads
             )
         # Last: the answers it gives on its golden texts, as Keras gave them at export (golden.py).
-        if precision == "auto" and self.precision != "fp32":
-            try:
-                self.golden = golden.check(self, refuse=True)
-            except golden.GoldenMismatch as err:  # auto serves fp32 rather than refuse the model
-                moved = str(err).split(". The model is refused")[0]
-                log.warning("precision auto: %s; serving it in fp32 instead of %s", moved, self.precision)
-                self.precision_reason = f"its answers in {self.precision} failed the golden check at load"
-                self.precision_basis = "golden_check_failed"
-                self._use(self._forward_for("fp32"))
-                self.engine, self.precision = "onnx", "fp32"
-        if precision != "auto" or self.precision == "fp32":
+        # What auto chose over fp32 must pass it: else auto serves fp32 rather than refuse the model.
+        fall_back = precision == "auto" and self.precision != "fp32"
+        try:
+            self.golden = golden.check(self, refuse=refuse_drift or fall_back)
+        except golden.GoldenMismatch as err:
+            if not fall_back:
+                raise
+            moved = str(err).split(". The model is refused")[0]
+            log.warning("precision auto: %s; serving it in fp32 instead of %s", moved, self.precision)
+            self.precision_reason = f"its answers in {self.precision} failed the golden check at load"
+            self.precision_basis = "golden_check_failed"
+            self._use(self._forward_for("fp32"))
+            self.engine, self.precision = "onnx", "fp32"
             self.golden = golden.check(self, refuse=refuse_drift)
         log.info("%s: serving in %s on %s: %s", self.name, self.precision, self.runtime, self.precision_reason)
 
     def use_graph(self, graph: bytes, precision: str) -> None:
         """Answer with this serving graph from now on, on the engine of `precision` (the export scores
         its int8 candidates and bf16 so)."""
-        forward = (
-            OpenVinoForward(graph, self.threads) if precision == "bf16" else OnnxForward(graph, precision, self.threads)
-        )
-        self._use(forward)
+        self._use(self._forward_for(precision, graph))
         self.engine, self.precision = "onnx", precision
         self.precision_reason = "a graph given by the caller"
 
-    def _forward_for(self, precision: str) -> OnnxForward | OpenVinoForward:
-        """What answers in `precision`: OpenVINO on the fp32 graph for bf16, else ONNX Runtime."""
-        if precision == "bf16":
-            return OpenVinoForward(read_serving_graph(self.folder, len(self.classes)), self.threads)
-        return OnnxForward(self._graph(precision), precision, self.threads)
+    def _forward_for(self, precision: str, graph: bytes | None = None) -> OnnxForward | OpenVinoForward:
+        """What answers in `precision` with `graph` (default: the folder's, `_graph`)."""
+        return graph_forward(self._graph(precision) if graph is None else graph, precision, self.threads)
 
     def _graph(self, precision: str) -> bytes:
-        """The folder's checked serving graph of `precision`; int8 quantized here from the fp32 graph
-        when a folder exported before int8 graphs has none (forced with precision int8 only)."""
+        """The folder's checked serving graph for `precision` (bf16 runs the fp32 graph); int8 quantized
+        here from the fp32 graph when a folder exported before int8 graphs has none (forced with
+        precision int8 only)."""
+        if precision == "bf16":
+            return read_serving_graph(self.folder, len(self.classes))
         if precision == "int8" and not (self.folder / INT8_GRAPH).exists():
             log.warning(
                 "%s has no %s: quantized the fp32 graph for this load (+seconds and memory); "

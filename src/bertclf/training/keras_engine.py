@@ -18,9 +18,9 @@ import numpy as np
 
 from bertclf.activations import sigmoid, softmax
 from bertclf.errors import ConfigError, RegistryError
-from bertclf.inference.openvino_engine import OpenVinoForward
+from bertclf.inference.predictor import graph_forward
 from bertclf.inference.quantize import quantize
-from bertclf.inference.runtime import SERVING_GRAPH, OnnxForward, read_serving_graph
+from bertclf.inference.runtime import SERVING_GRAPH, read_serving_graph
 from bertclf.registry import LABELS_FILE
 from bertclf.training.startup import import_tensorflow
 
@@ -122,12 +122,9 @@ def load_engine(
                 SERVING_GRAPH,
                 folder,
             )
-            if precision == "bf16":
-                forward = OpenVinoForward(graph, threads)
-                return Loaded(forward, "onnx", precision, classifier, preprocessor)
             if precision == "int8":
                 graph = quantize(graph)
-            return Loaded(OnnxForward(graph, precision, threads), "onnx", precision, classifier, preprocessor)
+            return Loaded(graph_forward(graph, precision, threads), "onnx", precision, classifier, preprocessor)
     if precision != "fp32":
         raise ConfigError(
             f"precision {precision} needs the ONNX engine, which has no graph for this model; use precision fp32"

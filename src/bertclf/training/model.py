@@ -2,13 +2,13 @@
 
 import json
 import logging
-from pathlib import Path
 
 import keras
 import keras_hub
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from bertclf.cpu import BF16_CPU_FLAGS, cpu_flags
 from bertclf.errors import ConfigError
 from bertclf.inference.batches import Encoded, predict_in_order
 from bertclf.pretrained import Checkpoint
@@ -190,19 +190,6 @@ def init_head_from_probe(
     bias[probe.classes_] = intercept
     head.kernel.assign(kernel)
     head.bias.assign(bias)
-
-
-# The CPU flags under which bfloat16 runs in hardware; without them TensorFlow emulates it.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def gpu_capabilities() -> list[tuple[int, int]]:

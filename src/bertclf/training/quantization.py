@@ -77,10 +77,11 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
     Raises:
         RuntimeError: the quantized graph fails the serving checks (a bug: nothing is kept).
     """
-    fp32_graph = read_serving_graph(folder, len(load_labels(folder / LABELS_FILE)))
+    num_classes = len(load_labels(folder / LABELS_FILE))
+    fp32_graph = read_serving_graph(folder, num_classes)
     if splits is None or not len(splits.test):
         graph = quantize(fp32_graph, DEFAULT_QUANTIZATION)
-        _write_checked(folder, graph)
+        _write_checked(folder, graph, num_classes)
         reason = unchecked or "no test split"
         log.info(
             "wrote %s (%s); not checked on a test split (%s): auto serves fp32", INT8_GRAPH, graph_mb(graph), reason
@@ -107,7 +108,7 @@ def write_int8_graph(folder: Path, splits: Splits | None, batch_size: int = 64, 
         )
     assert best is not None  # QUANTIZATIONS is not empty
     _, _, choice, graph = best
-    _write_checked(folder, graph)
+    _write_checked(folder, graph, num_classes)
 
     test = list(splits.test.texts)
     predictor.use_graph(fp32_graph, "fp32")
@@ -163,12 +164,12 @@ def graph_mb(graph: bytes) -> str:
     return f"{math.ceil(len(graph) / 1e6)} MB"
 
 
-def _write_checked(folder: Path, graph: bytes) -> None:
+def _write_checked(folder: Path, graph: bytes, num_classes: int) -> None:
     """Write the int8 graph, then read it back through the server's checks (allowlist, inputs, outputs)."""
     target = folder / INT8_GRAPH
     write_bytes_atomic(target, graph)
     try:
-        read_serving_graph(folder, len(load_labels(folder / LABELS_FILE)), "int8")
+        read_serving_graph(folder, num_classes, "int8")
     except Exception as err:
         target.unlink(missing_ok=True)
         raise RuntimeError(
