@@ -24,6 +24,8 @@ CLASS_WEIGHTS = ("auto", "balanced", "none")
 MULTI_LABEL = ("auto", "on", "off")
 LONG_TEXT = ("truncate", "window")  # how a text longer than max_seq_len is read
 IMBALANCE_RATIO = 10
+GRADIENT_CLIPPING = ("tensor", "global", "none")
+REFIT = ("none", "all")
 # Column names tried, in order, when the user names none: the generic `text,label` layout first,
 # then the seed's Stack Overflow file (`post,tags`), then other common spellings.
 TEXT_COLUMNS = ("text", "post", "sentence", "body", "title", "content")
@@ -239,6 +241,29 @@ class TrainConfig(Workspace):
         "above it, the embeddings slowest (1: every layer at max_learn_rate)",
     )
     patience: int = _opt(2, "epochs without validation-loss improvement before stopping")
+    # Keras's clipnorm clips each weight's gradient on its own; BERT's recipe (and PyTorch's
+    # clip_grad_norm_) scales the whole gradient together.
+    gradient_clipping: str = _opt(
+        "tensor",
+        "clip the gradient to norm 1 at each step: tensor (each weight's gradient on its own, as Keras's "
+        "clipnorm), global (the whole gradient together, as BERT's recipe and PyTorch's clip_grad_norm_), none",
+        str,
+        GRADIENT_CLIPPING,
+    )
+    label_smoothing: float = _opt(
+        0.0,
+        "train towards targets that move this share of the probability from the given label to all labels "
+        "evenly (e.g. 0.1), so the model is less sure of noisy labels; 0: the labels as given",
+    )
+    refit: str = _opt(
+        "none",
+        "all: once the run has chosen its epochs, learning rate and calibration on the splits and reported the "
+        "test metrics, train once more from the pretrained checkpoint on train + validation + test with those "
+        "choices and export that model (metrics.json says the test numbers describe the split model); "
+        "none: export the model trained on the training split",
+        str,
+        REFIT,
+    )
     # An interrupted run (kill, preemption, OOM) continues from its last checkpoint (resume.py).
     resume: str = _opt(
         "auto",
@@ -355,6 +380,15 @@ class TrainConfig(Workspace):
                     f"calibration must be temperature or none, got {self.calibration!r}",
                 ),
                 (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+                (
+                    self.gradient_clipping in GRADIENT_CLIPPING,
+                    f"gradient_clipping must be one of {', '.join(GRADIENT_CLIPPING)}, got {self.gradient_clipping!r}",
+                ),
+                (
+                    0 <= self.label_smoothing < 1,
+                    f"label_smoothing must be in [0, 1), got {self.label_smoothing} (try 0.1)",
+                ),
+                (self.refit in REFIT, f"refit must be one of {', '.join(REFIT)}, got {self.refit!r}"),
                 (self.resume in ("auto", "never"), f"resume must be auto or never, got {self.resume!r}"),
                 (
                     self.checkpoint_every >= 0,

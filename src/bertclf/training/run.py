@@ -47,6 +47,7 @@ from bertclf.training.model import (
     set_training_precision,
 )
 from bertclf.training.pipeline import encode, token_counts, traced_forward, traced_preprocessor
+from bertclf.training.refit import calibrate_like, refit_all
 from bertclf.training.resume import fingerprint, open_run
 from bertclf.training.schedule import build_schedule
 from bertclf.training.stages import Stages, table
@@ -202,6 +203,8 @@ def _train(
         num_layers=checkpoint.num_layers,
         multi_label=multi,
         jit_compile=cfg.xla,
+        gradient_clipping=cfg.gradient_clipping,
+        label_smoothing=cfg.label_smoothing,
     )
     if cfg.xla:
         log.info(
@@ -241,6 +244,22 @@ def _train(
             classifier = float32_twin(classifier)
     training["class_weights"] = None if weights is None else {classes[i]: w for i, w in weights.items()}
     training["steps_per_epoch"] = steps_per_epoch
+    # === Refit === (every worker: the refit's fit is distributed as the split run's was)
+    refit = None
+    if cfg.refit == "all":
+        refit = refit_all(
+            cfg,
+            checkpoint,
+            len(classes),
+            encoded,
+            y,
+            training["best_epoch"],
+            weights,
+            multi,
+            stages,
+            str(run.logs / "refit"),
+        )
+        training["refit"] = refit.record
     if not is_chief(distribution):
         log.info("%s: training done; the chief evaluates and exports the model", distribution["task"])
         return None, {"training": training}
@@ -267,6 +286,10 @@ def _train(
         evaluation = evaluate_model(
             work, forward, model.preprocessor, cfg, splits, encoded, y, test_logits, baseline, calibration, stages
         )
+        if refit is not None:  # exported: the refit, calibrated as the split model was
+            calibrate_like(refit, None if calibration is None else calibration[0])
+            classifier, forward = refit.classifier, traced_forward(refit.classifier)
+            evaluation.metrics["refit"] = refit.record
         with stages("golden set"):
             write_golden_texts(work, forward, encoded["test"], y["test"], splits.test.texts, cfg.batch_size, multi)
 

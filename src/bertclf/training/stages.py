@@ -2,6 +2,7 @@
 printed at the end of `make train` and a record in the model folder's metrics.json."""
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -52,9 +53,9 @@ def table(record: dict) -> str:
     rows: dict[str, list[float]] = {}
     for row in record["stages"]:
         name = row["stage"]
-        if name.startswith(f"{FIT}: epoch"):  # "fit: epoch 3 training" -> "fit: training (N epochs)"
-            kind = name.rsplit(" ", 1)[-1]
-            name = f"{FIT}: {kind}"
+        epoch = re.fullmatch(rf"{FIT}: (refit )?epoch \d+ (\w+)", name)
+        if epoch:  # "fit: epoch 3 training" -> "fit: training (N epochs)"; "fit: refit epoch 2 training" likewise
+            name = f"{FIT}: {epoch.group(1) or ''}{epoch.group(2)}"
         rows.setdefault(name, []).append(row["seconds"])
     wall = record["wall_seconds"] or 1.0
     width = max(len(name) for name in rows) + 12
@@ -69,16 +70,17 @@ def table(record: dict) -> str:
 
 class EpochTimes(keras.callbacks.Callback):
     """Each epoch's training steps and its validation pass as stages "fit: epoch N training" and
-    "fit: epoch N validation" (N from 1)."""
+    "fit: epoch N validation" (N from 1); `refit`: "fit: refit epoch N training" (--refit all)."""
 
-    def __init__(self, stages: Stages):
+    def __init__(self, stages: Stages, refit: bool = False):
         super().__init__()
         self.stages = stages
+        self.label = "refit epoch" if refit else "epoch"
         self._epoch, self._phase, self._start = 0, "", 0.0
 
     def _close(self) -> None:
         if self._phase:
-            self.stages.add(f"{FIT}: epoch {self._epoch} {self._phase}", time.perf_counter() - self._start)
+            self.stages.add(f"{FIT}: {self.label} {self._epoch} {self._phase}", time.perf_counter() - self._start)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._phase, self._start = epoch + 1, "training", time.perf_counter()
