@@ -28,6 +28,8 @@ RESUME ?=
 CHECKPOINT_EVERY ?=
 # XLA=1: compile the training step with XLA (faster steps after a compilation per batch width; long runs).
 XLA ?=
+# REFIT=all: after choosing epochs and calibration on the splits, train again on every labelled text and export that.
+REFIT ?=
 batch_size ?=
 max_seq_len ?=
 n_epochs ?=
@@ -89,7 +91,7 @@ TRAIN_VARS := DATA:data MODEL:model TEXT_COLUMN:text_column LABEL_COLUMN:label_c
 	VALIDATION_DATA:validation_data TEST_DATA:test_data SEED:seed PATIENCE:patience \
 	batch_size:batch_size max_seq_len:max_seq_len n_epochs:n_epochs max_learn_rate:max_learn_rate \
 	min_learn_rate:min_learn_rate warmup_proportion:warmup_proportion FEEDBACK:feedback FEEDBACK_DB:feedback_db PRECISION:precision \
-	RESUME:resume CHECKPOINT_EVERY:checkpoint_every XLA:xla
+	RESUME:resume CHECKPOINT_EVERY:checkpoint_every XLA:xla REFIT:refit
 # $(call q,VALUE): VALUE as one shell word, whatever quotes or spaces it holds (TEXT="it's slow").
 # TEXT is read with $(value ...): a text may hold $ too.
 q = '$(subst ','\'',$(1))'
@@ -134,6 +136,7 @@ help: ## list targets and variables
 	@echo "  RESUME=auto|never     continue an interrupted run from models/runs/ (auto), or start over"
 	@echo "  CHECKPOINT_EVERY=N    save the run's state every N steps too (default: at epoch ends)"
 	@echo "  XLA=1                 compile the training step with XLA (pays on long runs: make bench-torch)"
+	@echo "  REFIT=all             then train again on train+validation+test with the chosen epochs; export that"
 	@echo "  TENSORBOARD_PORT=6006 TENSORBOARD_HOST=localhost TENSORBOARD_BIND=127.0.0.1 (the dev container's)"
 	@echo "  TEXT=\"...\"            text for make predict"
 	@echo "  api_port=5000 API_HOST=127.0.0.1 WORKERS=1   for make start_api (or BERTCLF_PORT, BERTCLF_HOST, ...)"

@@ -45,7 +45,19 @@ LEVERS = {
     "epochs_4": ["--n_epochs", "4"],  # the default before 8 (README: every "--n_epochs 4" row)
     "long_text_window": ["--long_text", "window"],
     "float32": ["--precision", "float32"],  # against the default auto (bfloat16 where the CPU computes it)
+    "global_clip": ["--gradient_clipping", "global"],  # BERT's clipping by the whole gradient's norm
+    "label_smoothing_0.1": ["--label_smoothing", "0.1"],
+    "class_weight_none": ["--class_weight", "none"],  # against auto (balanced on sets 10x imbalanced)
+    "class_weight_balanced": ["--class_weight", "balanced"],
+    "class_weight_sample": ["--class_weight", "sample"],  # class-balanced sampling instead of weights
+    # Held-out protocol (HOLDOUT): trained on the benchmark's train + validation files, scored on its test
+    # file, which neither run sees; refit_all against default_holdout is what --refit all gains.
+    "default_holdout": [],
+    "refit_all": ["--refit", "all"],
 }
+HOLDOUT = {"default_holdout", "refit_all"}
+BASELINE = {"refit_all": "default_holdout"}  # the lever each is paired with, when not the default
+ABSTAIN_TARGETS = (0.9, 0.95)  # target_precision values whose realised test precision each run reports
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,22 +80,21 @@ def write_splits(data: Path, folder: Path, seed: int | None = None) -> dict[str,
     return paths
 
 
-def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "bertclf",
-        "train",
-        "--data",
-        str(paths["train"]),
-        "--validation_data",
-        str(paths["validation"]),
-        "--test_data",
-        str(paths["test"]),
-        "--models_dir",
-        str(models_dir),
-        *options,
-    ]
+def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path, holdout: bool = False) -> dict:
+    """One `train` run on the set's split files and what it measured on the test file. `holdout`: the
+    run gets the train and validation files joined as its DATA (make train splits its own validation
+    and test off it) and the test file is scored afterwards, by the exported model: text no part of
+    the run (nor a refit) saw."""
+    if holdout:
+        joined = models_dir / "train+validation.csv"
+        import pandas as pd
+
+        pd.concat([pd.read_csv(paths["train"]), pd.read_csv(paths["validation"])]).to_csv(joined, index=False)
+        data = ["--data", str(joined)]
+    else:
+        data = ["--data", str(paths["train"]), "--validation_data", str(paths["validation"])]
+        data += ["--test_data", str(paths["test"])]
+    command = [sys.executable, "-m", "bertclf", "train", *data, "--models_dir", str(models_dir), *options]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -92,15 +103,20 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path) ->
     latest = json.loads((models_dir / "latest_model_config.json").read_text())
     folder = models_dir / latest["model_dir"]  # relative to the models folder (an absolute one stays as it is)
     config = json.loads((folder / "model_config.json").read_text())
-    blend = None if config.get("multi_label") else tfidf_blend(folder, paths)
+    served = Served(folder, paths)
+    blend = None if config.get("multi_label") or holdout else tfidf_blend(served, paths)
     long_text = json.loads((folder / "metrics.json").read_text()).get("long_text")  # the truncated scores beside
-    shutil.rmtree(folder)
     metrics = config["metrics"]
+    scores = served.held_out() if holdout else metrics
+    abstaining = None if config.get("multi_label") else served.abstaining()
+    shutil.rmtree(folder)
     return {
         **({"blend": blend} if blend else {}),
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        **({"micro_f1": metrics["micro_f1"]} if "micro_f1" in metrics else {}),
+        **({"abstain": abstaining} if abstaining else {}),
+        **({"split_test_accuracy": metrics["accuracy"], "refit": config["training"].get("refit")} if holdout else {}),
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+        **({"micro_f1": scores["micro_f1"]} if "micro_f1" in scores else {}),
         "tfidf_accuracy": metrics["baseline"]["accuracy"],
         "tfidf_macro_f1": metrics["baseline"]["macro_f1"],
         **({"tfidf_micro_f1": metrics["baseline"]["micro_f1"]} if "micro_f1" in metrics["baseline"] else {}),
@@ -153,10 +169,68 @@ def decisions(results: list[dict]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+class Served:
+    """A trained model folder's fp32 answers for the set's split files, each part computed once."""
+
+    def __init__(self, folder: Path, paths: dict[str, Path]):
+        from bertclf.inference.predictor import Predictor
+        from bertclf.training.data import read_examples
+
+        self.predictor = Predictor(folder, precision="fp32")
+        self.parts = {part: read_examples(path) for part, path in paths.items()}
+        self._probabilities: dict = {}
+
+    def probabilities(self, part: str):
+        if part not in self._probabilities:
+            self._probabilities[part] = self.predictor.predict_proba(self.parts[part].texts)
+        return self._probabilities[part]
+
+    def truth(self, part: str):
+        """Class indices, or (multi-label) a 0/1 row per text."""
+        import numpy as np
+
+        from bertclf.inference.multilabel import multi_hot
+        from bertclf.training.data import split_labels
+
+        classes, labels = self.predictor.classes, self.parts[part].labels
+        if self.predictor.multi_label:
+            return multi_hot([split_labels(label, "|") for label in labels], classes)
+        index = {name: i for i, name in enumerate(classes)}
+        return np.array([index[label] for label in labels])
+
+    def held_out(self) -> dict:
+        """Accuracy and macro-F1 (multi-label: subset accuracy, micro- and macro-F1) on the test file."""
+        from bertclf.training.evaluate import compute_metrics, compute_multilabel_metrics
+
+        rows, truth, classes = self.probabilities("test"), self.truth("test"), self.predictor.classes
+        if self.predictor.multi_label:
+            return compute_multilabel_metrics(truth, rows >= self.predictor.thresholds, classes)
+        return compute_metrics(truth, rows.argmax(axis=1), classes)
+
+    def abstaining(self) -> dict:
+        """Per ABSTAIN_TARGETS: the threshold `--target_precision` would choose on the validation file,
+        and the precision and coverage it realises on the test file."""
+        from bertclf.inference.abstain import at_threshold, threshold_for_precision
+
+        found = {}
+        for target in ABSTAIN_TARGETS:
+            threshold, reached = threshold_for_precision(
+                self.probabilities("validation"), self.truth("validation"), target
+            )
+            test = at_threshold(self.probabilities("test"), self.truth("test"), threshold)
+            found[str(target)] = {
+                "threshold": threshold,
+                "reached_on_validation": reached,
+                "test_precision": test["accuracy_answered"],
+                "test_coverage": test["coverage"],
+            }
+        return found
+
+
 BLEND_WEIGHTS = [round(0.1 * i, 1) for i in range(10)]
 
 
-def tfidf_blend(folder: Path, paths: dict[str, Path]) -> dict:
+def tfidf_blend(served: Served, paths: dict[str, Path]) -> dict:
     """The TF-IDF lever, measured on a trained model: p = (1 - w) * model + w * TF-IDF logistic
     regression, w chosen on the validation split (accuracy; ties: the smaller w), kept only if it
     beats w = 0 there; then scored on the test split."""
@@ -166,13 +240,8 @@ def tfidf_blend(folder: Path, paths: dict[str, Path]) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
 
-    from bertclf.inference.predictor import Predictor
-    from bertclf.training.data import read_examples
-
-    predictor = Predictor(folder)
-    parts = {part: read_examples(path) for part, path in paths.items()}
-    index = {name: i for i, name in enumerate(predictor.classes)}
-    y = {part: np.array([index[label] for label in examples.labels]) for part, examples in parts.items()}
+    predictor, parts = served.predictor, served.parts
+    y = {part: served.truth(part) for part in paths}
     tfidf = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=10.0)
     ).fit(parts["train"].texts, y["train"])
@@ -180,7 +249,7 @@ def tfidf_blend(folder: Path, paths: dict[str, Path]) -> dict:
     def probabilities(part):
         text_model = np.zeros((len(y[part]), len(predictor.classes)))
         text_model[:, tfidf.classes_] = tfidf.predict_proba(parts[part].texts)
-        return predictor.predict_proba(parts[part].texts), text_model
+        return served.probabilities(part), text_model
 
     model_val, tfidf_val = probabilities("validation")
     accuracy = [accuracy_score(y["validation"], ((1 - w) * model_val + w * tfidf_val).argmax(1)) for w in BLEND_WEIGHTS]
@@ -250,7 +319,15 @@ def main(argv=None):
     parser.add_argument("--hf_python", help="interpreter with torch + transformers: also run the HF reference")
     parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ holds the checkpoint")
     parser.add_argument("--results", default="data/real/results.jsonl", help="JSON lines appended per run")
+    parser.add_argument(
+        "--tables",
+        metavar="RESULTS",
+        help="print the tables of an earlier run's JSON lines (e.g. benchmarks/results/quality-10k.jsonl) and stop",
+    )
     args = parser.parse_args(argv)
+    if args.tables:
+        print_tables([json.loads(line) for line in Path(args.tables).read_text().splitlines() if line.strip()])
+        return
     unknown = sorted(set(filter(None, args.levers.split(","))) - set(LEVERS))
     if unknown:
         parser.error(f"unknown lever {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
@@ -300,7 +377,7 @@ def main(argv=None):
             else:
                 with tempfile.TemporaryDirectory(prefix="bertclf-quality-") as scratch:
                     (Path(scratch) / "pretrained").symlink_to(pretrained)
-                    result = run_bertclf(paths, options, Path(scratch))
+                    result = run_bertclf(paths, options, Path(scratch), holdout=lever in HOLDOUT)
             result.update(
                 {
                     "set": name,
@@ -315,28 +392,34 @@ def main(argv=None):
             with open(args.results, "a", encoding="utf-8") as file:
                 file.write(json.dumps(result) + "\n")
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-    print(table(results))
-    if len(seeds) > 1:
-        print(spread(results))
-        print(paired(results))
-    print(decisions(results))
+    print_tables(results)
 
 
-def paired(results: list[dict], baseline: str = "default") -> str:
-    """Markdown rows: each lever against `baseline` on the same set and seed (so on the same splits
-    and the same initialisation but for the lever): the mean of the per-seed differences, their
-    range, the baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when
-    every seed agrees and the mean difference exceeds the baseline's spread; else it is noise."""
+def print_tables(results: list[dict]) -> None:
+    """Every table of the runs' results: scores, seeds' spread and paired differences (when a lever
+    ran with several seeds), abstain thresholds, serving precisions."""
+    for part in (table(results), spread(results), paired(results), abstain_table(results), decisions(results)):
+        if part:
+            print(part + "\n")
+
+
+def paired(results: list[dict]) -> str:
+    """Markdown rows: each lever against its baseline (the default; for a held-out lever,
+    default_holdout: BASELINE) on the same set and seed (so on the same splits and the same
+    initialisation but for the lever): the mean of the per-seed differences, their range, the
+    baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when every
+    seed agrees and the mean difference exceeds the baseline's spread; else it is noise."""
     runs: dict[tuple[str, str], dict[str, dict]] = {}
     for result in results:
         if result.get("lever") is not None and result.get("seed") is not None:
             runs.setdefault((result["set"], result["lever"]), {})[str(result["seed"])] = result
     rows = [
-        f"| set | lever | seeds | accuracy vs {baseline}: mean (range) | macro-F1 vs {baseline}: mean (range) "
-        f"| {baseline}'s spread (acc / F1) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| set | lever | against | seeds | accuracy: mean difference (range) | macro-F1: mean difference (range) "
+        "| baseline's spread (acc / F1) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (name, lever), by_seed in runs.items():
+        baseline = BASELINE.get(lever, "default")
         base = runs.get((name, baseline))
         if lever == baseline or not base:
             continue
@@ -359,8 +442,31 @@ def paired(results: list[dict], baseline: str = "default") -> str:
         ]
         verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
         rows.append(
-            f"| {name} | {lever} | {len(seeds)} | {cells[0]} | {cells[1]} | {spreads[0]:.4f} / {spreads[1]:.4f} "
-            f"| {verdict} |"
+            f"| {name} | {lever} | {baseline} | {len(seeds)} | {cells[0]} | {cells[1]} "
+            f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {verdict} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def abstain_table(results: list[dict]) -> str:
+    """Markdown rows: per set, lever and target precision, the threshold `--target_precision` chose on
+    the validation file and the precision and coverage it realised on the test file (mean over seeds,
+    and the lowest realised precision)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for result in results:
+        for target, found in (result.get("abstain") or {}).items():
+            if found["test_precision"] is not None:
+                groups.setdefault((result["set"], result["run"].split(" (seed")[0], target), []).append(found)
+    rows = [
+        "| set | run | target precision | seeds | realised test precision: mean (lowest) | test coverage: mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, lever, target), group in groups.items():
+        precision = [found["test_precision"] for found in group]
+        coverage = [found["test_coverage"] for found in group]
+        rows.append(
+            f"| {name} | {lever} | {target} | {len(group)} | {sum(precision) / len(group):.3f} ({min(precision):.3f}) "
+            f"| {sum(coverage) / len(group):.1%} |"
         )
     return "\n".join(rows) if len(rows) > 2 else ""
 
@@ -378,7 +484,7 @@ def spread(results: list[dict]) -> str:
             values = [result[key] for result in group]
             cells.append(f"{sum(values) / len(values):.3f} ({max(values) - min(values):.3f})")
         rows.append(f"| {name} | {lever} | {len(group)} | {cells[0]} | {cells[1]} |")
-    return "\n".join(rows)
+    return "\n".join(rows) if any(len(group) > 1 for group in groups.values()) else ""
 
 
 if __name__ == "__main__":

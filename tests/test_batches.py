@@ -85,3 +85,31 @@ def test_each_epoch_draws_the_order_one_generator_running_through_the_run_draws(
         expected = training_order(lengths, 16, rng)
         drawn = training_order(lengths, 16, epoch_generator(42, epoch, lengths, 16))
         assert [list(b) for b in drawn] == [list(b) for b in expected]
+
+
+def test_balanced_draw_draws_every_class_about_equally_often():
+    from bertclf.training.pipeline import balanced_draw
+
+    labels = np.repeat(np.arange(3), [3000, 300, 100])
+    drawn = balanced_draw(labels, np.random.default_rng(0))
+    assert len(drawn) == len(labels)
+    shares = np.bincount(labels[drawn], minlength=3) / len(drawn)
+    np.testing.assert_allclose(shares, [1 / 3] * 3, atol=0.03)  # against 0.88 / 0.09 / 0.03 as given
+
+
+def test_a_balanced_epoch_is_its_own_draw_of_the_texts_and_the_same_again_for_its_seed():
+    from bertclf.inference.batches import Encoded
+
+    n = 120
+    labels = np.repeat(np.arange(2), [110, 10])
+    lengths = np.random.default_rng(1).integers(3, 16, n).astype(np.int32)
+    encoded = Encoded({"token_ids": np.tile(np.arange(16, dtype=np.int32), (n, 1))}, lengths)
+
+    def epoch_labels(seed):
+        return np.concatenate([y for _, y in dataset(encoded, labels, 8, seed=seed, balance=True)])
+
+    first = epoch_labels(7)
+    assert len(first) == n and 40 < (first == 1).sum() < 80  # the 10 rare texts drawn about half the time
+    np.testing.assert_array_equal(first, epoch_labels(7))  # (seed, epoch) decides: a resumed run draws it again
+    plain = np.concatenate([y for _, y in dataset(encoded, labels, 8, seed=7)])
+    assert (plain == 1).sum() == 10

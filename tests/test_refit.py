@@ -11,7 +11,7 @@ ZEBRA = "zebra zebra zebra zebra"
 
 
 @pytest.mark.integration  # trains three models
-def test_refit_all_learns_from_the_held_out_splits_and_says_so(tmp_path, tiny_preset):
+def test_refit_all_learns_from_the_held_out_splits_and_says_so(tmp_path, tiny_preset, capsys):
     """Training rows without the word zebra; validation and test rows of zebra alone. The first run
     (no refit) shows which label its model finds least likely for ZEBRA; the second gives the held-out
     zebra rows that label. Its split model is the first's (same training rows and seed), so only a
@@ -51,6 +51,12 @@ def test_refit_all_learns_from_the_held_out_splits_and_says_so(tmp_path, tiny_pr
     assert model_config["hyperparameters"]["refit"] == "all"
     assert (folder / "logs" / "refit").is_dir()
     assert any(row["stage"].startswith("fit: refit epoch") for row in metrics["time"]["stages"])
+
+    # `evaluate` rebuilds the test split, which this model trained on: it says so.
+    from bertclf.cli import main
+
+    assert main(["evaluate", "--models_dir", str(folder.parent.parent), "--precision", "fp32"]) == 0
+    assert "this model was refitted on train + validation + test" in capsys.readouterr().out
 
 
 @pytest.mark.integration  # trains a model

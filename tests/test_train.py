@@ -92,6 +92,7 @@ def test_interrupted_run_keeps_previous_latest(tiny_run, monkeypatch):
         ("auto", [50, 50, 6], None),  # 8.3x: not
         ("balanced", [20, 10, 10], {0: 40 / 60, 1: 40 / 30, 2: 40 / 30}),
         ("none", [50, 50, 1], None),
+        ("sample", [50, 50, 1], None),  # drawn evenly instead (test_batches), the loss unweighted
     ],
 )
 def test_class_weights(setting, counts, expected, caplog):
@@ -110,6 +111,8 @@ def test_class_weights(setting, counts, expected, caplog):
         assert "weighing them by inverse frequency" in caplog.text
     if setting == "auto":
         assert f"largest {max(counts) / min(counts):.1f}x the smallest" in caplog.text
+    if setting == "sample":
+        assert "so every class is drawn equally often (class_weight sample)" in caplog.text
 
 
 @pytest.mark.integration  # trains a model or runs processes: not the unit tier

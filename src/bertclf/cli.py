@@ -201,6 +201,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f" (recorded at training: accuracy {recorded.get('accuracy', float('nan')):.4f}, "
         f"macro-F1 {recorded.get('macro_f1', float('nan')):.4f})"
     )
+    if predictor.config.get("training", {}).get("refit"):
+        print(
+            "note: this model was refitted on train + validation + test (--refit all), so it has seen these test "
+            "texts: the scores above are not a held-out measure; the recorded ones are the split model's"
+        )
     checked = predictor.golden
     if checked:
         moved = checked["max_difference"]

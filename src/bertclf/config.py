@@ -20,7 +20,7 @@ ENGINES = ("auto", "onnx", "tensorflow")
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What training computes in (the export is float32 whichever): see model.set_training_precision.
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-CLASS_WEIGHTS = ("auto", "balanced", "none")
+CLASS_WEIGHTS = ("auto", "balanced", "sample", "none")
 MULTI_LABEL = ("auto", "on", "off")
 LONG_TEXT = ("truncate", "window")  # how a text longer than max_seq_len is read
 IMBALANCE_RATIO = 10
@@ -284,7 +284,8 @@ class TrainConfig(Workspace):
     # least IMBALANCE_RATIO times the texts of the smallest (below that, weights cost accuracy).
     class_weight: str = _opt(
         "auto",
-        f"balanced: weigh classes by inverse frequency in the loss; none: every text the same; auto: "
+        f"balanced: weigh classes by inverse frequency in the loss; sample: draw each epoch's texts (with "
+        f"replacement) so every class is drawn equally often, loss unweighted; none: every text the same; auto: "
         f"balanced when the largest class is at least {IMBALANCE_RATIO}x the smallest (the log says which)",
         str,
         CLASS_WEIGHTS,

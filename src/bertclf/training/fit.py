@@ -81,6 +81,14 @@ def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> 
     """Per-class loss weights for `cfg.class_weight` (None: every text the same), said in the log."""
     counts = np.bincount(y_train, minlength=len(classes))
     ratio = counts.max() / max(counts.min(), 1)
+    if cfg.class_weight == "sample":
+        log.info(
+            "classes: largest %.1fx the smallest; each epoch draws its %d texts so every class is drawn equally "
+            "often (class_weight sample), the loss unweighted",
+            ratio,
+            len(y_train),
+        )
+        return None
     use = cfg.class_weight == "balanced" or (cfg.class_weight == "auto" and ratio >= IMBALANCE_RATIO)
     if not use:
         if cfg.class_weight == "auto":
@@ -94,6 +102,11 @@ def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> 
         ", ".join(f"{classes[i]} {w:.2f}" for i, w in weights.items()),
     )
     return weights
+
+
+def balanced_sampling(cfg: TrainConfig, y_train: np.ndarray) -> bool:
+    """class_weight sample, on single-label data (class indices, not a 0/1 matrix)."""
+    return cfg.class_weight == "sample" and np.ndim(y_train) == 1
 
 
 def fit(
@@ -133,6 +146,7 @@ def fit(
             epoch=clock.now,
             skip=skip,
             multiple=width,
+            balance=balanced_sampling(cfg, y["train"]),
         )
         classifier.fit(
             train,

@@ -52,6 +52,14 @@ def epoch_generator(seed, epoch: int, lengths, batch_size) -> np.random.Generato
     return rng
 
 
+def balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """len(labels) text indices drawn with replacement so that each class is as likely as any other
+    (a text's chance is 1 / (classes x its class's count)): class-balanced sampling."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    chance = 1.0 / (len(counts) * counts[inverse])
+    return rng.choice(len(labels), size=len(labels), replace=True, p=chance / chance.sum())
+
+
 def dataset(
     encoded: Encoded,
     labels,
@@ -62,6 +70,7 @@ def dataset(
     epoch: Callable[[], int] | None = None,
     skip: int = 0,
     multiple: int = LENGTH_MULTIPLE,
+    balance: bool = False,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of (features, labels) batches padded per batch.
 
@@ -77,13 +86,22 @@ def dataset(
             the order an uninterrupted one does (epoch_generator). Default: iterations counted from 0.
         skip: leave out the first `skip` batches of the (one) epoch: the steps a resumed epoch has done.
         multiple: batch widths are multiples of this many tokens (XLA_WIDTH: fewer shapes to compile).
+        balance: (single-label, with shuffle) each epoch is len(encoded) texts drawn with replacement,
+            every class equally likely (`balanced_draw`), then grouped by length as usual.
     """
     labels = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int32)
     label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.float32 if labels.ndim == 2 else tf.int32)
     now = epoch or itertools.count().__next__
 
     def generate():
-        if shuffle:
+        if shuffle and balance:
+            epoch_now = now()
+            drawn = balanced_draw(labels, np.random.default_rng(None if seed is None else [seed, epoch_now, 1]))
+            order = training_order(
+                encoded.lengths[drawn], batch_size, epoch_generator(seed, epoch_now, encoded.lengths, batch_size)
+            )
+            batches = [drawn[index] for index in order]
+        elif shuffle:
             batches = training_order(
                 encoded.lengths, batch_size, epoch_generator(seed, now(), encoded.lengths, batch_size)
             )

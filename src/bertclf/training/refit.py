@@ -23,6 +23,7 @@ from bertclf.config import TrainConfig
 from bertclf.inference.batches import LENGTH_MULTIPLE, XLA_WIDTH, Encoded
 from bertclf.pretrained import Checkpoint
 from bertclf.training.calibration import fold_temperature
+from bertclf.training.fit import balanced_sampling
 from bertclf.training.fused import fused_layers
 from bertclf.training.model import (
     build_classifier,
@@ -94,9 +95,8 @@ def refit_all(
     with fused_layers(classifier) if not cfg.xla else contextlib.nullcontext():
         if cfg.head_init == "probe":
             with stages("refit: probe head"):
-                init_head_from_probe(
-                    classifier, every, labels, cfg.batch_size, balanced=weights is not None, seed=cfg.seed
-                )
+                balanced = weights is not None or balanced_sampling(cfg, labels)
+                init_head_from_probe(classifier, every, labels, cfg.batch_size, balanced=balanced, seed=cfg.seed)
         steps = math.ceil(len(every) / cfg.batch_size)
         compile_classifier(
             classifier,
@@ -109,7 +109,14 @@ def refit_all(
             label_smoothing=cfg.label_smoothing,
         )
         history = classifier.fit(
-            dataset(every, labels, cfg.batch_size, seed=cfg.seed, multiple=XLA_WIDTH if cfg.xla else LENGTH_MULTIPLE),
+            dataset(
+                every,
+                labels,
+                cfg.batch_size,
+                seed=cfg.seed,
+                multiple=XLA_WIDTH if cfg.xla else LENGTH_MULTIPLE,
+                balance=balanced_sampling(cfg, labels),
+            ),
             epochs=epochs,
             callbacks=[EpochTimes(stages, refit=True), keras.callbacks.TensorBoard(log_dir=log_dir)],
             class_weight=weights,

@@ -36,7 +36,7 @@ from bertclf.training.data import Splits, load_splits
 from bertclf.training.devices import is_chief, strategy_for
 from bertclf.training.evaluate import baseline_metrics, evaluate_model
 from bertclf.training.export import data_record, export_model, write_golden_texts
-from bertclf.training.fit import class_weights, fit
+from bertclf.training.fit import balanced_sampling, class_weights, fit
 from bertclf.training.fused import fused_layers
 from bertclf.training.model import (
     build_classifier,
@@ -168,8 +168,10 @@ def _train(
         "labels (multi-label: several per text)" if multi else "classes",
     )
     weights = None if multi else class_weights(cfg, y["train"], classes)
-    if multi and cfg.class_weight == "balanced":
-        log.warning("class_weight balanced is for single-label data; multi-label trains without class weights")
+    if multi and cfg.class_weight in ("balanced", "sample"):
+        log.warning(
+            "class_weight %s is for single-label data; multi-label trains without class weights", cfg.class_weight
+        )
 
     # === Model ===
     cfg, model = prepare_model(cfg, splits, stages)
@@ -193,7 +195,12 @@ def _train(
     if cfg.head_init == "probe" and not run.has_checkpoint:  # a checkpoint's weights replace the head anyway
         with stages("probe head (head_init=probe)"):
             init_head_from_probe(
-                classifier, encoded["train"], y["train"], cfg.batch_size, balanced=weights is not None, seed=cfg.seed
+                classifier,
+                encoded["train"],
+                y["train"],
+                cfg.batch_size,
+                balanced=weights is not None or balanced_sampling(cfg, y["train"]),
+                seed=cfg.seed,
             )
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     compile_classifier(
