@@ -47,6 +47,7 @@ LEVERS = {
     "float32": ["--precision", "float32"],  # against the default auto (bfloat16 where the CPU computes it)
     "global_clip": ["--gradient_clipping", "global"],  # BERT's clipping by the whole gradient's norm
     "label_smoothing_0.1": ["--label_smoothing", "0.1"],
+    "ema_0.99": ["--ema", "0.99"],  # the weights' moving average over about the last 100 steps
     "class_weight_none": ["--class_weight", "none"],  # against auto (balanced on sets 10x imbalanced)
     "class_weight_balanced": ["--class_weight", "balanced"],
     "class_weight_sample": ["--class_weight", "sample"],  # class-balanced sampling instead of weights

@@ -44,8 +44,9 @@ def trained_weights(fused: bool, jit_compile: bool = False, **settings):
         {"global_clipnorm": 0.05},
         {"clipvalue": 0.01},
         {"clipnorm": 1.0, "layer_decay": 0.5},
+        {"clipnorm": 1.0, "use_ema": True, "ema_momentum": 0.8},
     ],
-    ids=["clipnorm", "global_clipnorm", "clipvalue", "layer_decay"],
+    ids=["clipnorm", "global_clipnorm", "clipvalue", "layer_decay", "moving_average"],
 )
 def test_the_compiled_update_is_keras_adamw(settings):
     keras_way = trained_weights(fused=False, **settings)
@@ -79,3 +80,30 @@ def test_the_update_is_traced_once_whatever_the_batch_widths():
     model.fit(batches, epochs=2, verbose=0, shuffle=False)
     assert int(optimizer.iterations.numpy()) == 8
     assert optimizer._update.experimental_get_tracing_count() == 1
+
+
+def test_with_a_moving_average_validation_and_the_best_weights_are_the_average():
+    from bertclf.training.fit import AverageIsBest
+
+    keras.utils.set_random_seed(3)
+    model = tiny_model()
+    optimizer = FusedAdamW(learning_rate=0.05, weight_decay=0.01, clipnorm=1.0, use_ema=True, ema_momentum=0.9)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 20, (64, 5)).astype("int32"), rng.integers(0, 3, 64)
+    stopping = keras.callbacks.EarlyStopping(restore_best_weights=True, patience=5)
+    raw: list = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: raw.extend(w.numpy() for w in model.weights))
+    callbacks = [keras.callbacks.SwapEMAWeights(), stopping, AverageIsBest(stopping), record]
+    history = model.fit(
+        x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, validation_data=(x, y), callbacks=callbacks
+    )
+    averages = optimizer.averages()
+    assert averages and all(id(v) in averages for v in model.trainable_variables)
+    for weight, best in zip(model.weights, stopping.best_weights, strict=True):
+        np.testing.assert_array_equal(best, averages[id(weight)].numpy())
+    # the model trained on from its own weights, not the average
+    assert any(not np.allclose(a, b) for a, b in zip(raw, stopping.best_weights, strict=True))
+    optimizer.use_averages(model.trainable_variables)
+    loss = model.evaluate(x, y, batch_size=16, verbose=0)
+    assert loss == pytest.approx(history.history["val_loss"][0], rel=1e-5)  # validation scored the average

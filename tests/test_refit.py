@@ -60,7 +60,7 @@ def test_refit_all_learns_from_the_held_out_splits_and_says_so(tmp_path, tiny_pr
 
 
 @pytest.mark.integration  # trains a model
-def test_label_smoothing_and_global_clipping_train_export_and_load(tmp_path, tiny_preset):
+def test_label_smoothing_global_clipping_and_a_moving_average_train_export_and_load(tmp_path, tiny_preset):
     from bertclf.inference.predictor import Predictor
     from conftest import make_texts, train_tiny
 
@@ -72,8 +72,10 @@ def test_label_smoothing_and_global_clipping_train_export_and_load(tmp_path, tin
         n_epochs=2,
         label_smoothing=0.1,
         gradient_clipping="global",
+        ema=0.9,
     )
     assert model_config["hyperparameters"]["label_smoothing"] == 0.1
+    assert model_config["hyperparameters"]["ema"] == 0.9
     assert model_config["hyperparameters"]["gradient_clipping"] == "global"
     keras_model = Predictor(folder, engine="tensorflow")  # the Keras model loads under safe mode
     graph = Predictor(folder, precision="fp32")
@@ -116,6 +118,7 @@ def test_gradient_clipping_setting_picks_the_optimizer_clip(tiny_preset, setting
     [
         ({"label_smoothing": 1.0}, "label_smoothing must be in [0, 1), got 1.0 (try 0.1)"),
         ({"refit": "yes"}, "refit must be one of none, all, got 'yes'"),
+        ({"ema": 1.0}, "ema must be in [0, 1), got 1.0 (try 0.99)"),
         ({"gradient_clipping": "layer"}, "gradient_clipping must be one of tensor, global, none, got 'layer'"),
     ],
 )

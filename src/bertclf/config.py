@@ -255,6 +255,11 @@ class TrainConfig(Workspace):
         "train towards targets that move this share of the probability from the given label to all labels "
         "evenly (e.g. 0.1), so the model is less sure of noisy labels; 0: the labels as given",
     )
+    ema: float = _opt(
+        0.0,
+        "keep an exponential moving average of the weights, updated each step with this momentum (e.g. 0.99: "
+        "about the last 100 steps), validate and early-stop on it, and export the average; 0: off",
+    )
     refit: str = _opt(
         "none",
         "all: once the run has chosen its epochs, learning rate and calibration on the splits and reported the "
@@ -389,6 +394,7 @@ class TrainConfig(Workspace):
                     0 <= self.label_smoothing < 1,
                     f"label_smoothing must be in [0, 1), got {self.label_smoothing} (try 0.1)",
                 ),
+                (0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema} (try 0.99)"),
                 (self.refit in REFIT, f"refit must be one of {', '.join(REFIT)}, got {self.refit!r}"),
                 (self.resume in ("auto", "never"), f"resume must be auto or never, got {self.resume!r}"),
                 (

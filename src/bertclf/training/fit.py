@@ -77,6 +77,25 @@ class Throughput(keras.callbacks.Callback):
         return self.n_examples * len(timed) / sum(timed) if timed else 0.0
 
 
+class AverageIsBest(keras.callbacks.Callback):
+    """With a moving average of the weights (--ema): the weights early stopping keeps when an epoch
+    is its best so far are the average's, which that epoch's validation scored (SwapEMAWeights puts
+    the average into the model for the validation pass only, so training goes on from its own weights).
+    Runs after `stopping` at each epoch's end, before the checkpoint saves its best weights."""
+
+    def __init__(self, stopping: keras.callbacks.EarlyStopping):
+        super().__init__()
+        self.stopping = stopping
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopping.best_epoch != epoch or self.stopping.wait != 0:
+            return
+        averages = self.model.optimizer.averages()
+        self.stopping.best_weights = [
+            np.array(averages[id(w)]) if id(w) in averages else np.array(w) for w in self.model.weights
+        ]
+
+
 def class_weights(cfg: TrainConfig, y_train: np.ndarray, classes: list[str]) -> dict[int, float] | None:
     """Per-class loss weights for `cfg.class_weight` (None: every text the same), said in the log."""
     counts = np.bincount(y_train, minlength=len(classes))
@@ -127,7 +146,9 @@ def fit(
         clock,
         keras.callbacks.TensorBoard(log_dir=str(run.logs)),
         StepLearningRateLogger(run.logs / "train"),
+        *([keras.callbacks.SwapEMAWeights()] if cfg.ema else []),  # validation scores the average
         stopping,
+        *([AverageIsBest(stopping)] if cfg.ema else []),
         throughput,
         Checkpointer(run, stopping, steps, cfg.checkpoint_every, lambda: before + time.perf_counter() - started),
     ]

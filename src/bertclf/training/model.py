@@ -120,13 +120,15 @@ def compile_classifier(
     fused_update=True,
     gradient_clipping="tensor",
     label_smoothing=0.0,
+    ema=0.0,
 ):
     """AdamW with BERT's weight decay (not on biases or layer norms), cross-entropy on logits;
     with layer_decay < 1, each of the `num_layers` transformer layers below the head learns
     layer_decay times slower than the one above it. Multi-label: binary cross-entropy per class on
     sigmoid outputs (accuracy: of every text-class decision at probability 0.5). The gradient is
     clipped to norm 1: each weight's on its own (gradient_clipping "tensor", Keras's clipnorm), all
-    together ("global", BERT's and PyTorch's) or not ("none"); label_smoothing: training_loss's.
+    together ("global", BERT's and PyTorch's) or not ("none"); label_smoothing: training_loss's;
+    ema > 0: the optimizer keeps a moving average of the weights with that momentum.
 
     The optimizer's update is compiled with XLA whatever `jit_compile` says (optimizer.FusedAdamW;
     `fused_update=False`: Keras's own). `jit_compile` compiles the whole step, once per batch shape:
@@ -134,7 +136,13 @@ def compile_classifier(
     """
     clipping = {"tensor": {"clipnorm": 1.0}, "global": {"global_clipnorm": 1.0}, "none": {}}[gradient_clipping]
     optimizer = FusedAdamW(
-        num_layers, layer_decay, fused=fused_update, learning_rate=learning_rate, weight_decay=0.01, **clipping
+        num_layers,
+        layer_decay,
+        fused=fused_update,
+        learning_rate=learning_rate,
+        weight_decay=0.01,
+        **clipping,
+        **({"use_ema": True, "ema_momentum": ema} if ema else {}),
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "LayerNorm", "layer_norm"])
     if multi_label:

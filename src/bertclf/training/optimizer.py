@@ -46,9 +46,13 @@ class FusedAdamW(keras.optimizers.AdamW):
         fused: compile the update (False: Keras's own update, op by op, e.g. to compare).
         **kwargs: keras.optimizers.AdamW's (learning_rate, weight_decay, clipnorm or global_clipnorm, ...).
 
-    The compiled path is taken on one device without gradient accumulation or moving averages;
-    elsewhere (several replicas of a distribution strategy) Keras's update runs, with the same
-    layer-wise factors.
+    With `use_ema=True` (keras's exponential moving average of the weights, `ema_momentum`) the
+    compiled update keeps the averages too, as keras does (the first step copies the weights).
+    Keras puts the averages into the model at the end of every `fit`; here that is the caller's
+    choice (`use_averages`): a resumed run fits twice, and must go on from its own weights.
+
+    The compiled path is taken on one device without gradient accumulation; elsewhere (several
+    replicas of a distribution strategy) Keras's update runs, with the same layer-wise factors.
     """
 
     def __init__(self, num_layers: int = 0, layer_decay: float = 1.0, fused: bool = True, **kwargs):
@@ -71,7 +75,24 @@ class FusedAdamW(keras.optimizers.AdamW):
 
     def _compiled_path(self) -> bool:
         one_device = tf.distribute.get_strategy().num_replicas_in_sync == 1
-        return self.fused and one_device and not self.gradient_accumulation_steps and not self.use_ema
+        return self.fused and one_device and not self.gradient_accumulation_steps and not self.ema_overwrite_frequency
+
+    def finalize_variable_values(self, var_list):
+        """Keras calls this at the end of each fit to put the moving averages into the model: not
+        here (see the class docstring); `use_averages` does it when the caller wants."""
+
+    def averages(self) -> dict[int, "tf.Variable"]:
+        """id(trainable variable) -> its moving average (use_ema), else empty."""
+        if not self.use_ema or not self.built:
+            return {}
+        return {id(v): a for v, a in zip(self._trainable_variables, self._model_variables_moving_average, strict=True)}
+
+    def use_averages(self, variables) -> None:
+        """Set each of `variables` that has a moving average to it."""
+        averages = self.averages()
+        for variable in variables:
+            if id(variable) in averages:
+                variable.assign(averages[id(variable)])
 
     def _backend_apply_gradients(self, grads, trainable_variables):
         if not self._compiled_path():
@@ -82,6 +103,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         rows = [g.values if isinstance(g, tf.IndexedSlices) else None for g in grads]
         tokens = [g.indices if isinstance(g, tf.IndexedSlices) else None for g in grads]
         indices = [self._get_variable_index(v) for v in trainable_variables]
+        averages = [self._model_variables_moving_average[i].value for i in indices] if self.use_ema else None
         self._update(
             dense,
             rows,
@@ -93,10 +115,16 @@ class FusedAdamW(keras.optimizers.AdamW):
             tf.cast(self.iterations + 1, tf.float32),
             tuple(self._scales[i] for i in indices),
             tuple(self.weight_decay is not None and self._use_weight_decay(v) for v in trainable_variables),
+            averages,
+            # keras's: the first step's average is the weights themselves
+            tf.cast(self.iterations > 0, tf.float32) * float(self.ema_momentum or 0.0),
         )
 
-    def _fused_update(self, grads, rows, tokens, variables, momentums, velocities, learning_rate, step, scales, decays):
-        """Clip, decay and update every weight (traced once: the Python loop unrolls into one graph).
+    def _fused_update(
+        self, grads, rows, tokens, variables, momentums, velocities, learning_rate, step, scales, decays, averages, ema
+    ):
+        """Clip, decay and update every weight (traced once: the Python loop unrolls into one graph),
+        and (averages not None) each weight's moving average with momentum `ema`.
 
         grads[i]: a dense gradient, or None for an embedding table, whose gradient is rows[i], a row
         per token of the batch, for the table rows tokens[i]. Keras's ops on such a gradient sum a
@@ -143,4 +171,7 @@ class FusedAdamW(keras.optimizers.AdamW):
                 v_new = tf.tensor_scatter_nd_add(v.read_value() * beta_2, at, tf.square(r) * (1 - beta_2))
             m.assign(m_new)
             v.assign(v_new)
-            var.assign(value - m_new * (learning_rate * scales[i] * correction) / (tf.sqrt(v_new) + self.epsilon))
+            updated = value - m_new * (learning_rate * scales[i] * correction) / (tf.sqrt(v_new) + self.epsilon)
+            var.assign(updated)
+            if averages is not None:
+                averages[i].assign(ema * averages[i].read_value() + (1 - ema) * updated)

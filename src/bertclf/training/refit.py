@@ -107,6 +107,7 @@ def refit_all(
             jit_compile=cfg.xla,
             gradient_clipping=cfg.gradient_clipping,
             label_smoothing=cfg.label_smoothing,
+            ema=cfg.ema,
         )
         history = classifier.fit(
             dataset(
@@ -123,6 +124,8 @@ def refit_all(
             verbose=1 if sys.stdout.isatty() else 2,
             shuffle=False,  # the dataset draws each epoch's length-grouped order from (seed, epoch)
         )
+    if cfg.ema:  # the average, as the split run exported
+        classifier.optimizer.use_averages(classifier.trainable_variables)
     if cfg.precision != "float32":
         with stages("float32 copy of the model"):
             classifier = float32_twin(classifier)

@@ -212,6 +212,7 @@ def _train(
         jit_compile=cfg.xla,
         gradient_clipping=cfg.gradient_clipping,
         label_smoothing=cfg.label_smoothing,
+        ema=cfg.ema,
     )
     if cfg.xla:
         log.info(
