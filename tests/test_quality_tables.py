@@ -1,0 +1,56 @@
+"""benchmarks/quality.py's verdicts: what decides whether a lever becomes a default (issue 28)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def runs(lever, accuracies, name="debian"):
+    return [
+        {"set": name, "run": lever, "lever": lever, "seed": str(seed), "accuracy": a, "macro_f1": a}
+        for seed, a in zip((42, 1, 2), accuracies, strict=False)
+    ]
+
+
+def verdict(table: str, lever: str) -> str:
+    row = next(line for line in table.splitlines() if f"| {lever} |" in line)
+    return row.rstrip(" |").rsplit("| ", 1)[-1]
+
+
+@pytest.mark.parametrize(
+    ("lever", "accuracies", "expected"),
+    [
+        ("wins_beyond_spread", [0.87, 0.86, 0.87], "wins"),  # +2.3 on average, every seed, spread 1
+        ("within_spread", [0.851, 0.841, 0.851], "noise"),  # every seed +0.1: below the spread
+        ("seeds_disagree", [0.90, 0.83, 0.86], "noise"),  # +2 on average, one seed lower
+        ("loses", [0.82, 0.81, 0.82], "loses"),
+    ],
+)
+def test_a_lever_wins_only_when_every_seed_agrees_beyond_the_defaults_spread(quality, lever, accuracies, expected):
+    table = quality.paired(runs("default", [0.85, 0.84, 0.85]) + runs(lever, accuracies))
+    assert verdict(table, lever) == expected
+
+
+def test_refit_is_paired_with_the_held_out_default_not_the_default(quality):
+    results = runs("default", [0.70, 0.70, 0.70]) + runs("default_holdout", [0.85, 0.84, 0.85])
+    table = quality.paired(results + runs("refit_all", [0.86, 0.85, 0.86]))
+    row = next(line for line in table.splitlines() if "| refit_all |" in line)
+    assert "| default_holdout |" in row and "+0.0100" in row
+
+
+def test_the_abstain_table_reports_realised_precision_against_the_target(quality):
+    found = {"0.95": {"threshold": 0.8, "reached_on_validation": True, "test_precision": 0.93, "test_coverage": 0.6}}
+    results = [{**run, "abstain": found} for run in runs("default", [0.85, 0.84])]
+    results[1]["abstain"] = {"0.95": {**found["0.95"], "test_precision": 0.97}}
+    assert "| debian | default | 0.95 | 2 | 0.950 (0.930) | 60.0% |" in quality.abstain_table(results)
