@@ -411,18 +411,22 @@ def paired(results: list[dict]) -> str:
     default_holdout: BASELINE) on the same set and seed (so on the same splits and the same
     initialisation but for the lever): the mean of the per-seed differences, their range, the
     baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when every
-    seed agrees and the mean difference exceeds the baseline's spread; else it is noise."""
+    seed agrees and the mean difference exceeds the baseline's spread; else it is noise. The TF-IDF
+    blend each run measures on its own model is the lever "<lever> + blend", against that lever."""
     runs: dict[tuple[str, str], dict[str, dict]] = {}
     for result in results:
         if result.get("lever") is not None and result.get("seed") is not None:
             runs.setdefault((result["set"], result["lever"]), {})[str(result["seed"])] = result
+            if result.get("blend"):
+                blended = {"accuracy": result["blend"]["accuracy"], "macro_f1": result["blend"]["macro_f1"]}
+                runs.setdefault((result["set"], f"{result['lever']} + blend"), {})[str(result["seed"])] = blended
     rows = [
         "| set | lever | against | seeds | accuracy: mean difference (range) | macro-F1: mean difference (range) "
         "| baseline's spread (acc / F1) | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for (name, lever), by_seed in runs.items():
-        baseline = BASELINE.get(lever, "default")
+        baseline = lever.removesuffix(" + blend") if lever.endswith(" + blend") else BASELINE.get(lever, "default")
         base = runs.get((name, baseline))
         if lever == baseline or not base:
             continue

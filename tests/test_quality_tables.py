@@ -54,3 +54,10 @@ def test_the_abstain_table_reports_realised_precision_against_the_target(quality
     results = [{**run, "abstain": found} for run in runs("default", [0.85, 0.84])]
     results[1]["abstain"] = {"0.95": {**found["0.95"], "test_precision": 0.97}}
     assert "| debian | default | 0.95 | 2 | 0.950 (0.930) | 60.0% |" in quality.abstain_table(results)
+
+
+def test_the_tfidf_blend_is_paired_with_the_model_it_blends(quality):
+    results = runs("default", [0.85, 0.84, 0.85])
+    for result, blended in zip(results, (0.88, 0.87, 0.88), strict=True):
+        result["blend"] = {"weight": 0.5, "accuracy": blended, "macro_f1": blended}
+    assert verdict(quality.paired(results), "default + blend") == "wins"
