@@ -203,3 +203,19 @@ def test_make_train_on_a_multi_label_file_reports_its_scores(tmp_path, tiny_pres
     assert result.returncode == 0, result.stderr
     assert "test subset accuracy" in result.stdout and "micro-F1" in result.stdout
     assert "multi-label" in result.stderr and "trains without class weights" in result.stderr
+
+
+@pytest.mark.integration  # trains a model twice over (the split run and its refit)
+def test_a_multi_label_refit_keeps_the_thresholds_and_serves(tmp_path, tiny_pretrained_preset):
+    texts, labels = make_multilabel_texts(120, seed=2)
+    settings = dict(max_seq_len=16, n_epochs=3, patience=3, refit="all", label_smoothing=0.1)
+    _, folder, model_config = train_tiny(tmp_path, tiny_pretrained_preset, zip(texts, labels, strict=True), **settings)
+    refit = model_config["training"]["refit"]
+    assert refit["texts"] == 120 and refit["epochs"] == model_config["training"]["best_epoch"]
+    assert "temperature" not in refit  # multi-label models are not temperature-calibrated
+    predictor = Predictor(folder, precision="fp32")
+    assert predictor.thresholds.tolist() == pytest.approx(
+        [model_config["multi_label"]["thresholds"][name] for name in predictor.classes]
+    )
+    answers, _ = predictor.predict(["apple apple banana", "hammer saw drill"])
+    assert all(isinstance(answer, list) for answer in answers)
