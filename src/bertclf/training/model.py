@@ -8,6 +8,7 @@ import keras_hub
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from bertclf.config import TrainConfig
 from bertclf.cpu import BF16_CPU_FLAGS, cpu_flags
 from bertclf.errors import ConfigError
 from bertclf.inference.batches import Encoded, predict_in_order
@@ -15,6 +16,7 @@ from bertclf.pretrained import Checkpoint
 from bertclf.training.keras_engine import keras_safe_mode
 from bertclf.training.optimizer import FusedAdamW
 from bertclf.training.pipeline import traced_forward
+from bertclf.training.schedule import build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,22 @@ def compile_classifier(
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     loss = training_loss(multi_label, label_smoothing)
     classifier.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit_compile)
+
+
+def compile_for_run(classifier, cfg: TrainConfig, num_layers: int, steps_per_epoch: int, multi_label: bool) -> None:
+    """compile_classifier with a run's settings: its warmup + decay schedule over cfg.n_epochs epochs of
+    `steps_per_epoch` steps, layer decay, XLA, clipping, label smoothing and moving average."""
+    compile_classifier(
+        classifier,
+        build_schedule(cfg, steps_per_epoch),
+        layer_decay=cfg.layer_decay,
+        num_layers=num_layers,
+        multi_label=multi_label,
+        jit_compile=cfg.xla,
+        gradient_clipping=cfg.gradient_clipping,
+        label_smoothing=cfg.label_smoothing,
+        ema=cfg.ema,
+    )
 
 
 # The probe's texts at most: its forward pass costs a third of an epoch, and a linear probe on

@@ -27,13 +27,12 @@ from bertclf.training.fit import balanced_sampling
 from bertclf.training.fused import fused_layers
 from bertclf.training.model import (
     build_classifier,
-    compile_classifier,
+    compile_for_run,
     float32_twin,
     init_head_from_probe,
     set_training_precision,
 )
 from bertclf.training.pipeline import dataset
-from bertclf.training.schedule import build_schedule
 from bertclf.training.stages import EpochTimes, Stages
 
 log = logging.getLogger(__name__)
@@ -93,22 +92,13 @@ def refit_all(
         classifier = build_classifier(checkpoint, num_classes, int(cfg.max_seq_len), cfg.dropout)
     classifier.preprocessor = None  # fed token ids, as the split run
     with fused_layers(classifier) if not cfg.xla else contextlib.nullcontext():
+        sampled = balanced_sampling(cfg, labels)
         if cfg.head_init == "probe":
             with stages("refit: probe head"):
-                balanced = weights is not None or balanced_sampling(cfg, labels)
+                balanced = weights is not None or sampled
                 init_head_from_probe(classifier, every, labels, cfg.batch_size, balanced=balanced, seed=cfg.seed)
         steps = math.ceil(len(every) / cfg.batch_size)
-        compile_classifier(
-            classifier,
-            build_schedule(cfg, steps),
-            layer_decay=cfg.layer_decay,
-            num_layers=checkpoint.num_layers,
-            multi_label=multi_label,
-            jit_compile=cfg.xla,
-            gradient_clipping=cfg.gradient_clipping,
-            label_smoothing=cfg.label_smoothing,
-            ema=cfg.ema,
-        )
+        compile_for_run(classifier, cfg, checkpoint.num_layers, steps, multi_label)
         history = classifier.fit(
             dataset(
                 every,
@@ -116,7 +106,7 @@ def refit_all(
                 cfg.batch_size,
                 seed=cfg.seed,
                 multiple=XLA_WIDTH if cfg.xla else LENGTH_MULTIPLE,
-                balance=balanced_sampling(cfg, labels),
+                balance=sampled,
             ),
             epochs=epochs,
             callbacks=[EpochTimes(stages, refit=True), keras.callbacks.TensorBoard(log_dir=log_dir)],

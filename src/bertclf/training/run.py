@@ -41,7 +41,7 @@ from bertclf.training.fused import fused_layers
 from bertclf.training.model import (
     build_classifier,
     choose_precision,
-    compile_classifier,
+    compile_for_run,
     float32_twin,
     init_head_from_probe,
     set_training_precision,
@@ -49,7 +49,6 @@ from bertclf.training.model import (
 from bertclf.training.pipeline import encode, token_counts, traced_forward, traced_preprocessor
 from bertclf.training.refit import calibrate_like, refit_all
 from bertclf.training.resume import fingerprint, open_run
-from bertclf.training.schedule import build_schedule
 from bertclf.training.stages import Stages, table
 
 log = logging.getLogger(__name__)
@@ -203,17 +202,7 @@ def _train(
                 seed=cfg.seed,
             )
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-    compile_classifier(
-        classifier,
-        build_schedule(cfg, steps_per_epoch),
-        layer_decay=cfg.layer_decay,
-        num_layers=checkpoint.num_layers,
-        multi_label=multi,
-        jit_compile=cfg.xla,
-        gradient_clipping=cfg.gradient_clipping,
-        label_smoothing=cfg.label_smoothing,
-        ema=cfg.ema,
-    )
+    compile_for_run(classifier, cfg, checkpoint.num_layers, steps_per_epoch, multi)
     if cfg.xla:
         log.info(
             "xla: the training step is compiled once per batch shape (batches padded to multiples of %d tokens: "
