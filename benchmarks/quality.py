@@ -321,7 +321,9 @@ def main(argv=None):
     parser.add_argument("--seeds", help="comma-separated: each lever runs once per seed (default: make train's --seed)")
     parser.add_argument("--hf_python", help="interpreter with torch + transformers: also run the HF reference")
     parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ holds the checkpoint")
-    parser.add_argument("--results", default="data/real/results.jsonl", help="JSON lines appended per run")
+    parser.add_argument(
+        "--results", default=None, help="JSON lines appended per run (default: results.jsonl in --data_dir)"
+    )
     parser.add_argument(
         "--tables",
         metavar="RESULTS",
@@ -346,6 +348,9 @@ def main(argv=None):
     checkpoint = resolve(DEFAULT_MODEL, args.model_dir)  # fetched once, before any timing
     pretrained = Path(args.model_dir).resolve() / "pretrained"
     data_dir = Path(args.data_dir)
+    results_file = Path(args.results) if args.results else data_dir / "results.jsonl"
+    if not results_file.parent.is_dir():  # checked now: a run is minutes to hours of work
+        parser.error(f"--results {results_file}: the folder {results_file.parent} does not exist")
     results = []
     for name in [s for s in args.sets.split(",") if s]:
         data = data_dir / f"{name}.csv"
@@ -392,7 +397,7 @@ def main(argv=None):
                 }
             )
             results.append(result)
-            with open(args.results, "a", encoding="utf-8") as file:
+            with open(results_file, "a", encoding="utf-8") as file:
                 file.write(json.dumps(result) + "\n")
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print_tables(results)
