@@ -105,7 +105,7 @@ DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has di
 
 .PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
 	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-unit docs docs-build test-reliability test-slow bench bench-train bench-torch bench-serve bench-label \
-	clean
+	install-engines java clean
 
 # The published address of the api container: API_HOST/api_port, else BERTCLF_HOST/BERTCLF_PORT (a
 # container's 0.0.0.0 would publish it on every interface), else loopback:5000.
@@ -267,8 +267,27 @@ docs-build: $(STAMP) ## build the docs site into site/ with --strict (broken lin
 test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1) under overload, kill -9, hot swaps, hostile input (~5 min); prints a table
 	$(BIN)/python -m pytest -m reliability tests/test_reliability.py
 
-test-slow: $(STAMP) ## run the slow tests (real pretrained model) and networked ones
+test-slow: $(STAMP) $(ENGINES_STAMP) java ## run the slow tests (real pretrained model, Ray and Spark) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"
+
+# Ray and Spark (predict --engine ray, bertclf.spark.udf): their extras on top of the full install.
+ENGINES_STAMP := $(VENV)/.installed-engines-$(PYPROJECT_SUM)
+$(ENGINES_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[train,test,ray,spark]'
+	@touch $@
+
+install-engines: $(ENGINES_STAMP) java ## add Ray and Spark (labelling on a cluster) to .venv, and Java 17 for Spark
+
+java: ## Spark needs Java 17+: install Debian's openjdk-17-jre-headless where it is missing (as root), else say what to install
+	@if java -version 2>&1 | grep -Eq 'version "(1[7-9]|2[0-9])'; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Spark needs Java 17: installing Debian's openjdk-17-jre-headless"; \
+		apt-get install -y -q openjdk-17-jre-headless >/dev/null || { apt-get update -q >/dev/null && \
+			apt-get install -y -q openjdk-17-jre-headless >/dev/null; }; \
+	else \
+		echo "Spark needs Java 17 or newer and none is on PATH: install it, e.g. 'sudo apt-get install" \
+			"openjdk-17-jre-headless' (Debian/Ubuntu) or 'brew install openjdk@17' (macOS)"; exit 1; \
+	fi
 
 bench: bench-train bench-serve ## run both benchmarks below (about an hour on 2 cores)
 

@@ -4,7 +4,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,21 +16,7 @@ from bertclf.inference.predictor import Predictor
 from bertclf.inference.runtime import SERVING_GRAPH
 from bertclf.training.data import load_splits, split_labels
 from bertclf.training.evaluate import evaluate_saved_model
-from conftest import FILLER, WORDS, make_app, train_tiny, wait_until, write_csv
-
-
-def make_multilabel_texts(n, seed=0):
-    """(texts, labels): each text has the words of one or two classes; its label names them all."""
-    rng = np.random.default_rng(seed)
-    names = sorted(WORDS)
-    texts, labels = [], []
-    for _ in range(n):
-        chosen = sorted(rng.choice(names, size=int(rng.integers(1, 3)), replace=False))
-        words = [str(rng.choice(WORDS[c])) for c in chosen for _ in range(3)] + [str(rng.choice(FILLER))]
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append("|".join(chosen))
-    return texts, labels
+from conftest import make_app, make_multilabel_texts, train_tiny, wait_until, write_csv
 
 
 def test_split_labels_and_multi_hot():
@@ -96,21 +81,6 @@ def test_multi_label_on_the_command_line(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "expected auto, on or off, got 'sometimes'" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory, tiny_pretrained_preset):
-    # Learnt with room to spare on any CPU: from features that already tell the classes apart, on
-    # 300 texts for 12 epochs, micro-F1 0.99-1.0 with oneDNN's kernels on or off. From random
-    # features, 150 texts and 8 epochs gave 0.79-0.84: which side of 0.8 a run fell on depended on
-    # the CPU's kernels (AVX-512 machines failed). 12 epochs are enough here (train_tiny's 16 are for
-    # random features).
-    texts, labels = make_multilabel_texts(300, seed=1)
-    rows = zip(texts, labels, strict=True)
-    root = tmp_path_factory.mktemp("multilabel")
-    settings = dict(max_seq_len=16, n_epochs=12, patience=12)
-    cfg, folder, model_config = train_tiny(root, tiny_pretrained_preset, rows, **settings)
-    return Path(cfg.models_dir), folder, model_config
 
 
 def test_training_tunes_a_threshold_per_label_and_scores_the_test_split(multilabel_run):

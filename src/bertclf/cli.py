@@ -166,6 +166,8 @@ def _label_file(cfg: LabelConfig) -> int:
     from bertclf.inference.predictor import Predictor
 
     assert cfg.input is not None and cfg.output is not None  # LabelConfig checks they come together
+    if cfg.engine == "ray":
+        return _label_files_on_ray(cfg)
     predictor = Predictor.from_config(cfg, threads=os.cpu_count())
     print(
         f"model: {predictor.name} ({predictor.precision} on {predictor.runtime}: {predictor.precision_reason})",
@@ -183,6 +185,38 @@ def _label_file(cfg: LabelConfig) -> int:
     print(
         f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
         f"({done['rows_per_second']:,.0f} rows/s) into {cfg.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _label_files_on_ray(cfg: LabelConfig) -> int:
+    from bertclf.ray import label_files
+    from bertclf.registry import chosen_model_folder
+
+    assert cfg.input is not None and cfg.output is not None
+    folder = chosen_model_folder(cfg.models_dir, cfg.model_dir)
+    print(f"model: {folder.name}; labelling {cfg.input} with Ray ...", file=sys.stderr)
+    done = label_files(
+        folder,
+        cfg.input,
+        cfg.output,
+        text_column=cfg.text_column,
+        top_k=cfg.top_k,
+        address=cfg.address,
+        workers=cfg.workers,
+        worker_cpus=cfg.worker_cpus,
+        chunk_rows=cfg.chunk_rows,
+        escape_formulas=cfg.escape_formulas,
+        precision=cfg.precision,
+        min_confidence=cfg.min_confidence,
+        max_seq_len=cfg.max_seq_len,
+        long_text=cfg.long_text,
+    )
+    print(
+        f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
+        f"({done['rows_per_second']:,.0f} rows/s, {done['workers']} Ray workers) into {done['files']} files in "
+        f"{cfg.output}",
         file=sys.stderr,
     )
     return 0

@@ -10,13 +10,15 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from bertclf.errors import ConfigError
 
 DEFAULT_MODEL = "MiniLM-L6-H384-uncased"
 # How a trained model runs (serve, predict, evaluate); see predictor.Predictor.
 ENGINES = ("auto", "onnx", "tensorflow")
+# `predict --input` only: label the files on a Ray cluster (bertclf/ray.py), each actor on onnx.
+FILE_ENGINES = (*ENGINES, "ray")
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 # What training computes in (the export is float32 whichever): see model.set_training_precision.
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -487,6 +489,8 @@ class PredictConfig(ModelChoice):
         LONG_TEXT,
     )
 
+    engines: ClassVar[tuple[str, ...]] = ENGINES
+
     def __post_init__(self) -> None:
         _check(
             [
@@ -498,7 +502,10 @@ class PredictConfig(ModelChoice):
                     self.long_text is None or self.long_text in LONG_TEXT,
                     f"long_text must be one of {', '.join(LONG_TEXT)}, got {self.long_text!r}",
                 ),
-                (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
+                (
+                    self.engine in self.engines,
+                    f"engine must be one of {', '.join(self.engines)}, got {self.engine!r}",
+                ),
                 (
                     self.precision in PRECISIONS,
                     f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
@@ -512,10 +519,33 @@ class PredictConfig(ModelChoice):
 class LabelConfig(PredictConfig):
     """`python -m bertclf predict`: texts from the command line or stdin, or a whole file."""
 
-    input: str | None = _opt(None, "label this CSV, TSV or JSONL file instead (needs --output)", str)
-    output: str | None = _opt(
-        None, "where to write the labelled rows: every input column plus prediction and probability", str
+    engine: str = _opt(
+        "auto",
+        "inference engine: onnx (fast: the folder's serving graph), tensorflow (the Keras model; training "
+        "install), auto (onnx where it can), or ray: label --input's files on a Ray cluster, one output file "
+        "per block in the --output folder (pip install 'bertclf[ray]'; see --address, --workers)",
+        choices=FILE_ENGINES,
     )
+    engines: ClassVar[tuple[str, ...]] = FILE_ENGINES
+    input: str | None = _opt(
+        None,
+        "label this CSV, TSV or JSONL file instead (needs --output); with --engine ray: a file, a folder or a "
+        "glob of CSV, TSV, JSONL or Parquet files",
+        str,
+    )
+    output: str | None = _opt(
+        None,
+        "where to write the labelled rows: every input column plus prediction and probability (--engine ray: "
+        "a new folder)",
+        str,
+    )
+    address: str | None = _opt(
+        None, "--engine ray: the cluster to join (auto: the one `ray start` runs here; default: start a local Ray)", str
+    )
+    workers: int | None = _opt(
+        None, "--engine ray: actors that each load the model once (default: the cluster's CPUs / --worker_cpus)", int
+    )
+    worker_cpus: int = _opt(1, "--engine ray: CPUs (and ONNX Runtime threads) per actor")
     text_column: str | None = _opt(
         None,
         f"--input's column to classify (default: the one the model was trained on, else the first of "
@@ -540,6 +570,16 @@ class LabelConfig(PredictConfig):
                 ((self.input is None) == (self.output is None), "--input and --output go together"),
                 (self.top_k >= 0, f"top_k must be 0 or more, got {self.top_k}"),
                 (self.chunk_rows >= 1, f"chunk_rows must be at least 1, got {self.chunk_rows}"),
+                (
+                    self.engine != "ray" or self.input is not None,
+                    "--engine ray labels files: give --input and --output",
+                ),
+                (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}"),
+                (self.worker_cpus >= 1, f"worker_cpus must be at least 1, got {self.worker_cpus}"),
+                (
+                    self.engine == "ray" or (self.address is None and self.workers is None),
+                    "--address and --workers go with --engine ray",
+                ),
             ]
         )
 
