@@ -39,20 +39,17 @@ def predict(port, texts, timeout=30):
 
 
 @contextlib.contextmanager
-def serving(models_dir, log_path, *options, ready_in_a_row=6, start_timeout=180, env=None):
+def serving(models_dir, log_path, *options, ready_in_a_row=6, start_timeout=180, env=None, command=None, port=None):
     """Run `python -m bertclf serve --models_dir models_dir *options` on a free port until the
     block ends; yields (port, process) once /ready answered 200 `ready_in_a_row` times in a row
     (with two workers: both have loaded). The server's output goes to `log_path`; `env` replaces
-    the environment."""
-    port = free_port()
+    the environment. `command` and `port`: run that command instead, which listens on `port`."""
+    if command is None:
+        port = free_port()
+        command = [sys.executable, "-m", "bertclf", "serve", "--port", str(port), "--models_dir", str(models_dir)]
     # A file, not a pipe: an unread pipe would block the workers.
     with open(log_path, "w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bertclf", "serve", "--port", str(port), "--models_dir", str(models_dir), *options],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        process = subprocess.Popen([*command, *options], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + start_timeout
             ready = 0
