@@ -173,6 +173,8 @@ $(SERVE_STAMP): pyproject.toml
 	fi
 	@touch $@
 
+# Ray and Spark (predict --engine ray, bertclf.spark.udf): their extras on top of the full install.
+ENGINES_STAMP := $(VENV)/.installed-engines-$(PYPROJECT_SUM)
 install: $(STAMP) ## create .venv and install everything (every target that runs Python does this first)
 
 demo: $(STAMP) ## set up, fetch the default model, train on data/sample.csv, show predictions
@@ -270,8 +272,6 @@ test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1)
 test-slow: $(STAMP) $(ENGINES_STAMP) java ## run the slow tests (real pretrained model, Ray and Spark) and networked ones
 	$(BIN)/python -m pytest -m "slow or network"
 
-# Ray and Spark (predict --engine ray, bertclf.spark.udf): their extras on top of the full install.
-ENGINES_STAMP := $(VENV)/.installed-engines-$(PYPROJECT_SUM)
 $(ENGINES_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[train,test,ray,spark]'
 	@touch $@
@@ -314,8 +314,8 @@ bench-torch: $(STAMP) $(HF_STAMP) ## training ms/step: our fit vs a PyTorch + Hu
 bench-serve: $(STAMP) ## serving speed of the latest model: fp32, int8 and default (auto) servers vs the fp32 in-process ceiling, with the CPU's instruction sets
 	$(BIN)/python benchmarks/serve.py
 
-bench-label: $(STAMP) ## predict --input: rows/s and peak memory labelling 1,000 and 100,000 rows (ROWS="1000 1000000" for more)
-	$(BIN)/python benchmarks/label_file.py $(if $(ROWS),--rows $(ROWS))
+bench-label: $(STAMP) $(ENGINES_STAMP) java ## predict --input: rows/s and peak memory labelling 1,000 and 100,000 rows (ROWS="1000 1000000" for more), then Ray and Spark on 100,000
+	$(BIN)/python benchmarks/label_file.py --engines $(if $(ROWS),--rows $(ROWS))
 
 clean: ## remove caches (keeps .venv, models and data)
 	rm -rf .pytest_cache src/*.egg-info site

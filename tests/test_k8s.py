@@ -133,7 +133,9 @@ def test_the_server_started_as_the_deployment_says_answers_every_probe(tmp_path,
             assert request(served, "GET", path)[0] == 200, path
         body = json.dumps({"x": ["apple banana"]})
         assert request(served, "POST", "/predict", body, JSON)[0] == 401  # the Secret's tokens are in force
-        status, answer = request(served, "POST", "/predict", body, {**JSON, "Authorization": "Bearer k8s-test-token-0123456789abcdef"})
+        status, answer = request(
+            served, "POST", "/predict", body, {**JSON, "Authorization": "Bearer k8s-test-token-0123456789abcdef"}
+        )
         assert status == 200 and json.loads(answer)["model"], answer
         assert (mounts["/app/feedback"]).is_dir()
 

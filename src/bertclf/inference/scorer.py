@@ -10,11 +10,17 @@ probabilities; an abstaining one None below its threshold. ONNX Runtime gets as 
 engine gave this process CPUs (a Ray actor's num_cpus, a Spark task's spark.task.cpus), else the
 CPUs this process may run on: several scorers on one machine then share it instead of fighting.
 
+With BERTCLF_SCORER_LOG=<file> every scorer appends one JSON line when it loads its model and one
+per batch (pid, rows, start and end times) to that file: on a cluster, the check that each worker
+loads the model once, not per batch (`make bench-label` reads it).
+
 Serving install only: pandas and pyarrow are never imported here, a batch is recognised by shape.
 """
 
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +89,8 @@ class BatchScorer:
         long_text: str | None = None,
         batch_size: int = 64,
     ):
+        self.trace = os.environ.get("BERTCLF_SCORER_LOG")
+        started = time.time()
         self.predictor = Predictor(
             model_folder(model_dir),
             batch_size=batch_size,
@@ -101,7 +109,8 @@ class BatchScorer:
         self.trained_column = self.predictor.config.get("hyperparameters", {}).get("text_column")
         self.columns = added_columns(top_k)  # what a batch gains, in order
         self.multi_label = self.predictor.multi_label
-        self.batches = 0  # batches scored by this instance (the benchmark shows the model loads once)
+        self.batches = 0  # batches scored by this instance
+        self._log(event="load", model=self.predictor.name, start=started, end=time.time())
 
     @property
     def classes(self) -> list[str]:
@@ -126,8 +135,16 @@ class BatchScorer:
                     f"row {i + 1} of the batch has no {named} (got {_shown(text)}); every row needs its text"
                 )
             checked.append(text)
+        started = time.time()
+        added = answers(self.predictor, checked, self.top_k)
         self.batches += 1
-        return answers(self.predictor, checked, self.top_k)
+        self._log(event="batch", rows=len(checked), start=started, end=time.time())
+        return added
+
+    def _log(self, **entry: Any) -> None:
+        if self.trace:  # one short write in append mode: lines of several processes do not mix
+            with open(self.trace, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"pid": os.getpid(), **entry}) + "\n")
 
     def __call__(self, batch: Any) -> Any:
         """`batch` with the added columns: a pandas DataFrame, a pyarrow Table, or a dict of columns
