@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bertclf.errors import ConfigError, DataError
-from bertclf.files import spreadsheet_safe
-from bertclf.inference.labelfile import FORMATS, _chunks, open_input, pick_text_column
+from bertclf.errors import ConfigError, DataError, RegistryError
+from bertclf.files import read_json_object, spreadsheet_safe
+from bertclf.inference.labelfile import FORMATS, open_input, pick_text_column, read_chunks
 from bertclf.inference.scorer import BatchScorer, model_folder
 from bertclf.registry import MODEL_CONFIG_FILE
 
@@ -88,7 +88,7 @@ def find_broken_row(files: list[Path], column: str) -> None:
             continue
         reader = open_input(path)
         try:
-            for _chunk in _chunks(reader, column, 4096):
+            for _chunk in read_chunks(reader, column, 4096):
                 pass
         finally:
             reader.text.close()
@@ -167,7 +167,7 @@ def label_files(
         raise ConfigError(f"--output {target}: the folder {target.parent} does not exist")
     if any(target.resolve() == p.resolve() or target.resolve() in p.resolve().parents for p in files):
         raise ConfigError(f"--output {target} holds input files; write the labelled rows to another folder")
-    config = json.loads((folder / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_json_object(folder / MODEL_CONFIG_FILE, RegistryError)
     trained = config.get("hyperparameters", {}).get("text_column")
     separator = (config.get("multi_label") or {}).get("separator", "|")
     headers = {path: columns_of(path, kind) for path in files}

@@ -18,15 +18,15 @@ executors; Spark itself needs Java 17 (`make install-spark` installs Debian's op
 where it is missing).
 """
 
-import json
 import os
 from typing import Any
 
 import numpy as np
 
-from bertclf.errors import ConfigError
+from bertclf.errors import ConfigError, RegistryError
+from bertclf.files import read_json_object
 from bertclf.inference.scorer import BatchScorer, model_folder
-from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE
+from bertclf.registry import LABELS_FILE, MODEL_CONFIG_FILE, load_labels
 
 INSTALL = "pip install 'bertclf[spark]'"
 
@@ -72,8 +72,8 @@ def udf(
     except ImportError:
         raise ConfigError(f"bertclf.spark needs pyspark with pandas and pyarrow: {INSTALL}") from None
     folder = model_folder(model_dir)
-    config = json.loads((folder / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-    classes = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
+    config = read_json_object(folder / MODEL_CONFIG_FILE, RegistryError)
+    classes = load_labels(folder / LABELS_FILE)
     multi_label = bool(config.get("multi_label"))
     if not 0 <= top_k <= len(classes):
         raise ConfigError(f"top_k must be 0-{len(classes)} (the model has {len(classes)} labels)")

@@ -288,7 +288,7 @@ def label_file(
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label") as pool:
                 pending: tuple[list[tuple[int, str, dict]], Future] | None = None
-                for chunk in _chunks(reader, column, chunk_rows):
+                for chunk in read_chunks(reader, column, chunk_rows):
                     # Compute this chunk while the previous one is written and the next one read.
                     running = (chunk, pool.submit(answers, predictor, [text for _, text, _ in chunk], top_k))
                     if pending is not None:
@@ -307,7 +307,12 @@ def label_file(
     return {"rows": done, "seconds": seconds, "rows_per_second": done / max(seconds, 1e-9), "text_column": column}
 
 
-def _chunks(reader: Reader, column: str, size: int) -> Iterator[list[tuple[int, str, dict]]]:
+def read_chunks(reader: Reader, column: str, size: int) -> Iterator[list[tuple[int, str, dict]]]:
+    """The rows of `reader` in lists of `size` (line number, text, row), checked as they come.
+
+    Raises:
+        DataError: a row without its text, or bytes that are not UTF-8 (with the line or byte).
+    """
     chunk: list[tuple[int, str, dict]] = []
     try:
         for number, row in reader.rows:
