@@ -132,6 +132,21 @@ def test_the_scorer_takes_as_many_threads_as_the_process_may_use(trained_models)
     assert BatchScorer(folder).predictor.threads == engine_cpus()
 
 
+def test_the_threads_are_the_cpus_ray_or_spark_gave_the_process(monkeypatch):
+    from types import SimpleNamespace
+
+    context = SimpleNamespace(get_assigned_resources=lambda: {"CPU": 3.0, "memory": 1e9})
+    ray = SimpleNamespace(is_initialized=lambda: True, get_runtime_context=lambda: context)
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    assert engine_cpus() == 3  # an actor with num_cpus=3
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    task = SimpleNamespace(cpus=lambda: 2)
+    monkeypatch.setitem(sys.modules, "pyspark", SimpleNamespace(TaskContext=SimpleNamespace(get=lambda: task)))
+    assert engine_cpus() == 2  # a Spark task with spark.task.cpus=2
+    monkeypatch.setitem(sys.modules, "pyspark", SimpleNamespace(TaskContext=SimpleNamespace(get=lambda: None)))
+    assert engine_cpus() == len(os.sched_getaffinity(0))  # the driver, or no engine at all
+
+
 def test_ray_options_go_together():
     with pytest.raises(ValueError, match="--engine ray labels files: give --input and --output"):
         LabelConfig(engine="ray")
