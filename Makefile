@@ -175,6 +175,9 @@ $(SERVE_STAMP): pyproject.toml
 
 # Ray and Spark (predict --engine ray, bertclf.spark.udf): their extras on top of the full install.
 ENGINES_STAMP := $(VENV)/.installed-engines-$(PYPROJECT_SUM)
+# label-studio-sdk's own virtualenv for test-slow (see $(LS_STAMP) below)
+LS_VENV ?= .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed-label-studio-sdk-2.1.2
 install: $(STAMP) ## create .venv and install everything (every target that runs Python does this first)
 
 demo: $(STAMP) ## set up, fetch the default model, train on data/sample.csv, show predictions
@@ -269,8 +272,15 @@ docs-build: $(STAMP) ## build the docs site into site/ with --strict (broken lin
 test-reliability: $(STAMP) ## the real server (2 workers, tiny model, 127.0.0.1) under overload, kill -9, hot swaps, hostile input (~5 min); prints a table
 	$(BIN)/python -m pytest -m reliability tests/test_reliability.py
 
-test-slow: $(STAMP) $(ENGINES_STAMP) java ## run the slow tests (real pretrained model, Ray and Spark) and networked ones
-	$(BIN)/python -m pytest -m "slow or network"
+test-slow: $(STAMP) $(ENGINES_STAMP) $(LS_STAMP) java ## run the slow tests (real pretrained model, Ray and Spark, label-studio-sdk) and networked ones
+	BERTCLF_LABEL_STUDIO_PYTHON=$(LS_VENV)/bin/python $(BIN)/python -m pytest -m "slow or network"
+
+# label-studio-sdk, which checks our Label Studio files in test-slow, pins numpy < 2.3 (via
+# opencv): it lives in its own virtualenv, as torch does for bench-torch; bertclf never imports it.
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet label-studio-sdk==2.1.2
+	@touch $@
 
 $(ENGINES_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[train,test,ray,spark]'

@@ -181,12 +181,19 @@ def _label_file(cfg: LabelConfig) -> int:
         cfg.top_k,
         cfg.chunk_rows,
         escape_formulas=cfg.escape_formulas,
+        output_format=cfg.format,
     )
     print(
         f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
         f"({done['rows_per_second']:,.0f} rows/s) into {cfg.output}",
         file=sys.stderr,
     )
+    if "label_config" in done:
+        print(
+            f"Label Studio: import {cfg.output} into a project whose labeling config is {done['label_config']} "
+            "(Settings > Labeling Interface > Code)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -553,6 +553,13 @@ class LabelConfig(PredictConfig):
         str,
     )
     top_k: int = _opt(0, "also write the K most probable labels and their scores (label_1, score_1, ...)")
+    format: str | None = _opt(
+        None,
+        "label-studio: write --output (.json) as Label Studio tasks with the answers as pre-annotations, and the "
+        "labeling config to paste beside it (<output>.label_config.xml); default: the format --output's name says",
+        str,
+        ("label-studio",),
+    )
     # A labelled file is often opened in a spreadsheet, where a text such as =HYPERLINK(...) would run.
     escape_formulas: bool = _opt(
         True,
@@ -576,6 +583,15 @@ class LabelConfig(PredictConfig):
                 ),
                 (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}"),
                 (self.worker_cpus >= 1, f"worker_cpus must be at least 1, got {self.worker_cpus}"),
+                (self.format in (None, "label-studio"), f"format must be label-studio, got {self.format!r}"),
+                (
+                    self.format is None or self.input is not None,
+                    "--format label-studio labels a file: give --input and --output tasks.json",
+                ),
+                (
+                    self.format is None or self.engine != "ray",
+                    "--format label-studio writes one file: label with predict --input, without --engine ray",
+                ),
                 (
                     self.engine == "ray" or (self.address is None and self.workers is None),
                     "--address and --workers go with --engine ray",

@@ -25,9 +25,10 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from bertclf import labelstudio
 from bertclf.config import TEXT_COLUMNS, usual_column
 from bertclf.errors import ConfigError, DataError
-from bertclf.files import spreadsheet_safe, temporary_sibling
+from bertclf.files import atomic_text_file, spreadsheet_safe, temporary_sibling
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The csv module refuses fields over 128 KiB by default; a long document is a fair text. Past this
@@ -161,25 +162,45 @@ def pick_text_column(columns: list[str], wanted: str | None, trained: str | None
 
 
 class Writer:
-    """Writes rows with the answers added, to a temporary file that `commit` renames into place."""
+    """Writes rows with the answers added, to a temporary file that `commit` renames into place.
+    Kind "label-studio": a JSON array of Label Studio tasks (labelstudio.task), `model_version`
+    naming the model."""
 
-    def __init__(self, path: Path, kind: str, columns: list[str], separator: str = "|", escape_formulas: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        columns: list[str],
+        separator: str = "|",
+        escape_formulas: bool = True,
+        model_version: str = "",
+    ):
         self.path, self.kind, self.columns, self.separator = path, kind, columns, separator
         self.escape = spreadsheet_safe if escape_formulas else str
+        self.model_version, self.tasks = model_version, 0
         self.temporary = temporary_sibling(path)
         # "x": a planted symlink at the name fails instead of being followed (files.temporary_sibling).
         self.file = open(self.temporary, "x", encoding="utf-8", newline="")  # noqa: SIM115 (closed in commit/abort)
-        if kind != "jsonl":
+        if kind in ("csv", "tsv"):
             self.csv = csv.writer(self.file, delimiter="," if kind == "csv" else "\t")
             self.csv.writerow(columns)
+        elif kind == "label-studio":
+            self.file.write("[")
 
-    def write(self, row: dict) -> None:
-        if self.kind == "jsonl":
-            self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
+    def write(self, row: dict, added: dict) -> None:
+        if self.kind == "label-studio":  # one task per line inside the array, so the file stays diffable
+            entry = labelstudio.task(row, added["prediction"], added["probability"], self.model_version)
+            self.file.write(("," if self.tasks else "") + "\n" + json.dumps(entry, ensure_ascii=False))
+            self.tasks += 1
+        elif self.kind == "jsonl":
+            self.file.write(json.dumps({**row, **added}, ensure_ascii=False) + "\n")
         else:
-            self.csv.writerow([self.escape(_cell(row.get(column), self.separator)) for column in self.columns])
+            merged = {**row, **added}
+            self.csv.writerow([self.escape(_cell(merged.get(column), self.separator)) for column in self.columns])
 
     def commit(self) -> None:
+        if self.kind == "label-studio":
+            self.file.write("\n]\n")
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -237,10 +258,15 @@ def label_file(
     chunk_rows: int = 2048,
     progress: bool | None = None,
     escape_formulas: bool = True,
+    output_format: str | None = None,
 ) -> dict:
     """Classify every row of `source` into `target`, keeping its columns; returns a summary
-    (rows, seconds, rows_per_second, text_column). In a CSV or TSV target, cells a spreadsheet
-    would run as a formula get a leading ' (files.spreadsheet_safe) unless `escape_formulas` is off.
+    (rows, seconds, rows_per_second, text_column; label_config: the labeling config file written
+    beside a Label Studio target). In a CSV or TSV target, cells a spreadsheet would run as a formula
+    get a leading ' (files.spreadsheet_safe) unless `escape_formulas` is off. `output_format`
+    "label-studio" writes Label Studio tasks with the answers as pre-annotations into a .json
+    target, and the labeling config to paste into the project as <target>.label_config.xml;
+    default: the target's format by its name.
 
     Raises:
         ConfigError: the options do not fit the files (same path, unknown format or column, ...).
@@ -251,7 +277,14 @@ def label_file(
         raise ConfigError(f"top_k must be 0-{len(predictor.classes)} (the model has {len(predictor.classes)} labels)")
     if source.resolve() == target.resolve() or (target.exists() and os.path.samefile(source, target)):
         raise ConfigError(f"--output {target} is the input file; write the labelled rows to another file")
-    out_kind = file_format(target, "output")
+    if output_format == "label-studio":
+        if target.suffix.lower() != ".json":
+            raise ConfigError(f"--format label-studio writes a JSON file: name the output .json, not {target.name}")
+        out_kind = "label-studio"
+    elif output_format is None:
+        out_kind = file_format(target, "output")
+    else:
+        raise ConfigError(f"--format {output_format!r}: only label-studio (else the output's name says the format)")
     if not target.parent.is_dir():
         raise ConfigError(f"--output {target}: the folder {target.parent} does not exist")
     trained = predictor.config.get("hyperparameters", {}).get("text_column")
@@ -275,6 +308,7 @@ def label_file(
             reader.columns + extra,
             separator if isinstance(separator, str) else "|",
             escape_formulas,
+            model_version=predictor.name if out_kind == "label-studio" else "",
         )
         bar = tqdm(
             total=source.stat().st_size,
@@ -304,7 +338,14 @@ def label_file(
             raise
         bar.update(source.stat().st_size - bar.n)
     seconds = time.perf_counter() - started
-    return {"rows": done, "seconds": seconds, "rows_per_second": done / max(seconds, 1e-9), "text_column": column}
+    summary: dict[str, Any] = {"rows": done, "seconds": seconds, "rows_per_second": done / max(seconds, 1e-9)}
+    summary["text_column"] = column
+    if out_kind == "label-studio":
+        config = target.with_name(target.stem + ".label_config.xml")
+        with atomic_text_file(config) as file:
+            file.write(labelstudio.labeling_config(list(predictor.classes), column, predictor.thresholds is not None))
+        summary["label_config"] = str(config)
+    return summary
 
 
 def read_chunks(reader: Reader, column: str, size: int) -> Iterator[list[tuple[int, str, dict]]]:
@@ -331,5 +372,5 @@ def read_chunks(reader: Reader, column: str, size: int) -> Iterator[list[tuple[i
 
 def _write(writer: Writer, chunk: list[tuple[int, str, dict]], computed: Future) -> int:
     for (_, _, row), added in zip(chunk, computed.result(), strict=True):
-        writer.write({**row, **added})
+        writer.write(row, added)
     return len(chunk)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from bertclf import labelstudio
 from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig, usual_column
 from bertclf.errors import DataError
 
@@ -85,6 +86,25 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _read_label_studio(path: Path, text: str, label_column, separator: str) -> tuple[pd.DataFrame, str]:
+    """A Label Studio JSON export as rows: each task's data and its annotated choices (the label column)."""
+    try:
+        tasks = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); export the project again") from None
+    if not labelstudio.is_export(tasks):
+        raise DataError(
+            f'{path}: a JSON array, but not a Label Studio export (a list of tasks with "data"); write other '
+            "data as JSON lines (.jsonl), one object per line"
+        )
+    rows, label_key, unlabelled = labelstudio.rows_from_export(tasks, str(path), separator)
+    if unlabelled:
+        log.warning("%s: %d of %d Label Studio tasks have no annotation; left out", path, unlabelled, len(tasks))
+    if not rows:
+        raise DataError(f"{path}: none of its {len(tasks)} Label Studio tasks is annotated yet; nothing to train on")
+    return pd.DataFrame(rows), label_column or label_key
+
+
 def _pick_column(frame, wanted, candidates, kind, setting, path):
     columns = [str(c) for c in frame.columns]
     if wanted is not None:
@@ -102,14 +122,15 @@ def _pick_column(frame, wanted, candidates, kind, setting, path):
     )
 
 
-def read_examples(path, text_column=None, label_column=None) -> Examples:
-    """Read one CSV or JSONL file of labelled texts.
+def read_examples(path, text_column=None, label_column=None, separator="|") -> Examples:
+    """Read one CSV or JSONL file of labelled texts, or a Label Studio JSON export (labelstudio.py;
+    several choices are joined with `separator`: multi-label).
 
     Rows with an empty text or label are dropped, counted and warned about; everything else that is
     wrong raises DataError with the file, row or column and how to fix it.
 
     Args:
-        path: a .csv, .tsv, .jsonl or .json (lines) file.
+        path: a .csv, .tsv, .jsonl or .json (lines, or a Label Studio export) file.
         text_column: column holding the text; None tries the usual names (TEXT_COLUMNS).
         label_column: column holding the label; None tries the usual names (LABEL_COLUMNS).
 
@@ -123,7 +144,9 @@ def read_examples(path, text_column=None, label_column=None) -> Examples:
     if not text.strip():
         raise DataError(f"{path}: the file is empty. It needs a header row and one row per text.")
 
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one document: a Label Studio export?
+        frame, label_column = _read_label_studio(path, text, label_column, separator)
+    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         frame = _read_jsonl(path, text)
     else:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -219,7 +242,7 @@ def load_splits(cfg: TrainConfig) -> Splits:
     """
 
     def read(path: str) -> Examples:
-        return read_examples(path, cfg.text_column, cfg.label_column)
+        return read_examples(path, cfg.text_column, cfg.label_column, cfg.label_separator)
 
     train = read(cfg.data)
     dropped = train.dropped
