@@ -149,6 +149,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = _load_predictor(args)
     labels, probabilities = predictor.predict(texts)
     print(f"model: {predictor.name}")
+    if cfg.explain:
+        return _print_explanations(predictor, texts, labels, probabilities, cfg.explain_label)
     if predictor.min_confidence > 0:
         print(f"min_confidence {predictor.min_confidence:g}: below it the answer is (abstain), for a person to label")
     for text, label, probability in zip(texts, labels, probabilities, strict=True):
@@ -158,6 +160,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{answer:<40}  {shown}")
         else:
             print(f"{label or '(abstain)':>15}  {probability:6.3f}  {shown}")
+    return 0
+
+
+def _print_explanations(predictor: Any, texts: list[str], labels: list, probabilities: list, label: str | None) -> int:
+    """Each text's answer, then its words with their weights for the label explained (explain.py)."""
+    from bertclf.inference.explain import explain
+
+    for text, answer, probability, why in zip(
+        texts, labels, probabilities, explain(predictor, texts, label), strict=True
+    ):
+        shown = ", ".join(answer) if isinstance(answer, list) else (answer or "(abstain)")
+        print(f"\n{shown} ({probability if isinstance(probability, list) else round(probability, 3)}): {text}")
+        print(f"  why {why.label} ({why.probability:.3f}), each word's weight (the drop in probability without it):")
+        read = [w for w in why.words if w["read"]]
+        print("  " + "  ".join(f"{w['word']} {w['weight']:+.3f}" for w in read))
+        unread = len(why.words) - len(read)
+        if unread:
+            print(f"  ({unread} more words lie past max_seq_len {predictor.sequence_length}: not read, weight 0)")
     return 0
 
 
@@ -182,6 +202,7 @@ def _label_file(cfg: LabelConfig) -> int:
         cfg.chunk_rows,
         escape_formulas=cfg.escape_formulas,
         output_format=cfg.format,
+        explain=cfg.explain,
     )
     print(
         f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "

@@ -553,6 +553,17 @@ class LabelConfig(PredictConfig):
         str,
     )
     top_k: int = _opt(0, "also write the K most probable labels and their scores (label_1, score_1, ...)")
+    explain: bool = _opt(
+        False,
+        "show why: each word's weight for the label (how much its probability drops without the word; "
+        "occlusion through the served graph, a text of W words costs W + 1 texts); with --input an explanation "
+        "column",
+        parse_bool,
+        const=True,
+    )
+    explain_label: str | None = _opt(
+        None, "with --explain: the label to explain (default: the model's most probable label for each text)", str
+    )
     format: str | None = _opt(
         None,
         "label-studio: write --output (.json) as Label Studio tasks with the answers as pre-annotations, and the "
@@ -584,6 +595,8 @@ class LabelConfig(PredictConfig):
                 (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}"),
                 (self.worker_cpus >= 1, f"worker_cpus must be at least 1, got {self.worker_cpus}"),
                 (self.format in (None, "label-studio"), f"format must be label-studio, got {self.format!r}"),
+                (self.explain_label is None or self.explain, "--explain_label goes with --explain"),
+                (not self.explain or self.engine != "ray", "--explain runs with predict --input, not --engine ray"),
                 (
                     self.format is None or self.input is not None,
                     "--format label-studio labels a file: give --input and --output tasks.json",

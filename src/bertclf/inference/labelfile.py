@@ -29,6 +29,7 @@ from bertclf import labelstudio
 from bertclf.config import TEXT_COLUMNS, usual_column
 from bertclf.errors import ConfigError, DataError
 from bertclf.files import atomic_text_file, spreadsheet_safe, temporary_sibling
+from bertclf.inference import explain as explanations
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The csv module refuses fields over 128 KiB by default; a long document is a fair text. Past this
@@ -222,10 +223,12 @@ def _cell(value: Any, separator: str) -> str:
     return str(value)
 
 
-def answers(predictor, texts: list[str], top_k: int) -> list[dict]:
-    """What each text's row gains: prediction, probability (and the top-k labels and scores)."""
+def answers(predictor, texts: list[str], top_k: int, explain: bool = False) -> list[dict]:
+    """What each text's row gains: prediction, probability (and the top-k labels and scores; with
+    `explain`, an explanation: the label explained and each word with its weight, explain.py)."""
     rows = predictor.predict_proba(texts)
     labels, probabilities = predictor.decide(rows)
+    explained = explanations.explain(predictor, texts) if explain else None
     added = []
     for i, (label, probability) in enumerate(zip(labels, probabilities, strict=True)):
         entry: dict[str, Any] = {
@@ -239,14 +242,19 @@ def answers(predictor, texts: list[str], top_k: int) -> list[dict]:
             for rank, index in enumerate(order, start=1):
                 entry[f"label_{rank}"] = predictor.classes[index]
                 entry[f"score_{rank}"] = round(float(rows[i][index]), 6)
+        if explained is not None:
+            words = [[w["word"], w["weight"]] for w in explained[i].words if w["read"]]
+            entry["explanation"] = {"label": explained[i].label, "words": words}
         added.append(entry)
     return added
 
 
-def added_columns(top_k: int) -> list[str]:
-    return ["prediction", "probability"] + [
-        f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "score")
-    ]
+def added_columns(top_k: int, explain: bool = False) -> list[str]:
+    return (
+        ["prediction", "probability"]
+        + [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "score")]
+        + (["explanation"] if explain else [])
+    )
 
 
 def label_file(
@@ -259,6 +267,7 @@ def label_file(
     progress: bool | None = None,
     escape_formulas: bool = True,
     output_format: str | None = None,
+    explain: bool = False,
 ) -> dict:
     """Classify every row of `source` into `target`, keeping its columns; returns a summary
     (rows, seconds, rows_per_second, text_column; label_config: the labeling config file written
@@ -266,7 +275,9 @@ def label_file(
     get a leading ' (files.spreadsheet_safe) unless `escape_formulas` is off. `output_format`
     "label-studio" writes Label Studio tasks with the answers as pre-annotations into a .json
     target, and the labeling config to paste into the project as <target>.label_config.xml;
-    default: the target's format by its name.
+    default: the target's format by its name. `explain` adds an `explanation` column: the label
+    explained and each word the model reads with its weight (explain.py; W + 1 texts' work for a
+    text of W words).
 
     Raises:
         ConfigError: the options do not fit the files (same path, unknown format or column, ...).
@@ -294,7 +305,7 @@ def label_file(
         reader = open_input(source)
         stack.callback(reader.text.close)
         column = pick_text_column(reader.columns, text_column, trained, source)
-        extra = added_columns(top_k)
+        extra = added_columns(top_k, explain)
         clash = sorted(set(extra) & set(reader.columns))
         if clash:
             raise ConfigError(
@@ -324,7 +335,7 @@ def label_file(
                 pending: tuple[list[tuple[int, str, dict]], Future] | None = None
                 for chunk in read_chunks(reader, column, chunk_rows):
                     # Compute this chunk while the previous one is written and the next one read.
-                    running = (chunk, pool.submit(answers, predictor, [text for _, text, _ in chunk], top_k))
+                    running = (chunk, pool.submit(answers, predictor, [text for _, text, _ in chunk], top_k, explain))
                     if pending is not None:
                         done += _write(writer, *pending)
                     pending = running
