@@ -25,6 +25,9 @@ from bertclf.errors import ConfigError
 
 WORD = re.compile(r"\S+")
 MAX_WORDS = 128  # words varied per text: a text costs at most 129 forward passes' worth of rows
+# POST /explain: texts + variants one request may ask for, per text it may hold (max_items), so a
+# request of max_items texts costs at most 16x a /predict request (e.g. 16 texts of up to 255 words).
+ROWS_PER_ITEM = 16
 
 
 @dataclass
@@ -75,24 +78,51 @@ def words_read(predictor, texts: list[str], cuts: list[list[tuple[int, int]]]) -
     return seen
 
 
-def explain(predictor, texts: list[str], label: str | None = None, max_words: int = MAX_WORDS) -> list[Explanation]:
-    """Each text's words weighted by how much they raise `label`'s probability (default: the label
-    the model gives the text, its most probable class even where it abstains).
-
-    Raises:
-        ConfigError: `label` is not one of the model's classes.
-    """
-    classes = list(predictor.classes)
+def check_label(label: str | None, classes: list[str]) -> None:
+    """ConfigError unless `label` is None or one of `classes`."""
     if label is not None and label not in classes:
         raise ConfigError(f"label {label!r} is not one of the model's labels ({', '.join(classes)})")
+
+
+@dataclass
+class Plan:
+    """What explaining some texts takes: each text's word spans, how many words the model reads and
+    how many are varied, and the variants (one word deleted each) to score after the texts."""
+
+    texts: list[str]
+    cuts: list[list[tuple[int, int]]]
+    seen: list[int]
+    varied: list[int]
+    variants: list[str]
+
+    @property
+    def rows(self) -> list[str]:
+        """Every text to score: the texts, then their variants."""
+        return [*self.texts, *self.variants]
+
+
+def plan(predictor, texts: list[str], max_words: int = MAX_WORDS) -> Plan:
+    """The variants explaining `texts` needs (see Plan)."""
     cuts = [spans(text) for text in texts]
     seen = words_read(predictor, texts, cuts)
     varied = [min(n, max_words) for n in seen]
     variants = [without(text, cut, i) for text, cut, n in zip(texts, cuts, varied, strict=True) for i in range(n)]
-    rows = predictor.predict_proba(list(texts) + variants)
-    whole, occluded = rows[: len(texts)], rows[len(texts) :]
+    return Plan(list(texts), cuts, seen, varied, variants)
+
+
+def weigh(planned: Plan, rows: np.ndarray | list, classes: list[str], label: str | None = None) -> list[Explanation]:
+    """The explanations from the probabilities of `planned.rows` (in that order).
+
+    Raises:
+        ConfigError: `label` is not one of `classes`.
+    """
+    check_label(label, classes)
+    rows = np.asarray(rows)
+    whole, occluded = rows[: len(planned.texts)], rows[len(planned.texts) :]
     explanations, offset = [], 0
-    for text, cut, n_seen, n_varied, row in zip(texts, cuts, seen, varied, whole, strict=True):
+    for text, cut, n_seen, n_varied, row in zip(
+        planned.texts, planned.cuts, planned.seen, planned.varied, whole, strict=True
+    ):
         k = classes.index(label) if label is not None else int(np.argmax(row))
         drops = row[k] - occluded[offset : offset + n_varied, k]
         offset += n_varied
@@ -108,3 +138,17 @@ def explain(predictor, texts: list[str], label: str | None = None, max_words: in
         ]
         explanations.append(Explanation(classes[k], round(float(row[k]), 6), words))
     return explanations
+
+
+def explain(predictor, texts: list[str], label: str | None = None, max_words: int = MAX_WORDS) -> list[Explanation]:
+    """Each text's words weighted by how much they raise `label`'s probability (default: the label
+    the model gives the text, its most probable class even where it abstains), in one call of the
+    predictor.
+
+    Raises:
+        ConfigError: `label` is not one of the model's classes.
+    """
+    classes = list(predictor.classes)
+    check_label(label, classes)  # before any work
+    planned = plan(predictor, texts, max_words)
+    return weigh(planned, predictor.predict_proba(planned.rows), classes, label)

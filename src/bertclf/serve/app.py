@@ -13,6 +13,7 @@ from bertclf.serve.batcher import Batcher
 from bertclf.serve.docs import docs_blueprint
 from bertclf.serve.embed import bp as embed_bp
 from bertclf.serve.errors import register_error_handlers
+from bertclf.serve.explain import bp as explain_bp
 from bertclf.serve.feedback import bp as feedback_bp
 from bertclf.serve.metrics import Metrics
 from bertclf.serve.model_manager import ModelManager
@@ -90,6 +91,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     app.extensions["bertclf.feedback"] = FeedbackStore(store_path(config.feedback_db, config.models_dir))
     app.register_blueprint(feedback_bp)
     app.register_blueprint(embed_bp)
+    app.register_blueprint(explain_bp)
     app.register_blueprint(docs_blueprint())
     manager.start()
     return app

@@ -8,6 +8,7 @@ from typing import Any
 
 from bertclf import __version__
 from bertclf.config import ServeConfig
+from bertclf.inference.explain import ROWS_PER_ITEM
 from bertclf.serve.auth import PROTECTED_PATHS
 
 JSON = "application/json"
@@ -128,6 +129,46 @@ def _document(config: ServeConfig) -> dict[str, Any]:
             },
         },
     }
+    explain_request = {
+        "type": "object",
+        "required": ["x"],
+        "properties": {
+            "x": texts,
+            "label": {"type": "string", "description": "the label to explain (default: each text's most probable)"},
+        },
+        "example": {"x": ["My java class does not compile"], "label": "java"},
+    }
+    explain_word = {
+        "type": "object",
+        "required": ["word", "start", "end", "weight", "read"],
+        "properties": {
+            "word": {"type": "string"},
+            "start": {"type": "integer", "description": "its first character's index in the text"},
+            "end": {"type": "integer", "description": "one past its last character"},
+            "weight": {"type": "number", "description": "the drop in the label's probability without this word"},
+            "read": {"type": "boolean", "description": "false: past max_seq_len, the model does not read it"},
+        },
+    }
+    explain_response = {
+        "type": "object",
+        "required": ["model", "explanations"],
+        "properties": {
+            "model": {"type": "string", "description": "the name of the model that computed the weights"},
+            "explanations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["label", "probability", "words"],
+                    "properties": {
+                        "label": {"type": "string", "description": "the label explained"},
+                        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                        "words": {"type": "array", "items": explain_word},
+                    },
+                },
+                "description": "one per text, in input order",
+            },
+        },
+    }
     label = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     feedback_request = {
         "type": "object",
@@ -232,6 +273,27 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                         },
                         **texts_errors,
                         "409": _error("the model's serving graph has no embedding output (exported before it had)"),
+                    },
+                }
+            },
+            "/explain": {
+                "post": {
+                    "summary": "each word's weight for a label (occlusion: the drop in its probability without "
+                    "the word), per text in input order; a text of W words costs W + 1 texts of the batcher's work",
+                    "operationId": "explain",
+                    "requestBody": {"required": True, "content": {JSON: {"schema": explain_request}}},
+                    "responses": {
+                        "200": {
+                            "description": "the words of each text with their weights",
+                            "content": {JSON: {"schema": explain_response}},
+                        },
+                        **texts_errors,
+                        "400": _error('the body is not {"x": [texts], "label": one of the model\'s labels}'),
+                        "409": _error("the model was swapped for one without that label while the request waited"),
+                        "413": _error(
+                            f"more than {config.max_items} texts, more than {ROWS_PER_ITEM * config.max_items} texts "
+                            f"of work (texts and their variants), or a body over {config.max_body_bytes} bytes"
+                        ),
                     },
                 }
             },
