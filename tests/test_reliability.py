@@ -109,10 +109,10 @@ def watching_memory(master, tally):
         thread.join()
 
 
-def drive(port, tally, clients, seconds, texts_of, check, patience):
-    """`clients` threads POST /predict back to back for `seconds`, each on a fresh connection;
-    `check(texts, status, answer, headers, seconds)` returns an error description or None. A request
-    unanswered after `patience` seconds counts as a hang."""
+def drive(port, tally, clients, seconds, texts_of, check, patience, path_of=lambda client: "/predict"):
+    """`clients` threads POST /predict (or `path_of(client)`) back to back for `seconds`, each on a
+    fresh connection; `check(texts, status, answer, headers, seconds)` returns an error description
+    or None. A request unanswered after `patience` seconds counts as a hang."""
     stop = time.monotonic() + seconds
 
     def client(number):
@@ -123,7 +123,7 @@ def drive(port, tally, clients, seconds, texts_of, check, patience):
             started = time.perf_counter()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=patience)
             try:
-                connection.request("POST", "/predict", json.dumps({"x": texts}), JSON)
+                connection.request("POST", path_of(number), json.dumps({"x": texts}), JSON)
                 response = connection.getresponse()
                 answer = json.loads(response.read())
                 took = time.perf_counter() - started
@@ -192,20 +192,28 @@ def options(settings):
 
 def test_overload(tmp_path, models):
     """64 clients sending 64 long texts each, back to back, for 30 s: far more than the server
-    computes. Every answer is a 200 or a 503 with Retry-After; refusals are immediate; no request
-    waits past its deadline; memory stays flat; right after the burst a request is served at once."""
+    computes; every 8th client asks POST /explain of 4 texts (31 texts of work each) instead. Every
+    answer is a 200 or a 503 with Retry-After; refusals are immediate; no request waits past its
+    deadline; memory stays flat; right after the burst a request is served at once."""
     models_dir, _, _ = models
-    tally = Tally("overload: 64 clients x 64 texts, 30 s")
+    tally = Tally("overload: 64 clients x 64 texts (8 of them /explain x 4), 30 s")
     rng = np.random.default_rng(0)
     corpus = [sentence(rng) for _ in range(512)]
 
+    explained: list[bool] = []  # per 200: whether it answered /explain
+
+    def explains(client):
+        return client % 8 == 0
+
     def texts_of(client, k):
         start = (client * 7 + k * 64) % (len(corpus) - 64)
-        return corpus[start : start + 64]
+        return corpus[start : start + (4 if explains(client) else 64)]
 
     def check(texts, status, answer, headers, seconds):
         if status == 200:
-            return None if len(answer["predictions"]) == len(texts) else f"answer: {len(texts)} texts, {answer}"
+            answered = answer.get("predictions", answer.get("explanations"))
+            explained.append("explanations" in answer)
+            return None if len(answered) == len(texts) else f"answer: {len(texts)} texts, {answer}"
         if status == 503:
             return None if headers.get("Retry-After", "").isdigit() else "answer: a 503 without Retry-After"
         return f"answer: {status} {answer}"
@@ -215,7 +223,16 @@ def test_overload(tmp_path, models):
             assert predict(port, corpus[:64])[0] == 200
         before = server_rss(process.pid)
         with watching_memory(process.pid, tally):
-            drive(port, tally, 64, 30, texts_of, check, patience=REQUEST_TIMEOUT + 30)
+            drive(
+                port,
+                tally,
+                64,
+                30,
+                texts_of,
+                check,
+                REQUEST_TIMEOUT + 30,
+                lambda n: "/explain" if explains(n) else "/predict",
+            )
         after_burst = []
         for text in corpus[:20]:
             started = time.perf_counter()
@@ -233,6 +250,7 @@ def test_overload(tmp_path, models):
     assert refusals[len(refusals) // 2] < 0.5, f"median 503 took {refusals[len(refusals) // 2]:.2f} s: not at once"
     assert after < before * 1.2 + (50 << 20), f"memory grew from {before >> 20} MB to {after >> 20} MB"
     assert all(status == 200 for status, _ in after_burst), after_burst
+    assert any(explained) and not all(explained), "both /predict and /explain must have been answered"
     assert max(seconds for _, seconds in after_burst) < 1.0, after_burst
 
 
