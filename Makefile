@@ -103,7 +103,7 @@ DEMO_ARGS := --n_epochs 6 --batch_size 16 --patience 3
 DEMO_TEXTS := "How do I merge two dicts in one line?" "git says my branch has diverged from origin" \
 	"Flexbox: how do I push the last item to the right?" "SELECT rows where a date is in the last 7 days"
 
-.PHONY: help install demo models train train-native train-docker predict fetch data tensorboard start_api \
+.PHONY: help install demo models train train-native train-docker predict suggest fetch data tensorboard start_api \
 	start_api-native start_api-docker build_dev build_api docker-test compose-test lint test test-unit docs docs-build test-reliability test-slow bench bench-train bench-torch bench-serve bench-label \
 	install-engines java clean
 
@@ -209,6 +209,11 @@ train-docker: ## train in the dev container (project mounted; files owned by you
 predict: $(SERVE_STAMP) ## classify TEXT="..." (or stdin), or label a file: DATA=in.csv OUT=labelled.csv [TOP_K=3]
 	$(BIN)/python -m bertclf predict $(if $(OUT),--input $(call q,$(or $(DATA),$(error OUT= needs DATA=<file to label>))) --output $(call q,$(OUT)),$(if $(value TEXT),$(call q,$(value TEXT)))) \
 		$(if $(TEXT_COLUMN),$(if $(OUT),--text_column $(call q,$(TEXT_COLUMN)))) $(if $(TOP_K),--top_k $(call q,$(TOP_K)))
+
+suggest: $(SERVE_STAMP) ## what to label next: DATA=pool.csv OUT=to_label.csv [N=100] [STRATEGY=margin|entropy|diverse]
+	$(BIN)/python -m bertclf suggest --input $(call q,$(or $(DATA),$(error suggest needs DATA=<unlabelled pool>))) \
+		--output $(call q,$(or $(OUT),$(error suggest needs OUT=<file to write>))) $(if $(N),--n $(call q,$(N))) \
+		$(if $(STRATEGY),--strategy $(call q,$(STRATEGY))) $(if $(TEXT_COLUMN),--text_column $(call q,$(TEXT_COLUMN)))
 
 models: $(STAMP) ## list the pretrained checkpoints MODEL= knows by name (size, casing, cached)
 	$(BIN)/python -m bertclf models

@@ -23,6 +23,7 @@ from bertclf.config import (
     ModelChoice,
     PredictConfig,
     ServeConfig,
+    SuggestConfig,
     TokenConfig,
     TrainConfig,
     Workspace,
@@ -40,6 +41,7 @@ EPILOG = """examples:
   echo "git push was rejected" | python -m bertclf predict
   python -m bertclf predict --input issues.csv --output labelled.csv --top_k 3
   python -m bertclf evaluate --precision int8             # the latest model's test split, in int8
+  python -m bertclf suggest --input pool.csv --output to_label.csv --n 200   # what to label next
   python -m bertclf serve --port 5000                     # POST /predict {"x": ["..."]}
   python -m bertclf feedback export --output data/feedback.csv   # corrections sent to POST /feedback
   python -m bertclf token --note "ci bot"                 # then: serve --api_tokens_file secrets/api_tokens.txt
@@ -245,6 +247,32 @@ def _label_files_on_ray(cfg: LabelConfig) -> int:
         f"labelled {done['rows']:,} rows (column {done['text_column']!r}) in {done['seconds']:.1f} s "
         f"({done['rows_per_second']:,.0f} rows/s, {done['workers']} Ray workers) into {done['files']} files in "
         f"{cfg.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from bertclf.inference.predictor import Predictor
+    from bertclf.inference.suggest import suggest
+
+    cfg = settings(SuggestConfig, args)
+    predictor = Predictor.from_config(cfg, threads=os.cpu_count())
+    done = suggest(
+        predictor,
+        cfg.input,
+        cfg.output,
+        cfg.n,
+        cfg.strategy,
+        cfg.text_column,
+        cfg.chunk_rows,
+        cfg.format,
+        cfg.escape_formulas,
+    )
+    print(
+        f"suggested {done['suggested']:,} of {done['pool']:,} texts (strategy {done['strategy']}, column "
+        f"{done['text_column']!r}) in {done['seconds']:.1f} s into {cfg.output}: label them from the top, correcting "
+        f"the model's guess in 'prediction'",
         file=sys.stderr,
     )
     return 0
@@ -511,6 +539,15 @@ COMMANDS = [
         Workspace,
         _cmd_fetch,
         tensorflow=True,
+    ),
+    Command(
+        "suggest",
+        "rank unlabelled texts by how much a label would teach the model (what to label next)",
+        "Write the N texts of --input the model is least sure of (strategy margin or entropy; diverse also "
+        "spreads them over the embedding space) to --output, most useful first, each with the model's guess, so "
+        "labelling them is correcting. --format label-studio writes them as Label Studio tasks.",
+        SuggestConfig,
+        _cmd_suggest,
     ),
     Command(
         "feedback",

@@ -614,6 +614,46 @@ class LabelConfig(PredictConfig):
 
 
 @dataclass
+class SuggestConfig(PredictConfig):
+    """`python -m bertclf suggest`: which unlabelled texts to label next (inference/suggest.py)."""
+
+    input: str = _opt("", "the unlabelled pool: a CSV, TSV or JSONL file of texts (required)", str)
+    output: str = _opt(
+        "", "where to write the suggestions, most useful first, each with the model's guess (required)", str
+    )
+    n: int = _opt(100, "how many texts to suggest")
+    strategy: str = _opt(
+        "margin",
+        "margin: the smallest gap between the two likeliest labels; entropy: the most spread probabilities; "
+        "diverse: among the 10 x n smallest margins, n spread over the embedding space (no near-duplicates)",
+        str,
+        ("margin", "entropy", "diverse"),
+    )
+    text_column: str | None = _opt(
+        None, f"the pool's text column (default: the model's, else the first of {', '.join(TEXT_COLUMNS)})", str
+    )
+    format: str | None = _opt(
+        None,
+        "label-studio: write --output (.json) as Label Studio tasks with the guesses as pre-annotations "
+        "(default: the format --output's name says)",
+        str,
+        ("label-studio",),
+    )
+    escape_formulas: bool = _opt(True, "in CSV/TSV output, put ' before cells a spreadsheet would run", parse_bool)
+    chunk_rows: int = _opt(2048, "rows read and scored at a time (memory stays flat)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            [
+                (bool(self.input) and bool(self.output), "suggest needs --input (the pool) and --output"),
+                (self.n >= 1, f"n must be at least 1, got {self.n}"),
+                (self.chunk_rows >= 1, f"chunk_rows must be at least 1, got {self.chunk_rows}"),
+            ]
+        )
+
+
+@dataclass
 class ServeConfig(PredictConfig):
     """Settings of the HTTP server; each can be set as an environment variable BERTCLF_<NAME>."""
 
