@@ -17,6 +17,7 @@ from bertclf.serve.explain import bp as explain_bp
 from bertclf.serve.feedback import bp as feedback_bp
 from bertclf.serve.metrics import Metrics
 from bertclf.serve.model_manager import ModelManager
+from bertclf.serve.page import bp as page_bp
 from bertclf.serve.routes import bp
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def create_app(config: ServeConfig | None = None, load=None) -> Flask:
     app.register_blueprint(feedback_bp)
     app.register_blueprint(embed_bp)
     app.register_blueprint(explain_bp)
+    app.register_blueprint(page_bp)
     app.register_blueprint(docs_blueprint())
     manager.start()
     return app

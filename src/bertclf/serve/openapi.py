@@ -276,6 +276,16 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "summary": "a page to try the model: a text box, the labels with probability bars, the words "
+                    "highlighted by /explain (self-contained, works offline; asks for the token when one is needed)",
+                    "operationId": "page",
+                    "responses": {
+                        "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
             "/explain": {
                 "post": {
                     "summary": "each word's weight for a label (occlusion: the drop in its probability without "
