@@ -126,7 +126,7 @@ def test_a_server_that_needs_tokens_documents_them_and_its_401(models, tmp_path)
     schemathesis.openapi.from_dict(spec)
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "token"}
     needs = {path for path, item in spec["paths"].items() for op in item.values() if "security" in op}
-    assert needs == {"/predict", "/embed", "/explain", "/feedback", "/model"}
+    assert needs == {"/predict", "/embed", "/explain", "/feedback", "/model", "/report"}
     case = schemathesis.openapi.from_dict(spec)["/predict"]["POST"].Case(
         body={"x": ["a"]}, media_type="application/json"
     )

@@ -706,8 +706,8 @@ class ServeConfig(PredictConfig):
     api_tokens_file: str | None = _opt(
         None,
         "file of API tokens, one per line (or sha256:<hex> of one; make one with `python -m bertclf token`); when "
-        "set, /predict, /embed, /explain, /feedback and /model need Authorization: Bearer <token> or Token: "
-        "<token>. Re-read when it changes",
+        "set, /predict, /embed, /explain, /feedback, /model and /report need Authorization: Bearer <token> or "
+        "Token: <token>. Re-read when it changes",
         str,
     )
     protect_metrics: bool = _opt(

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # What needs a token when api_tokens_file is set (GET and POST alike); /metrics too with
 # protect_metrics. /health, /ready, /openapi.json and /docs stay open: a load balancer's probes and
 # a reader of the docs carry none.
-PROTECTED_PATHS = ("/predict", "/embed", "/explain", "/feedback", "/model")
+PROTECTED_PATHS = ("/predict", "/embed", "/explain", "/feedback", "/model", "/report")
 HASH_PREFIX = "sha256:"
 MIN_TOKEN_LENGTH = 16  # shorter is guessable; `python -m bertclf token` makes 43 characters
 MAX_FILE_BYTES = 1 << 20

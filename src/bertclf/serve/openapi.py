@@ -286,6 +286,18 @@ def _document(config: ServeConfig) -> dict[str, Any]:
                     },
                 }
             },
+            "/report": {
+                "get": {
+                    "summary": "the served model's report.html: metrics against TF-IDF, per class, confusion "
+                    "matrix, calibration, learning curves, text lengths, the most confident mistakes explained",
+                    "operationId": "report",
+                    "responses": {
+                        "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        "404": _error("the model was exported before models had a report"),
+                        "503": _error("no model loaded yet"),
+                    },
+                }
+            },
             "/explain": {
                 "post": {
                     "summary": "each word's weight for a label (occlusion: the drop in its probability without "

@@ -1,5 +1,7 @@
 """GET /: a page to try the served model: a text box, the labels with probability bars, and the
-words highlighted by POST /explain (green: for the label, red: against it).
+words highlighted by POST /explain (green: for the label, red: against it). GET /report: the
+served model's report.html (training/report.py), protected like /model, under a policy that runs
+no script.
 
 One self-contained page (no CDN, no external file: it works offline and in the api image) that
 calls this server's own /predict and /explain. The page itself holds no data and needs no token;
@@ -14,7 +16,13 @@ import re
 
 from flask import Blueprint, Response
 
+from bertclf.serve.errors import ApiError
+from bertclf.serve.routes import LOADING, state
+
 bp = Blueprint("page", __name__)
+REPORT_FILE = "report.html"  # training/report.py writes it into every model folder
+# The report runs nothing: no script at all; its styles are inline and its one picture a data: URI.
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -164,4 +172,19 @@ def page():
     response.headers["Content-Security-Policy"] = POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.get("/report")
+def report():
+    """The served model's report.html (protected like /model)."""
+    predictor = state().manager.predictor
+    if predictor is None:
+        raise ApiError(503, LOADING)
+    path = predictor.folder / REPORT_FILE
+    if not path.is_file():
+        raise ApiError(404, f"the model {predictor.name} was exported before models had a report.html")
+    response = Response(path.read_bytes(), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = REPORT_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -48,6 +48,7 @@ from bertclf.training.model import (
 )
 from bertclf.training.pipeline import encode, token_counts, traced_forward, traced_preprocessor
 from bertclf.training.refit import calibrate_like, refit_all
+from bertclf.training.report import write_report
 from bertclf.training.resume import fingerprint, open_run
 from bertclf.training.stages import Stages, table
 
@@ -295,6 +296,11 @@ def _train(
         model_config = export_model(
             work, classifier, model.preprocessor, cfg, splits, checkpoint, identity, data, training, evaluation, stages
         )
+        with stages("report.html"):
+            try:
+                write_report(work, model_config, evaluation.metrics, splits.test.texts, splits.label_sets("test"))
+            except Exception as err:
+                log.warning("report.html was not written: %s", err)
         timing = stages.record()
         log.debug("where the run's time went:\n%s", table(timing))
         evaluation.metrics["time"] = timing
