@@ -188,7 +188,9 @@ class Writer:
         elif kind == "label-studio":
             self.file.write("[")
 
-    def write(self, row: dict, added: dict) -> None:
+    def write(self, row: dict, added: dict | None = None) -> None:
+        """Write `row` with the columns `added` (the answers; a Label Studio task needs them)."""
+        added = added or {}
         if self.kind == "label-studio":  # one task per line inside the array, so the file stays diffable
             entry = labelstudio.task(row, added["prediction"], added["probability"], self.model_version)
             self.file.write(("," if self.tasks else "") + "\n" + json.dumps(entry, ensure_ascii=False))
