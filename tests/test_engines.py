@@ -175,6 +175,20 @@ def test_ray_input_names_files_folders_and_globs_of_one_format(tmp_path):
         input_files(str(tmp_path / "in"))
 
 
+def test_ray_csv_cells_are_written_as_predict_input_writes_them():
+    from bertclf.ray import _Labeller
+
+    labeller = object.__new__(_Labeller)  # the cell rules only: no model
+    labeller.separator, labeller.escape = ";", True
+    assert labeller._cell(np.array(["bug", "ui"], dtype=object)) == "bug;ui"  # a multi-label answer
+    assert labeller._cell(["bug"]) == "bug" and labeller._cell([]) == ""
+    assert labeller._cell(np.float64(0.25)) == "0.25" and labeller._cell(0.5) == "0.5"
+    assert labeller._cell(None) == "" and labeller._cell(float("nan")) == ""  # abstained, or an empty cell
+    assert labeller._cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"  # spreadsheets never run it
+    labeller.escape = False
+    assert labeller._cell("=1") == "=1"
+
+
 # === Ray: a local Ray, 2 CPUs ===
 
 

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bertclf.errors import ConfigError, DataError, RegistryError
 from bertclf.files import read_json_object, spreadsheet_safe
 from bertclf.inference.labelfile import FORMATS, open_input, pick_text_column, read_chunks
@@ -111,8 +113,8 @@ class _Labeller:
     def _cell(self, value: Any) -> str:
         if value is None or (isinstance(value, float) and value != value):
             text = ""
-        elif isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, str)):
-            items = value.tolist() if hasattr(value, "tolist") else value
+        elif isinstance(value, (list, tuple, np.ndarray)):  # a multi-label answer: joined like the training labels
+            items = value.tolist() if isinstance(value, np.ndarray) else value
             text = self.separator.join("" if v is None else str(v) for v in items)
         elif isinstance(value, (dict, bool)):
             text = json.dumps(value, ensure_ascii=False)
