@@ -89,10 +89,20 @@ def test_predict_input_adds_an_explanation_column(tmp_path):
     assert rows[0]["explanation"]["words"] == [["a", 0.0], ["crash", pytest.approx(0.3)], ["here", 0.0]]
 
 
+def test_a_bare_yes_no_option_before_a_text_leaves_the_text_alone():
+    from bertclf.cli import bare_flags
+
+    assert bare_flags(["predict", "--explain", "a text"]) == ["predict", "--explain", "true", "a text"]
+    assert bare_flags(["predict", "--explain", "false", "a text"]) == ["predict", "--explain", "false", "a text"]
+    assert bare_flags(["predict", "--explain", "--top_k", "2"]) == ["predict", "--explain", "--top_k", "2"]
+    assert bare_flags(["predict", "a text", "--explain"]) == ["predict", "a text", "--explain"]
+    assert bare_flags(["-v", "predict", "train", "--explain", "x"])[-2:] == ["true", "x"]  # "train" is a text here
+
+
 def test_the_cli_explains_with_a_real_model(trained_models):
     models, _ = trained_models
     result = subprocess.run(
-        [sys.executable, "-m", "bertclf", "predict", "--models_dir", str(models), "apple banana the", "--explain"],
+        [sys.executable, "-m", "bertclf", "predict", "--models_dir", str(models), "--explain", "apple banana the"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -629,9 +629,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+YES_NO_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off"})
+
+
+def bare_flags(argv: list[str]) -> list[str]:
+    """`argv` with "true" after a yes/no option given bare before a positional text, so that
+    `predict --explain "some text"` explains the text instead of reading it as the option's value."""
+    name = next((token for token in argv if not token.startswith("-")), None)  # the subcommand
+    command = next((c for c in COMMANDS if c.name == name), None)
+    if command is None:
+        return argv
+    flags = {
+        name
+        for f in dataclasses.fields(command.settings)
+        if isinstance(f.default, bool)
+        for name in (f"--{f.name}", f"--{f.name.replace('_', '-')}")
+    }
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        out.append(token)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if (
+            token in flags
+            and following is not None
+            and not following.startswith("-")
+            and following.strip().lower() not in YES_NO_WORDS
+        ):
+            out.append("true")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(bare_flags(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
