@@ -43,7 +43,8 @@ WEIGHT_TOLERANCE = 5 * LEARN_RATE
 PROBABILITY_TOLERANCE = 5e-3
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
+# 35-45 s (two trainings in step): in `make test-slow`, to keep `make test` well under 15 minutes.
+@pytest.mark.slow
 def test_two_logical_devices_train_the_model_one_device_trains(tmp_path):
     from bertclf.inference.predictor import Predictor
     from conftest import make_texts

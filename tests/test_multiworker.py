@@ -43,7 +43,8 @@ LOSS_TOLERANCE = 1e-3
 WEIGHT_TOLERANCE = 5e-3
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
+# 35-45 s (two trainings in step): in `make test-slow`, to keep `make test` well under 15 minutes.
+@pytest.mark.slow
 def test_two_workers_train_together_and_only_the_chief_exports(tmp_path):
     from bertclf.config import TrainConfig
     from bertclf.inference.predictor import Predictor
