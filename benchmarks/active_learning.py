@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from quality import write_splits  # benchmarks/quality.py: the same split files as the quality runs
 
 DEFAULT_OPTIONS = "--n_epochs 4 --max_seq_len 64"
@@ -127,8 +128,10 @@ def tables(results: list[dict]) -> str:
         zero = [line for line in lines if line["round"] == 0]
         if zero:
             z = zero[-1]
-            out.append(f"| 0 | {z['labelled']} | {z['accuracy']:.3f} | {z['accuracy']:.3f} | | "
-                       f"{z['macro_f1']:.3f} | {z['macro_f1']:.3f} | |")
+            out.append(
+                f"| 0 | {z['labelled']} | {z['accuracy']:.3f} | {z['accuracy']:.3f} | | "
+                f"{z['macro_f1']:.3f} | {z['macro_f1']:.3f} | |"
+            )
         wins = 0
         for r in rounds:
             arms = {line["arm"]: line for line in lines if line["round"] == r}
@@ -158,7 +161,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="42", help="comma-separated: the draws and the training seed")
     parser.add_argument("--options", default=DEFAULT_OPTIONS, help="train options for every round, both arms")
     parser.add_argument("--model_dir", default="models", help="models folder whose pretrained/ is reused")
-    parser.add_argument("--results", help="JSON lines appended per training (default: <data_dir>/active_learning.jsonl)")
+    parser.add_argument("--results", help="JSON lines, one per training (default: <data_dir>/active_learning.jsonl)")
     parser.add_argument("--tables", help="print the tables of this results file and stop")
     args = parser.parse_args()
     if args.tables:

@@ -16,7 +16,7 @@ from bertclf.inference.predictor import Predictor
 from bertclf.inference.runtime import SERVING_GRAPH
 from bertclf.training.data import load_splits, split_labels
 from bertclf.training.evaluate import evaluate_saved_model
-from conftest import make_app, make_multilabel_texts, train_tiny, wait_until, write_csv
+from conftest import make_app, make_multilabel_texts, wait_until, write_csv
 
 
 def test_split_labels_and_multi_hot():
@@ -158,12 +158,16 @@ def test_hostile_thresholds_are_refused(multilabel_run, tmp_path, thresholds):
     assert stored_thresholds({}, ["a"], hostile) is None
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
-def test_make_train_on_a_multi_label_file_reports_its_scores(tmp_path, tiny_preset):
+@pytest.mark.integration  # trains a model twice over (the split run and its refit)
+def test_make_train_on_a_multi_label_file_reports_its_scores_and_its_refit_keeps_the_thresholds(
+    tmp_path, tiny_pretrained_preset
+):
     texts, labels = make_multilabel_texts(60, seed=2)
     data = write_csv(tmp_path / "tags.csv", zip(texts, [x.replace("|", ";") for x in labels], strict=True))
-    options = ["--data", str(data), "--model", str(tiny_preset), "--models_dir", str(tmp_path / "models")]
+    models = tmp_path / "models"
+    options = ["--data", str(data), "--model", str(tiny_pretrained_preset), "--models_dir", str(models)]
     options += ["--max_seq_len", "16", "--n_epochs", "1", "--label_separator", ";", "--class_weight", "balanced"]
+    options += ["--refit", "all", "--label_smoothing", "0.1"]
     result = subprocess.run(
         [sys.executable, "-m", "bertclf", "train", *options],
         capture_output=True,
@@ -174,14 +178,10 @@ def test_make_train_on_a_multi_label_file_reports_its_scores(tmp_path, tiny_pres
     assert "test subset accuracy" in result.stdout and "micro-F1" in result.stdout
     assert "multi-label" in result.stderr and "trains without class weights" in result.stderr
 
-
-@pytest.mark.integration  # trains a model twice over (the split run and its refit)
-def test_a_multi_label_refit_keeps_the_thresholds_and_serves(tmp_path, tiny_pretrained_preset):
-    texts, labels = make_multilabel_texts(120, seed=2)
-    settings = dict(max_seq_len=16, n_epochs=3, patience=3, refit="all", label_smoothing=0.1)
-    _, folder, model_config = train_tiny(tmp_path, tiny_pretrained_preset, zip(texts, labels, strict=True), **settings)
+    folder = models / json.loads((models / "latest_model_config.json").read_text())["model_dir"]
+    model_config = json.loads((folder / "model_config.json").read_text())
     refit = model_config["training"]["refit"]
-    assert refit["texts"] == 120 and refit["epochs"] == model_config["training"]["best_epoch"]
+    assert refit["texts"] == 60 and refit["epochs"] == model_config["training"]["best_epoch"]
     assert "temperature" not in refit  # multi-label models are not temperature-calibrated
     predictor = Predictor(folder, precision="fp32")
     assert predictor.thresholds.tolist() == pytest.approx(
