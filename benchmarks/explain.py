@@ -92,7 +92,8 @@ def main() -> None:
     print(f"  mean drop: top {np.mean(top):.3f}, random {np.mean(rand):.3f}")
     print(
         f"cost: predict {len(texts) / predict_seconds:,.1f} texts/s, explain {len(texts) / explain_seconds:,.1f} "
-        f"texts/s ({explain_seconds / predict_seconds:.1f}x the time)"
+        f"texts/s ({explain_seconds / predict_seconds:.1f}x the time; {sum(words) + len(texts):,} texts scored "
+        f"for {len(texts):,}: {(sum(words) + len(texts)) / explain_seconds:,.1f} per second)"
     )
 
 
