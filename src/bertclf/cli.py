@@ -438,7 +438,6 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from bertclf.inference.quantize import INT8_GRAPH
     from bertclf.inference.runtime import SERVING_GRAPH
     from bertclf.registry import chosen_model_folder
-    from bertclf.training.onnx_writer import UnsupportedModel, export_folder
 
     cfg = settings(ModelChoice, args)
     if args.all:
@@ -452,6 +451,12 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
             return 0
     else:
         folders = [chosen_model_folder(cfg.models_dir, cfg.model_dir)]
+    # TensorFlow (seconds) once there is work: a wrong option or nothing to do answers at once.
+    from bertclf.training.startup import import_tensorflow
+
+    import_tensorflow(verbose=args.verbose)
+    from bertclf.training.onnx_writer import UnsupportedModel, export_folder
+
     failed = 0
     for folder in folders:
         try:
@@ -574,8 +579,7 @@ COMMANDS = [
         "the server needs neither TensorFlow nor Keras for them. `make train` writes both already; this is for "
         "folders exported before it did. Needs the training install.",
         ModelChoice,
-        _cmd_export_onnx,
-        tensorflow=True,
+        _cmd_export_onnx,  # loads TensorFlow itself, once it has work
     ),
     Command(
         "data",
