@@ -132,11 +132,12 @@ def tables(results: list[dict]) -> str:
                 f"| 0 | {z['labelled']} | {z['accuracy']:.3f} | {z['accuracy']:.3f} | | "
                 f"{z['macro_f1']:.3f} | {z['macro_f1']:.3f} | |"
             )
-        wins = 0
+        wins = compared = 0
         for r in rounds:
             arms = {line["arm"]: line for line in lines if line["round"] == r}
             if set(arms) != {"random", "suggested"}:
-                continue
+                continue  # an interrupted run's last round
+            compared += 1
             a, b = arms["random"], arms["suggested"]
             wins += b["accuracy"] > a["accuracy"]
             out.append(
@@ -145,7 +146,7 @@ def tables(results: list[dict]) -> str:
                 f"{100 * (b['macro_f1'] - a['macro_f1']):+.1f} |"
             )
         out.append("")
-        summary.append(f"- {name} (seed {seed}): suggested beats random on {wins} of {len(rounds)} rounds")
+        summary.append(f"- {name} (seed {seed}): suggested beats random on {wins} of {compared} rounds")
     return "\n".join(out + summary)
 
 
