@@ -644,10 +644,10 @@ def bare_flags(argv: list[str]) -> list[str]:
     if command is None:
         return argv
     flags = {
-        name
+        option
         for f in dataclasses.fields(command.settings)
         if isinstance(f.default, bool)
-        for name in (f"--{f.name}", f"--{f.name.replace('_', '-')}")
+        for option in (f"--{f.name}", f"--{f.name.replace('_', '-')}")
     }
     out: list[str] = []
     for i, token in enumerate(argv):
