@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from quality import write_splits  # benchmarks/quality.py: the same split files as the quality runs
+from quality import train_once, write_splits  # benchmarks/quality.py: the same split files and train runs
 
 DEFAULT_OPTIONS = "--n_epochs 4 --max_seq_len 64"
 
@@ -49,19 +49,10 @@ def train(labelled: pd.DataFrame, paths: dict[str, Path], options: list[str], mo
     """Train on `labelled` (validation and test: the split files) into `models_dir`; its test scores."""
     data = models_dir / "labelled.csv"
     labelled[["text", "label"]].to_csv(data, index=False)
-    command = [sys.executable, "-m", "bertclf", "train", "--data", str(data), "--models_dir", str(models_dir)]
-    command += ["--validation_data", str(paths["validation"]), "--test_data", str(paths["test"]), *options]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
-    latest = json.loads((models_dir / "latest_model_config.json").read_text())
-    config = json.loads((models_dir / latest["model_dir"] / "model_config.json").read_text())
-    return {
-        "accuracy": config["metrics"]["accuracy"],
-        "macro_f1": config["metrics"]["macro_f1"],
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    splits = ["--validation_data", str(paths["validation"]), "--test_data", str(paths["test"])]
+    _, config, seconds = train_once(["--data", str(data), *splits, *options], models_dir)
+    metrics = config["metrics"]
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": round(seconds, 1)}
 
 
 def suggest(pool: pd.DataFrame, n: int, strategy: str, models_dir: Path) -> pd.Index:

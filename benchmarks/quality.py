@@ -30,6 +30,7 @@ precision the export measured (fp32, int8, bf16) and the one `--precision auto` 
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,21 @@ def write_splits(data: Path, folder: Path, seed: int | None = None) -> dict[str,
     return paths
 
 
+def train_once(options: list[str], models_dir: Path) -> tuple[Path, dict, float]:
+    """Run `python -m bertclf train OPTIONS --models_dir MODELS_DIR` in a subprocess: the exported
+    folder, its model_config.json and the run's wall seconds. A failed run raises with its stderr's
+    tail (the benchmarks run for hours; the error must say what broke)."""
+    command = [sys.executable, "-m", "bertclf", "train", *options, "--models_dir", str(models_dir)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
+    latest = json.loads((models_dir / "latest_model_config.json").read_text())
+    folder = models_dir / latest["model_dir"]  # relative to the models folder (an absolute one stays as it is)
+    return folder, json.loads((folder / "model_config.json").read_text()), seconds
+
+
 def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path, holdout: bool = False) -> dict:
     """One `train` run on the set's split files and what it measured on the test file. `holdout`: the
     run gets the train and validation files joined as its DATA (make train splits its own validation
@@ -95,15 +111,7 @@ def run_bertclf(paths: dict[str, Path], options: list[str], models_dir: Path, ho
     else:
         data = ["--data", str(paths["train"]), "--validation_data", str(paths["validation"])]
         data += ["--test_data", str(paths["test"])]
-    command = [sys.executable, "-m", "bertclf", "train", *data, "--models_dir", str(models_dir), *options]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    latest = json.loads((models_dir / "latest_model_config.json").read_text())
-    folder = models_dir / latest["model_dir"]  # relative to the models folder (an absolute one stays as it is)
-    config = json.loads((folder / "model_config.json").read_text())
+    folder, config, seconds = train_once([*data, *options], models_dir)
     served = Served(folder, paths)
     blend = None if config.get("multi_label") or holdout else tfidf_blend(served, paths)
     long_text = json.loads((folder / "metrics.json").read_text()).get("long_text")  # the truncated scores beside
