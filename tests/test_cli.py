@@ -3,11 +3,14 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bertclf.training.startup import CHATTER
 from conftest import make_texts, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args, stdin=None, cwd=None):
@@ -66,6 +69,26 @@ def test_bad_setting_and_help(tmp_path):
     assert result.returncode == 2 and "max_learn_rate must be between 0 and 1" in result.stderr
     result = run("train", "--help")
     assert result.returncode == 0 and "--warmup_proportion" in result.stdout and "(default: 0.1)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--data", "nope.csv"], "nope.csv: no such file. Check DATA="),
+        (["--data", "data/sample.csv", "--test_data", "nope.csv"], "nope.csv: no such file. Check TEST_DATA="),
+        (["--data", "data/sample.csv", "--n_epochs", "0"], "n_epochs must be at least 1"),
+    ],
+)
+def test_train_answers_a_wrong_option_or_file_before_loading_tensorflow(tmp_path, options, message):
+    # TensorFlow takes seconds to import: a typo must not wait for it.
+    probe = (
+        "import sys; from bertclf.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow loaded' if 'tensorflow' in sys.modules else 'tensorflow not loaded'); sys.exit(code)"
+    )
+    command = [sys.executable, "-c", probe, "train", "--models_dir", str(tmp_path), *options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.strip() == "tensorflow not loaded"
 
 
 def test_predict_without_model_says_train_first(tmp_path):

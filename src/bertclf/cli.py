@@ -92,9 +92,17 @@ def settings(config_cls: type, args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from bertclf.training.data import check_data_files
+
+    cfg = settings(TrainConfig, args)
+    check_data_files(cfg)
+    # TensorFlow (seconds) once the options and files hold: a typo answers at once.
+    from bertclf.training.startup import import_tensorflow
+
+    import_tensorflow(verbose=args.verbose)
     from bertclf.training.run import train
 
-    folder, model_config = train(settings(TrainConfig, args))
+    folder, model_config = train(cfg)
     if folder is None:  # a worker of several machines: the chief prints the evaluation and exports
         training = model_config["training"]
         task = training["distribution"]["task"]
@@ -501,7 +509,6 @@ COMMANDS = [
         "it to models/trained/<timestamp>_<model>/, then point models/latest_model_config.json at it.",
         TrainConfig,
         _cmd_train,
-        tensorflow=True,
     ),
     Command(
         "predict",
