@@ -92,10 +92,16 @@ def settings(config_cls: type, args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bertclf.training.data import check_data_files
+    import importlib.util
+
+    from bertclf.files import existing_file
 
     cfg = settings(TrainConfig, args)
-    check_data_files(cfg)
+    if importlib.util.find_spec("tensorflow") is None:  # a serving-only install: that first, not the files
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+    for path, option in ((cfg.data, "DATA"), (cfg.validation_data, "VALIDATION_DATA"), (cfg.test_data, "TEST_DATA")):
+        if path is not None:
+            existing_file(path, option)
     # TensorFlow (seconds) once the options and files hold: a typo answers at once.
     from bertclf.training.startup import import_tensorflow
 

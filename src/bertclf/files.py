@@ -11,10 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TypeGuard
 
+from bertclf.errors import DataError
+
 
 def is_finite_number(value: Any) -> TypeGuard[int | float]:
     """A JSON number that is a real number: not a bool (JSON true is no number), NaN or infinity."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def existing_file(path: str | os.PathLike, option: str) -> Path:
+    """`path` as a Path; DataError naming it and the setting to fix (`option`=) when no such file exists."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file. Check {option}= (and that you run from the project folder).")
+    return path
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

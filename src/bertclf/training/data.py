@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 from bertclf import labelstudio
 from bertclf.config import LABEL_COLUMNS, TEXT_COLUMNS, TrainConfig, usual_column
 from bertclf.errors import DataError
+from bertclf.files import existing_file
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +123,6 @@ def _pick_column(frame, wanted, candidates, kind, setting, path):
     )
 
 
-def existing_file(path, option: str = "DATA") -> Path:
-    """`path` as a Path; DataError naming it and the option to fix (`option`=) when no such file exists."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file. Check {option}= (and that you run from the project folder).")
-    return path
-
-
-def check_data_files(cfg: TrainConfig) -> None:
-    """Every data file a run names exists. `train` checks this before TensorFlow loads (seconds), so a
-    mistyped path answers at once."""
-    for path, option in ((cfg.data, "DATA"), (cfg.validation_data, "VALIDATION_DATA"), (cfg.test_data, "TEST_DATA")):
-        if path is not None:
-            existing_file(path, option)
-
-
 def read_examples(path, text_column=None, label_column=None, separator="|") -> Examples:
     """Read one CSV or JSONL file of labelled texts, or a Label Studio JSON export (labelstudio.py;
     several choices are joined with `separator`: multi-label).
@@ -153,7 +138,7 @@ def read_examples(path, text_column=None, label_column=None, separator="|") -> E
     Returns:
         Examples with texts and labels as lists of strings.
     """
-    path = existing_file(path)
+    path = existing_file(path, "DATA")
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty. It needs a header row and one row per text.")
