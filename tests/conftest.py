@@ -190,6 +190,20 @@ def tiny_run(tmp_path_factory, tiny_preset):
     return train_tiny(tmp_path_factory.mktemp("run"), tiny_preset, zip(texts, labels, strict=True))
 
 
+@pytest.fixture(scope="session")
+def options_run(tmp_path_factory, tiny_preset):
+    """One short real run with several non-default options at once, each checked by its own test
+    (one training instead of three): imbalanced data (10 fruit texts against 30 of each other class)
+    of texts up to 40 words, with target_precision 0.99, class_weight balanced, calibration none and
+    max_seq_len auto. Returns (rows, folder, model_config)."""
+    texts, labels = make_texts(30, seed=2, max_words=40)
+    rows = [(t, label) for t, label in zip(texts, labels, strict=True) if label != "fruit"]
+    rows += [(t, label) for t, label in zip(texts, labels, strict=True) if label == "fruit"][:10]
+    settings = dict(n_epochs=2, target_precision=0.99, class_weight="balanced", calibration="none", max_seq_len="auto")
+    _, folder, model_config = train_tiny(tmp_path_factory.mktemp("options"), tiny_preset, rows, **settings)
+    return rows, folder, model_config
+
+
 def train_tiny(root, preset, rows, **settings):
     """A real training run of the tiny model on `rows` (text, label) with the settings that make it
     learn with room to spare on any CPU (16 full epochs at a high rate); `settings` change them.
@@ -352,7 +366,7 @@ def browser():
 # (`make test-unit`, the edit-test loop). slow, network and reliability tests are neither.
 INTEGRATION_FIXTURES = frozenset(
     [
-        "tiny_run", "trained_models", "models", "app", "client", "served", "multilabel_run",
+        "tiny_run", "options_run", "trained_models", "models", "app", "client", "served", "multilabel_run",
         "project", "uninterrupted", "serving_install", "served_schema", "site",
     ]
 )  # fmt: skip

@@ -12,7 +12,7 @@ from bertclf.config import PredictConfig, TrainConfig
 from bertclf.errors import ConfigError, RegistryError
 from bertclf.inference.abstain import at_threshold, decide, threshold_for_precision
 from bertclf.inference.predictor import Predictor
-from conftest import make_app, make_texts, train_tiny, wait_until
+from conftest import make_app, wait_until
 
 # Top probabilities 0.9, 0.8, 0.7, 0.6, 0.5; right, right, wrong, right, wrong.
 PROBABILITIES = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.5, 0.5]])
@@ -60,11 +60,9 @@ def test_settings_are_checked():
         PredictConfig(min_confidence=1.5)
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
-def test_training_chooses_a_threshold_for_a_target_precision_and_records_it(tmp_path, tiny_preset):
-    texts, labels = make_texts(30, seed=3)
-    rows = zip(texts, labels, strict=True)
-    _, folder, model_config = train_tiny(tmp_path, tiny_preset, rows, n_epochs=2, target_precision=0.99)
+def test_training_chooses_a_threshold_for_a_target_precision_and_records_it(options_run):
+    rows, folder, model_config = options_run  # --target_precision 0.99 (among other options)
+    texts = [text for text, _ in rows]
     record = model_config["abstain"]
     assert record["chosen_by"] == "target_precision 0.99 on the validation split"
     assert 0 < record["min_confidence"] <= 1 and record["min_confidence"] == record["test"]["min_confidence"]

@@ -115,49 +115,18 @@ def test_class_weights(setting, counts, expected, caplog):
         assert "so every class is drawn equally often (class_weight sample)" in caplog.text
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
-def test_a_run_with_class_weights_records_them(tmp_path, tiny_preset):
-    from bertclf.config import TrainConfig
-    from conftest import make_texts, write_csv
-
-    texts, labels = make_texts(30, seed=2)
-    rows = [(t, label) for t, label in zip(texts, labels, strict=True) if label != "fruit"]
-    rows += [(t, label) for t, label in zip(texts, labels, strict=True) if label == "fruit"][:10]
-    data = write_csv(tmp_path / "imbalanced.csv", rows)
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(tmp_path / "models"),
-        max_seq_len=32,
-        batch_size=16,
-        n_epochs=1,
-        class_weight="balanced",
-        calibration="none",
-    )
-    folder, model_config = train(cfg)
+def test_a_run_with_class_weights_records_them(options_run):
+    _, folder, model_config = options_run  # --class_weight balanced --calibration none (among other options)
     weights = model_config["training"]["class_weights"]
-    assert weights["fruit"] > 2 * max(weights["animal"], weights["tool"])  # 10 fruit texts against ~30 of each
+    assert weights["fruit"] > 2 * max(weights["animal"], weights["tool"])  # 10 fruit texts against 30 of each
     assert model_config["hyperparameters"]["class_weight"] == "balanced"
     assert "calibration" not in model_config["metrics"] and not (folder / "reliability_diagram.png").exists()
 
 
-@pytest.mark.integration  # trains a model or runs processes: not the unit tier
-def test_max_seq_len_auto_is_chosen_from_the_training_texts_and_recorded(tmp_path, tiny_preset):
-    from bertclf.config import TrainConfig
+def test_max_seq_len_auto_is_chosen_from_the_training_texts_and_recorded(options_run):
     from bertclf.inference.predictor import Predictor
-    from conftest import make_texts, write_csv
 
-    texts, labels = make_texts(20, seed=5, max_words=40)
-    data = write_csv(tmp_path / "d.csv", zip(texts, labels, strict=True))
-    cfg = TrainConfig(
-        data=str(data),
-        model=str(tiny_preset),
-        models_dir=str(tmp_path / "models"),
-        max_seq_len="auto",
-        batch_size=16,
-        n_epochs=1,
-    )
-    folder, model_config = train(cfg)
+    _, folder, model_config = options_run  # --max_seq_len auto on texts of up to 40 words
     chosen = model_config["max_seq_len"]
     assert chosen == model_config["hyperparameters"]["max_seq_len"] and chosen % 32 == 0
     assert model_config["data"]["train_tokens"]["max_seq_len_auto"] is True
