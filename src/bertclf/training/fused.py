@@ -25,8 +25,8 @@ import math
 from collections.abc import Callable, Iterator
 
 import keras
+import keras_hub  # noqa: F401  registers keras_hub>gelu_approximate, looked up below
 import tensorflow as tf
-from keras_hub.src.utils.keras_utils import gelu_approximate
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,12 @@ def _fusable_attention(layer) -> bool:
     return isinstance(layer, keras.layers.MultiHeadAttention) and len(layer._attention_axes) == 1
 
 
-GELUS = {gelu_approximate: gelu_tanh, keras.activations.gelu: gelu_erf}
+# KerasHub's BERT uses its own tanh GELU, registered for serialization: found by that public name
+# rather than imported from keras_hub.src (private, and may move between releases).
+_KERAS_HUB_GELU = keras.saving.get_registered_object("keras_hub>gelu_approximate")
+if _KERAS_HUB_GELU is None:
+    raise ImportError("keras_hub no longer registers keras_hub>gelu_approximate: update training/fused.py's GELUS")
+GELUS = {_KERAS_HUB_GELU: gelu_tanh, keras.activations.gelu: gelu_erf}
 
 
 @contextlib.contextmanager
