@@ -124,7 +124,8 @@ def tiny_pretrained_preset(tmp_path_factory, tiny_preset):
     texts, labels = make_texts(30, seed=3)
     y = np.array([sorted(WORDS).index(label) for label in labels])
     compile_classifier(classifier, 1e-2)
-    classifier.fit(np.array(texts), y, epochs=8, batch_size=16, verbose=0)
+    # shuffle=False: KerasHub turns the arrays into a tf.data pipeline and would ignore (and warn about) True
+    classifier.fit(np.array(texts), y, epochs=8, batch_size=16, verbose=0, shuffle=False)
     folder = tmp_path_factory.mktemp("tiny_pretrained")
     classifier.backbone.save_to_preset(str(folder))
     keras_hub.models.BertTokenizer(vocabulary=VOCAB, lowercase=True).save_to_preset(str(folder))
