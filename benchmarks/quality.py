@@ -419,12 +419,16 @@ def print_tables(results: list[dict]) -> None:
             print(part + "\n")
 
 
+SEEDS_NEEDED = 3  # the issue's rule: a verdict on fewer seeds is a screen, not a decision
+
+
 def paired(results: list[dict]) -> str:
     """Markdown rows: each lever against its baseline (the default; for a held-out lever,
     default_holdout: BASELINE) on the same set and seed (so on the same splits and the same
     initialisation but for the lever): the mean of the per-seed differences, their range, the
     baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when every
-    seed agrees and the mean difference exceeds the baseline's spread; else it is noise. The TF-IDF
+    seed agrees and the mean difference exceeds the baseline's spread; else it is noise; and only on
+    SEEDS_NEEDED seeds of both (before that the verdict says how far it got). The TF-IDF
     blend each run measures on its own model is the lever "<lever> + blend", against that lever."""
     runs: dict[tuple[str, str], dict[str, dict]] = {}
     for result in results:
@@ -461,6 +465,8 @@ def paired(results: list[dict]) -> str:
             for key in ("accuracy", "macro_f1")
         ]
         verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
+        if min(len(seeds), len(base)) < SEEDS_NEEDED:  # one seed's baseline has no spread: any gain would "win"
+            verdict = f"too few seeds ({min(len(seeds), len(base))} of {SEEDS_NEEDED}): {verdict} so far"
         rows.append(
             f"| {name} | {lever} | {baseline} | {len(seeds)} | {cells[0]} | {cells[1]} "
             f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {verdict} |"

@@ -61,3 +61,11 @@ def test_the_tfidf_blend_is_paired_with_the_model_it_blends(quality):
     for result, blended in zip(results, (0.88, 0.87, 0.88), strict=True):
         result["blend"] = {"weight": 0.5, "accuracy": blended, "macro_f1": blended}
     assert verdict(quality.paired(results), "default + blend") == "wins"
+
+
+def test_a_verdict_needs_three_seeds_of_the_lever_and_of_its_baseline(quality):
+    # One seed of the baseline has no spread: without the rule any gain would "win".
+    one = quality.paired(runs("default", [0.85]) + runs("ema", [0.86]))
+    assert verdict(one, "ema") == "too few seeds (1 of 3): wins so far"
+    two = quality.paired(runs("default", [0.85, 0.84, 0.85]) + runs("ema", [0.80, 0.79]))
+    assert verdict(two, "ema") == "too few seeds (2 of 3): loses so far"
