@@ -15,7 +15,7 @@ With `--seeds`, every lever runs once per seed (`--seed`: the split, written to
 spread (max - min) over the seeds: a difference between levers smaller than the spread is noise.
 Then the paired comparison: each lever minus the default on the same set and seed, its mean and
 range, and a verdict (wins or loses only when every seed agrees and the mean exceeds the default's
-spread). Issue 28's sets: `python benchmarks/realsets.py --out data/real10k`, then
+spread). The 10,000-text sets: `python benchmarks/realsets.py --out data/real10k`, then
 `--data_dir data/real10k --seeds 42,1,2`.
 
 With `--hf_python`, the Hugging Face + PyTorch reference (`benchmarks/hf_finetune.py`: the same
@@ -80,6 +80,21 @@ def write_splits(data: Path, folder: Path, seed: int | None = None) -> dict[str,
         examples = getattr(splits, part)
         pd.DataFrame({"text": examples.texts, "label": examples.labels}).to_csv(path, index=False)
     return paths
+
+
+def machine(path: str = "/proc/cpuinfo") -> str:
+    """The CPU a run trained on, which the tables pair by: its model name and how it computes bfloat16
+    (amx_bf16, avx512_bf16 or neither), on which the default precision's arithmetic depends."""
+    from bertclf.cpu import cpu_flags
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return "unknown"
+    name = next((line.partition(":")[2].strip() for line in lines if line.startswith("model name")), "unknown")
+    flags = cpu_flags(path)
+    bf16 = next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), "no bf16")
+    return f"{name} ({bf16})"
 
 
 def train_once(options: list[str], models_dir: Path) -> tuple[Path, dict, float]:
@@ -354,6 +369,7 @@ def main(argv=None):
         parser.error(f"--seeds: comma-separated whole numbers, not {args.seeds!r}")
 
     checkpoint = resolve(DEFAULT_MODEL, args.model_dir)  # fetched once, before any timing
+    cpu = machine()
     pretrained = Path(args.model_dir).resolve() / "pretrained"
     data_dir = Path(args.data_dir)
     results_file = Path(args.results) if args.results else data_dir / "results.jsonl"
@@ -401,6 +417,7 @@ def main(argv=None):
                     "lever": lever,
                     "seed": seed,
                     "options": options,
+                    "machine": cpu,
                     "when": time.strftime("%Y-%m-%d %H:%M"),
                 }
             )
@@ -425,51 +442,60 @@ SEEDS_NEEDED = 3  # the issue's rule: a verdict on fewer seeds is a screen, not 
 def paired(results: list[dict]) -> str:
     """Markdown rows: each lever against its baseline (the default; for a held-out lever,
     default_holdout: BASELINE) on the same set and seed (so on the same splits and the same
-    initialisation but for the lever): the mean of the per-seed differences, their range, the
-    baseline's own spread over its seeds, and a verdict. A lever wins (or loses) only when every
-    seed agrees and the mean difference exceeds the baseline's spread; else it is noise; and only on
-    SEEDS_NEEDED seeds of both (before that the verdict says how far it got). The TF-IDF
-    blend each run measures on its own model is the lever "<lever> + blend", against that lever."""
-    runs: dict[tuple[str, str], dict[str, dict]] = {}
+    initialisation but for the lever) and, where the baseline ran there, on the same machine (the
+    fit's arithmetic differs between CPUs; the column says how many pairs are): the mean of the
+    per-seed differences, their range, the baseline's own spread over its seeds, and a verdict. A
+    lever wins (or loses) only when every seed agrees and the mean difference exceeds the baseline's
+    spread; else it is noise; and only on SEEDS_NEEDED seeds of both (before that the verdict says
+    how far it got). The TF-IDF blend each run measures on its own model is the lever
+    "<lever> + blend", against that lever."""
+    runs: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for result in results:
         if result.get("lever") is not None and result.get("seed") is not None:
-            runs.setdefault((result["set"], result["lever"]), {})[str(result["seed"])] = result
+            seed, cpu = str(result["seed"]), result.get("machine", "unknown")
+            runs.setdefault((result["set"], result["lever"]), {}).setdefault(seed, []).append(result)
             if result.get("blend"):
                 blended = {"accuracy": result["blend"]["accuracy"], "macro_f1": result["blend"]["macro_f1"]}
-                runs.setdefault((result["set"], f"{result['lever']} + blend"), {})[str(result["seed"])] = blended
+                blended["machine"] = cpu
+                runs.setdefault((result["set"], f"{result['lever']} + blend"), {}).setdefault(seed, []).append(blended)
     rows = [
         "| set | lever | against | seeds | accuracy: mean difference (range) | macro-F1: mean difference (range) "
-        "| baseline's spread (acc / F1) | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| baseline's spread (acc / F1) | pairs on one machine | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, lever), by_seed in runs.items():
         baseline = lever.removesuffix(" + blend") if lever.endswith(" + blend") else BASELINE.get(lever, "default")
-        base = runs.get((name, baseline))
-        if lever == baseline or not base:
+        base_runs = runs.get((name, baseline))
+        if lever == baseline or not base_runs:
             continue
-        seeds = sorted(set(by_seed) & set(base))
+        seeds = sorted(set(by_seed) & set(base_runs))
         if not seeds:
             continue
-        cells, verdicts = [], []
+        ours = {seed: by_seed[seed][-1] for seed in by_seed}  # a seed run again: its latest run
+        # Each seed's baseline run on the lever's machine if there is one (its latest), else its latest.
+        cpus = {run.get("machine", "unknown") for run in ours.values()}
+        base = {}
+        for seed, candidates in base_runs.items():
+            here = [run for run in candidates if run.get("machine", "unknown") in cpus]
+            base[seed] = (here or candidates)[-1]
+        same = sum(base[seed].get("machine", "unknown") == ours[seed].get("machine", "unknown") for seed in seeds)
+        cells, verdicts, spreads = [], [], []
         for key in ("accuracy", "macro_f1"):
-            differences = [by_seed[seed][key] - base[seed][key] for seed in seeds]
+            differences = [ours[seed][key] - base[seed][key] for seed in seeds]
             mean = sum(differences) / len(differences)
-            noise = max(base[seed][key] for seed in base) - min(base[seed][key] for seed in base)
+            noise = max(run[key] for run in base.values()) - min(run[key] for run in base.values())
+            spreads.append(noise)
             cells.append(f"{mean:+.4f} ({min(differences):+.4f} to {max(differences):+.4f})")
             if abs(mean) > noise and (all(d > 0 for d in differences) or all(d < 0 for d in differences)):
                 verdicts.append("wins" if mean > 0 else "loses")
             else:
                 verdicts.append("noise")
-        spreads = [
-            max(base[seed][key] for seed in base) - min(base[seed][key] for seed in base)
-            for key in ("accuracy", "macro_f1")
-        ]
         verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
         if min(len(seeds), len(base)) < SEEDS_NEEDED:  # one seed's baseline has no spread: any gain would "win"
             verdict = f"too few seeds ({min(len(seeds), len(base))} of {SEEDS_NEEDED}): {verdict} so far"
         rows.append(
             f"| {name} | {lever} | {baseline} | {len(seeds)} | {cells[0]} | {cells[1]} "
-            f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {verdict} |"
+            f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {same} of {len(seeds)} | {verdict} |"
         )
     return "\n".join(rows) if len(rows) > 2 else ""
 
@@ -498,18 +524,22 @@ def abstain_table(results: list[dict]) -> str:
 
 
 def spread(results: list[dict]) -> str:
-    """Markdown rows: each set and lever's mean and spread (max - min) over its seeds."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Markdown rows: each set and lever's mean and spread (max - min) over its seeds, per machine."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for result in results:
         if result["lever"] is not None:  # the Hugging Face reference runs once
-            groups.setdefault((result["set"], result["lever"]), []).append(result)
-    rows = ["| set | run | seeds | accuracy mean (spread) | macro-F1 mean (spread) |", "|---|---|---|---|---|"]
-    for (name, lever), group in groups.items():
+            key = (result["set"], result["lever"], result.get("machine", "unknown"))
+            groups.setdefault(key, []).append(result)
+    rows = [
+        "| set | run | machine | seeds | accuracy mean (spread) | macro-F1 mean (spread) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, lever, cpu), group in groups.items():
         cells = []
         for key in ("accuracy", "macro_f1"):
             values = [result[key] for result in group]
             cells.append(f"{sum(values) / len(values):.3f} ({max(values) - min(values):.3f})")
-        rows.append(f"| {name} | {lever} | {len(group)} | {cells[0]} | {cells[1]} |")
+        rows.append(f"| {name} | {lever} | {cpu} | {len(group)} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) if any(len(group) > 1 for group in groups.values()) else ""
 
 

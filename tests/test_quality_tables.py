@@ -69,3 +69,23 @@ def test_a_verdict_needs_three_seeds_of_the_lever_and_of_its_baseline(quality):
     assert verdict(one, "ema") == "too few seeds (1 of 3): wins so far"
     two = quality.paired(runs("default", [0.85, 0.84, 0.85]) + runs("ema", [0.80, 0.79]))
     assert verdict(two, "ema") == "too few seeds (2 of 3): loses so far"
+
+
+def test_a_lever_is_paired_with_the_default_run_on_its_own_machine(quality):
+    # The default ran on two machines; the lever's seeds pair with the one it ran on, and say so.
+    amd = [{**run, "machine": "AMD"} for run in runs("default", [0.85, 0.84, 0.85])]
+    intel = [{**run, "machine": "Intel"} for run in runs("default", [0.80, 0.80, 0.80])]
+    lever = [{**run, "machine": "AMD"} for run in runs("ema", [0.87, 0.86, 0.87])]
+    row = next(line for line in quality.paired(intel + amd + lever).splitlines() if "| ema |" in line)
+    assert "+0.0200" in row and "| 3 of 3 |" in row and row.endswith("| wins |")
+    # Only the Intel default exists: the pairs cross machines, and the column says so.
+    row = next(line for line in quality.paired(intel + lever).splitlines() if "| ema |" in line)
+    assert "+0.0667" in row and "| 0 of 3 |" in row
+    assert "| debian | default | AMD | 3 | 0.847 (0.010) |" in quality.spread(intel + amd)
+
+
+def test_the_machine_is_the_cpus_name_and_its_bfloat16(quality, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert quality.machine(str(cpuinfo)) == "AMD EPYC (avx512_bf16)"
+    assert quality.machine(str(tmp_path / "missing")) == "unknown"
