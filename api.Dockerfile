@@ -20,7 +20,10 @@ COPY src /src/src
 # The serving core exactly as pyproject.toml pins it: no `train` extra (TensorFlow, Keras, pandas...),
 # no test extra; then drop the test suites and test data shipped inside packages (onnx's backend
 # test data alone is 15 MB), OpenVINO's GPU and NPU plugins (51 MB; bf16 serving uses its CPU
-# plugin only), and pip and setuptools (nothing installs at run time).
+# plugin only), and pip and setuptools (nothing installs at run time). Last, compile every module
+# once: the server runs as a user who cannot write __pycache__, so without it each cold start
+# compiled Flask, Werkzeug, Jinja2, gunicorn and OpenVINO from source again. unchecked-hash: the
+# bytecode is used as is, whatever timestamps the COPY below gives the sources.
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     /opt/venv/bin/pip install /src \
@@ -29,7 +32,8 @@ RUN --mount=type=secret,id=pip_cert \
     && rm -rf /opt/venv/lib/python3*/site-packages/onnx/backend/test \
     && rm -f /opt/venv/lib/python3*/site-packages/openvino/libs/libopenvino_intel_[gn]pu_plugin.so \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
-    && rm -rf /src
+    && rm -rf /src \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 # One model folder (MODEL_DIR, default: the one latest_model_config.json names) and a pointer to
 # it, picked here so that the rest of models/ never reaches a layer of the final image.
 ARG MODEL_DIR=
