@@ -24,8 +24,10 @@ splits. Its interpreter needs `torch` and `transformers`, which bertclf does not
 
     python -m venv .venv-hf && .venv-hf/bin/pip install torch==2.13.0 transformers scikit-learn
 
-The table at the end is Markdown, ready for the README; then each run's test accuracy in each serving
-precision the export measured (fp32, int8, bf16) and the one `--precision auto` serves.
+The tables at the end are Markdown; then each run's test accuracy in each serving precision the
+export measured (fp32, int8, bf16) and the one `--precision auto` serves. docs/benchmarks.md shows
+the tables of benchmarks/results/quality-10k.jsonl (the 10,000-text runs' lines, copied there from
+the --results file): docs/hooks.py renders them with `docs_tables` at every site build.
 """
 
 import argparse
@@ -431,7 +433,7 @@ def main(argv=None):
 def print_tables(results: list[dict]) -> None:
     """Every table of the runs' results: scores, seeds' spread and paired differences (when a lever
     ran with several seeds), abstain thresholds, serving precisions."""
-    for part in (table(results), spread(results), paired(results), abstain_table(results), decisions(results)):
+    for part in (table(results), docs_tables(results), decisions(results)):
         if part:
             print(part + "\n")
 
@@ -524,23 +526,63 @@ def abstain_table(results: list[dict]) -> str:
 
 
 def spread(results: list[dict]) -> str:
-    """Markdown rows: each set and lever's mean and spread (max - min) over its seeds, per machine."""
+    """Markdown rows: each set and lever's mean and spread (max - min) over its seeds, per machine,
+    with its mean training time; first each set's TF-IDF reference over the seeds' splits (it is
+    fitted on the run's own split, so once per seed whatever the lever or machine). Multi-label sets
+    add micro-F1 to the macro-F1 cell."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
+    references: dict[str, dict[str, dict]] = {}
     for result in results:
         if result["lever"] is not None:  # the Hugging Face reference runs once
             key = (result["set"], result["lever"], result.get("machine", "unknown"))
             groups.setdefault(key, []).append(result)
+            if "tfidf_accuracy" in result and result["lever"] not in HOLDOUT:
+                references.setdefault(result["set"], {}).setdefault(str(result["seed"]), result)
     rows = [
-        "| set | run | machine | seeds | accuracy mean (spread) | macro-F1 mean (spread) |",
-        "|---|---|---|---|---|---|",
+        "| set | run | machine | seeds | accuracy mean (spread) | macro-F1 mean (spread) | train time (s) mean |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def cell(values: list[float]) -> str:
+        return f"{sum(values) / len(values):.3f} ({max(values) - min(values):.3f})"
+
+    def scores(group: list[dict], prefix: str = "") -> list[str]:
+        f1 = cell([result[f"{prefix}macro_f1"] for result in group])
+        if all(result.get(f"{prefix}micro_f1") is not None for result in group):
+            f1 += f", micro {cell([result[f'{prefix}micro_f1'] for result in group])}"
+        return [cell([result[f"{prefix}accuracy"] for result in group]), f1]
+
+    for name, by_seed in references.items():
+        accuracy, f1 = scores(list(by_seed.values()), "tfidf_")
+        rows.append(f"| {name} | TF-IDF + logistic regression | any | {len(by_seed)} | {accuracy} | {f1} | |")
     for (name, lever, cpu), group in groups.items():
-        cells = []
-        for key in ("accuracy", "macro_f1"):
-            values = [result[key] for result in group]
-            cells.append(f"{sum(values) / len(values):.3f} ({max(values) - min(values):.3f})")
-        rows.append(f"| {name} | {lever} | {cpu} | {len(group)} | {cells[0]} | {cells[1]} |")
+        accuracy, f1 = scores(group)
+        seconds = (
+            sum(result["seconds"] for result in group) / len(group) if all("seconds" in r for r in group) else None
+        )
+        time_cell = f"{seconds:.0f}" if seconds is not None else ""
+        rows.append(f"| {name} | {lever} | {cpu} | {len(group)} | {accuracy} | {f1} | {time_cell} |")
     return "\n".join(rows) if any(len(group) > 1 for group in groups.values()) else ""
+
+
+def legend(results: list[dict]) -> str:
+    """Markdown rows: the `train` options of each lever the results hold."""
+    levers = dict.fromkeys(result["lever"] for result in results if result.get("lever") in LEVERS)
+    rows = ["| lever | `python -m bertclf train` options added to the defaults |", "|---|---|"]
+    for lever in levers:
+        options = f"`{' '.join(LEVERS[lever])}`" if LEVERS[lever] else "none"
+        if lever in HOLDOUT:
+            options += "; held out: trained on the set's train + validation files, scored on its test file"
+        rows.append(f"| {lever} | {options} |")
+    return "\n".join(rows)
+
+
+def docs_tables(results: list[dict]) -> str:
+    """The tables docs/benchmarks.md shows (docs/hooks.py renders them from the results file at
+    every build): levers, seeds' spread, paired differences with verdicts, abstain thresholds."""
+    return "\n\n".join(
+        part for part in (legend(results), spread(results), paired(results), abstain_table(results)) if part
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,17 @@ A page writes `<!-- generated: NAME -->` on a line of its own; the build replace
     serve-settings     every `serve` option (ServeConfig) and its BERTCLF_<NAME> environment variable
     cli                every subcommand of `python -m bertclf` and its options (the argument parser)
     make-targets       every `make` target and what it does (the Makefile's `## ` comments)
+    quality-10k        the accuracy evidence on the 10,000-text sets: levers, seeds' spread, paired
+                       differences and verdicts, abstain thresholds (benchmarks/quality.py's tables of
+                       benchmarks/results/quality-10k.jsonl, the runs' own JSON lines)
 
 An unknown NAME fails the build.
 """
 
 import argparse
 import dataclasses
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -20,7 +25,7 @@ from bertclf.cli import COMMANDS, build_parser
 from bertclf.config import ServeConfig, TrainConfig, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
+MARKER = re.compile(r"^<!-- generated: ([a-z0-9-]+) -->$", re.M)
 
 
 def _cell(text: object) -> str:
@@ -92,11 +97,23 @@ def make_targets() -> str:
     return "\n".join(rows)
 
 
+def quality_10k() -> str:
+    # benchmarks/ is scripts, not a package: load quality.py by its path (it imports nothing heavy at the top).
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("docs/hooks.py: cannot load benchmarks/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    lines = (ROOT / "benchmarks" / "results" / "quality-10k.jsonl").read_text().splitlines()
+    return quality.docs_tables([json.loads(line) for line in lines if line.strip()])
+
+
 GENERATORS = {
     "train-parameters": train_parameters,
     "serve-settings": serve_settings,
     "cli": cli,
     "make-targets": make_targets,
+    "quality-10k": quality_10k,
 }
 
 
@@ -109,7 +126,11 @@ def render(markdown: str) -> str:
             raise ValueError(f"docs: unknown generated table {name!r} (known: {', '.join(GENERATORS)})")
         return GENERATORS[name]()
 
-    return MARKER.sub(table, markdown)
+    rendered = MARKER.sub(table, markdown)
+    left = re.search(r"^<!-- generated:.*$", rendered, re.M)
+    if left:  # a name with a character the marker does not allow would otherwise stay a silent comment
+        raise ValueError(f"docs: malformed marker {left.group(0)!r} (names: lowercase letters, digits, -)")
+    return rendered
 
 
 def on_page_markdown(markdown, page, config, files):

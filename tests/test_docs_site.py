@@ -4,6 +4,7 @@ make target is there), it builds strictly, and it works offline in a real browse
 import dataclasses
 import http.server
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -44,6 +45,21 @@ def test_the_reference_tables_hold_every_setting_command_and_target():
 def test_an_unknown_table_fails_the_build():
     with pytest.raises(ValueError, match="unknown generated table 'nonsense'"):
         load_hooks().render("text\n<!-- generated: nonsense -->\n")
+
+
+def test_a_malformed_marker_fails_the_build_instead_of_vanishing():
+    with pytest.raises(ValueError, match="malformed marker"):
+        load_hooks().render("text\n<!-- generated: Quality_10k -->\n")
+
+
+def test_the_quality_tables_hold_every_run_of_the_results_file():
+    page = load_hooks().render((ROOT / "docs" / "benchmarks.md").read_text())
+    lines = (ROOT / "benchmarks" / "results" / "quality-10k.jsonl").read_text().splitlines()
+    results = [json.loads(line) for line in lines if line.strip()]
+    assert results
+    for result in results:
+        assert f"| {result['set']} | {result['lever']} | {result['machine']} |" in page, result["run"]
+    assert "| lever | against | seeds |" in page and "| verdict |" in page
 
 
 def test_the_readme_is_short_and_links_only_pages_that_exist():
