@@ -49,6 +49,16 @@ def test_refit_is_paired_with_the_held_out_default_not_the_default(quality):
     assert "| default_holdout |" in row and "+0.0100" in row
 
 
+def test_the_differences_own_spread_is_shown_beside_the_verdict_but_decides_nothing(quality):
+    # Splits move the default by 6 points; the lever gains 3-4 on each: noise by the rule, while the
+    # differences alone (spread 1) agree beyond their own spread.
+    table = quality.paired(runs("default", [0.72, 0.76, 0.78]) + runs("steady", [0.755, 0.795, 0.81]))
+    row = next(line for line in table.splitlines() if "| steady |" in line)
+    assert row.endswith("| wins | noise |"), row
+    scattered = quality.paired(runs("default", [0.72, 0.76, 0.78]) + runs("scattered", [0.78, 0.765, 0.79]))
+    assert next(line for line in scattered.splitlines() if "| scattered |" in line).endswith("| noise | noise |")
+
+
 def test_the_abstain_table_reports_realised_precision_against_the_target(quality):
     found = {"0.95": {"threshold": 0.8, "reached_on_validation": True, "test_precision": 0.93, "test_coverage": 0.6}}
     results = [{**run, "abstain": found} for run in runs("default", [0.85, 0.84])]
