@@ -431,8 +431,8 @@ def main(argv=None):
 
 
 def print_tables(results: list[dict]) -> None:
-    """Every table of the runs' results: scores, seeds' spread and paired differences (when a lever
-    ran with several seeds), abstain thresholds, serving precisions."""
+    """Every table of the runs' results: scores, the levers' options, seeds' spread and paired
+    differences (when a lever ran with several seeds), abstain thresholds, serving precisions."""
     for part in (table(results), docs_tables(results), decisions(results)):
         if part:
             print(part + "\n")
@@ -502,10 +502,9 @@ def paired(results: list[dict]) -> str:
             within.append(("wins" if mean > 0 else "loses") if beyond else "noise")
         verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
         paired_reading = within[0] if within[0] == within[1] else f"accuracy {within[0]}, F1 {within[1]}"
-        if min(len(seeds), len(base)) < SEEDS_NEEDED:
-            paired_reading = "too few seeds"
         if min(len(seeds), len(base)) < SEEDS_NEEDED:  # one seed's baseline has no spread: any gain would "win"
             verdict = f"too few seeds ({min(len(seeds), len(base))} of {SEEDS_NEEDED}): {verdict} so far"
+            paired_reading = "too few seeds"
         rows.append(
             f"| {name} | {lever} | {baseline} | {len(seeds)} | {cells[0]} | {cells[1]} "
             f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {same} of {len(seeds)} | {paired_reading} | {verdict} |"

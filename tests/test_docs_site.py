@@ -58,7 +58,8 @@ def test_the_quality_tables_hold_every_run_of_the_results_file():
     results = [json.loads(line) for line in lines if line.strip()]
     assert results
     for result in results:
-        assert f"| {result['set']} | {result['lever']} | {result['machine']} |" in page, result["run"]
+        if result["lever"] is not None:  # the Hugging Face reference has no lever and no spread row
+            assert f"| {result['set']} | {result['lever']} | {result['machine']} |" in page, result["run"]
     assert "| lever | against | seeds |" in page and "| verdict |" in page
 
 
