@@ -356,7 +356,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.tables:
-        print_tables([json.loads(line) for line in Path(args.tables).read_text().splitlines() if line.strip()])
+        print_tables(read_results(Path(args.tables)))
         return
     unknown = sorted(set(filter(None, args.levers.split(","))) - set(LEVERS))
     if unknown:
@@ -493,15 +493,10 @@ def paired(results: list[dict]) -> str:
             noise = max(run[key] for run in base.values()) - min(run[key] for run in base.values())
             spreads.append(noise)
             cells.append(f"{mean:+.4f} ({min(differences):+.4f} to {max(differences):+.4f})")
-            if abs(mean) > noise and (all(d > 0 for d in differences) or all(d < 0 for d in differences)):
-                verdicts.append("wins" if mean > 0 else "loses")
-            else:
-                verdicts.append("noise")
             agree = all(d > 0 for d in differences) or all(d < 0 for d in differences)
-            beyond = agree and abs(mean) > max(differences) - min(differences)
-            within.append(("wins" if mean > 0 else "loses") if beyond else "noise")
-        verdict = verdicts[0] if verdicts[0] == verdicts[1] else f"accuracy {verdicts[0]}, F1 {verdicts[1]}"
-        paired_reading = within[0] if within[0] == within[1] else f"accuracy {within[0]}, F1 {within[1]}"
+            verdicts.append(_reading(mean, agree, noise))
+            within.append(_reading(mean, agree, max(differences) - min(differences)))
+        verdict, paired_reading = _both(verdicts), _both(within)
         if min(len(seeds), len(base)) < SEEDS_NEEDED:  # one seed's baseline has no spread: any gain would "win"
             verdict = f"too few seeds ({min(len(seeds), len(base))} of {SEEDS_NEEDED}): {verdict} so far"
             paired_reading = "too few seeds"
@@ -510,6 +505,21 @@ def paired(results: list[dict]) -> str:
             f"| {spreads[0]:.4f} / {spreads[1]:.4f} | {same} of {len(seeds)} | {paired_reading} | {verdict} |"
         )
     return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def _reading(mean: float, agree: bool, noise: float) -> str:
+    """wins or loses when every seed's difference has the mean's sign and the mean exceeds `noise`."""
+    return ("wins" if mean > 0 else "loses") if agree and abs(mean) > noise else "noise"
+
+
+def _both(readings: list[str]) -> str:
+    """One reading of accuracy and macro-F1: the shared word, or each one's."""
+    return readings[0] if readings[0] == readings[1] else f"accuracy {readings[0]}, F1 {readings[1]}"
+
+
+def read_results(path: Path) -> list[dict]:
+    """The runs' JSON lines of a --results file (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def abstain_table(results: list[dict]) -> str:

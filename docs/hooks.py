@@ -17,7 +17,6 @@ An unknown NAME fails the build.
 import argparse
 import dataclasses
 import importlib.util
-import json
 import re
 from pathlib import Path
 
@@ -97,15 +96,23 @@ def make_targets() -> str:
     return "\n".join(rows)
 
 
-def quality_10k() -> str:
-    # benchmarks/ is scripts, not a package: load quality.py by its path (it imports nothing heavy at the top).
+QUALITY_RESULTS = ROOT / "benchmarks" / "results" / "quality-10k.jsonl"
+
+
+def load_quality():
+    """benchmarks/quality.py as a module: benchmarks/ is scripts, not a package, so it loads by its
+    path (it imports nothing heavy at the top)."""
     spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
     if spec is None or spec.loader is None:
         raise RuntimeError("docs/hooks.py: cannot load benchmarks/quality.py")
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
-    lines = (ROOT / "benchmarks" / "results" / "quality-10k.jsonl").read_text().splitlines()
-    return quality.docs_tables([json.loads(line) for line in lines if line.strip()])
+    return quality
+
+
+def quality_10k() -> str:
+    quality = load_quality()
+    return quality.docs_tables(quality.read_results(QUALITY_RESULTS))
 
 
 GENERATORS = {
