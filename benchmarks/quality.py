@@ -20,7 +20,10 @@ spread). The 10,000-text sets: `python benchmarks/realsets.py --out data/real10k
 
 With `--hf_python`, the Hugging Face + PyTorch reference (`benchmarks/hf_finetune.py`: the same
 checkpoint, 3 epochs, lr 1e-4, batch 32, max length 128, linear warmup and decay) runs on the same
-splits. Its interpreter needs `torch` and `transformers`, which bertclf does not:
+splits, once per seed (its own seed too), recorded as the run `hf_pytorch`; the paired table then
+holds the default against it on each split: our margin over a plain fine-tune (`--levers ""
+--hf_python ...` runs the reference alone). Its interpreter needs `torch` and `transformers`, which
+bertclf does not:
 
     python -m venv .venv-hf && .venv-hf/bin/pip install torch==2.13.0 transformers scikit-learn
 
@@ -61,6 +64,7 @@ LEVERS = {
 }
 HOLDOUT = {"default_holdout", "refit_all"}
 BASELINE = {"refit_all": "default_holdout"}  # the lever each is paired with, when not the default
+REFERENCE = "hf_pytorch"  # the Hugging Face fine-tune's runs (--hf_python): the default is paired against it
 ABSTAIN_TARGETS = (0.9, 0.95)  # target_precision values whose realised test precision each run reports
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,8 +296,9 @@ def tfidf_blend(served: Served, paths: dict[str, Path]) -> dict:
     }
 
 
-def run_hf(paths: dict[str, Path], hf_python: str, checkpoint: Path) -> dict:
+def run_hf(paths: dict[str, Path], hf_python: str, checkpoint: Path, seed: str) -> dict:
     command = [hf_python, str(ROOT / "benchmarks" / "hf_finetune.py"), "--checkpoint", str(checkpoint)]
+    command += ["--seed", seed]
     command += [f"--{part}={path}" for part, path in paths.items()]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -401,13 +406,16 @@ def main(argv=None):
             for seed in seeds
         ]
         if args.hf_python:
-            runs.append(("hf+pytorch", None, None, seeds[0]))
+            runs += [
+                (REFERENCE if seed == default_seed else f"{REFERENCE} (seed {seed})", REFERENCE, None, seed)
+                for seed in seeds
+            ]
         for run, lever, options, seed in runs:
             paths = split_paths[seed]
             print(f"{name}: {run} ...", file=sys.stderr, flush=True)
             if options is None:
                 assert args.hf_python
-                result = run_hf(paths, args.hf_python, Path(checkpoint.path))
+                result = run_hf(paths, args.hf_python, Path(checkpoint.path), seed)
             else:
                 with tempfile.TemporaryDirectory(prefix="bertclf-quality-") as scratch:
                     (Path(scratch) / "pretrained").symlink_to(pretrained)
@@ -450,7 +458,8 @@ def paired(results: list[dict]) -> str:
     lever wins (or loses) only when every seed agrees and the mean difference exceeds the baseline's
     spread; else it is noise; and only on SEEDS_NEEDED seeds of both (before that the verdict says
     how far it got). The TF-IDF blend each run measures on its own model is the lever
-    "<lever> + blend", against that lever.
+    "<lever> + blend", against that lever; the default is also paired against the Hugging Face
+    reference (REFERENCE) where it ran: our margin over a plain fine-tune.
 
     Beside the verdict, for reading only (it decides nothing): the same test against the spread of
     the per-seed differences themselves instead of the baseline's. The baseline's spread holds how
@@ -470,10 +479,17 @@ def paired(results: list[dict]) -> str:
         "| baseline's spread (acc / F1) | pairs on one machine | against the differences' own spread | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (name, lever), by_seed in runs.items():
-        baseline = lever.removesuffix(" + blend") if lever.endswith(" + blend") else BASELINE.get(lever, "default")
-        base_runs = runs.get((name, baseline))
-        if lever == baseline or not base_runs:
+    pairs = []  # (set, lever, baseline); the reference is the default's baseline, not a lever
+    for name, lever in runs:
+        if lever == REFERENCE:
+            pairs.append((name, "default", REFERENCE))
+        elif lever.endswith(" + blend"):
+            pairs.append((name, lever, lever.removesuffix(" + blend")))
+        else:
+            pairs.append((name, lever, BASELINE.get(lever, "default")))
+    for name, lever, baseline in pairs:
+        by_seed, base_runs = runs.get((name, lever)), runs.get((name, baseline))
+        if lever == baseline or not by_seed or not base_runs:
             continue
         seeds = sorted(set(by_seed) & set(base_runs))
         if not seeds:
@@ -594,6 +610,11 @@ def legend(results: list[dict]) -> str:
         if lever in HOLDOUT:
             options += "; held out: trained on the set's train + validation files, scored on its test file"
         rows.append(f"| {lever} | {options} |")
+    if any(result.get("lever") == REFERENCE for result in results):
+        rows.append(
+            f"| {REFERENCE} | not bertclf: the plain Hugging Face + PyTorch fine-tune of the same checkpoint "
+            "(`benchmarks/hf_finetune.py`: 3 epochs, lr 1e-4, batch 32, max length 128, no early stopping) |"
+        )
     return "\n".join(rows)
 
 

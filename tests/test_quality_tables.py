@@ -73,6 +73,16 @@ def test_the_tfidf_blend_is_paired_with_the_model_it_blends(quality):
     assert verdict(quality.paired(results), "default + blend") == "wins"
 
 
+def test_the_default_is_paired_against_the_hugging_face_reference(quality):
+    # The reference is not a lever: its row is the default's margin over it, on the same splits.
+    results = runs("default", [0.85, 0.84, 0.85]) + runs(quality.REFERENCE, [0.82, 0.82, 0.83])
+    table = quality.paired(results)
+    row = next(line for line in table.splitlines() if f"| {quality.REFERENCE} |" in line)
+    assert row.startswith("| debian | default | hf_pytorch | 3 | +0.0233") and verdict(table, "default") == "wins"
+    assert "hf_finetune.py" in quality.legend(results)
+    assert f"| debian | {quality.REFERENCE} | unknown | 3 | 0.823 (0.010) |" in quality.spread(results)
+
+
 def test_a_verdict_needs_three_seeds_of_the_lever_and_of_its_baseline(quality):
     # One seed of the baseline has no spread: without the rule any gain would "win".
     one = quality.paired(runs("default", [0.85]) + runs("ema", [0.86]))
